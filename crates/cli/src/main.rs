@@ -1,0 +1,2 @@
+//! The `oxkeeper` binary: `oxkeeper` (= `oxkeeper server`) runs a member.
+fn main() {}
