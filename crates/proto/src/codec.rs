@@ -118,6 +118,10 @@ impl<'a> Reader<'a> {
     pub fn ustring(&mut self) -> Result<String, DecodeError> {
         Ok(self.ustring_opt()?.unwrap_or_default())
     }
+    /// `vector<ustring>` where a null vector and null elements read as empty.
+    pub fn ustring_vec(&mut self) -> Result<Vec<String>, DecodeError> {
+        Ok(self.vec(4, Self::ustring)?.unwrap_or_default())
+    }
     /// `vector<T>`: `None` for null (-1). The count is checked against the bytes left (each element is at
     /// least `min_elem_bytes` long) before anything is allocated.
     pub fn vec<T>(
@@ -233,6 +237,10 @@ impl Writer {
     }
     pub fn ustring_opt(&mut self, s: Option<&str>) {
         self.buffer(s.map(str::as_bytes));
+    }
+    /// `vector<ustring>`, never null.
+    pub fn ustring_vec(&mut self, v: &[String]) {
+        self.vec(Some(v), |w, s| w.ustring(s));
     }
     pub fn vec<T>(&mut self, v: Option<&[T]>, mut elem: impl FnMut(&mut Self, &T)) {
         match v {

@@ -1,3 +1,14 @@
 //! Everything of oxkeeper that does I/O: listener and connections, the executor that applies committed
 //! commands and serves reads, replication through openraft (a one-member cluster when standalone),
 //! four-letter words and configuration.
+
+pub mod config;
+pub mod connection;
+pub mod executor;
+pub mod fourlw;
+pub mod replication;
+pub mod server;
+pub mod stats;
+
+pub use config::Config;
+pub use server::{run, start, Running, ServerError};

@@ -1,4 +1,24 @@
-//! The write-ahead log (segments, batches, group commit, recovery) and snapshot files.
+//! The write-ahead log (segments, batches, group commit, recovery) and small durable files.
 //!
-//! Everything goes through the `Disk` trait so tests can simulate power loss. Knows nothing of Raft or
-//! ZooKeeper: it stores opaque entries by index.
+//! Everything goes through the `Disk` trait so tests can simulate power loss (`SimDisk`, with
+//! `cfg(test)` or the `sim` feature). Knows nothing of Raft or ZooKeeper: it stores opaque entries by
+//! `u64` index. `Wal` is the synchronous log, `WalWriter` the group-commit thread that owns one,
+//! `write_atomic`/`read_file` the small metadata files (vote, committed index).
+
+mod atomic_file;
+mod disk;
+mod error;
+mod format;
+mod recovery;
+#[cfg(any(test, feature = "sim"))]
+mod sim;
+mod wal;
+mod writer;
+
+pub use atomic_file::{read_file, write_atomic};
+pub use disk::{Disk, DiskFile, RealDisk, RealFile};
+pub use error::WalError;
+#[cfg(any(test, feature = "sim"))]
+pub use sim::{SimDisk, SimFault, SimFile};
+pub use wal::{Recovered, Wal, WalOptions};
+pub use writer::{Completion, WalWriter, WalWriterStats};

@@ -1,0 +1,150 @@
+//! The replicated session table's entries, session id allocation and session passwords.
+//!
+//! Passwords are HMAC-SHA256(cluster secret, id as 8 big-endian bytes) truncated to 16 bytes, compared
+//! in constant time. Sessions imported from ZooKeeper may keep ZooKeeper's `java.util.Random` derivation
+//! (flagged per session) so that their clients survive a migration. Pure functions, no I/O.
+
+use hmac::{Hmac, Mac};
+use imbl::OrdSet;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// Length of a session password on the wire (the C client requires exactly 16).
+pub const PASSWORD_LEN: usize = 16;
+/// The bits of a session id below the member byte.
+pub(crate) const ID_LOW_BITS: u64 = 0x00FF_FFFF_FFFF_FFFF;
+
+/// Who currently serves a session: a member and one of its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub member: u64,
+    pub conn: u64,
+}
+
+/// One live session in the replicated session table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// The timeout negotiated when the session was created (restarts and new leaders track it again
+    /// with this value).
+    pub timeout_ms: i32,
+    /// Paths of the session's ordinary ephemerals.
+    pub ephemerals: OrdSet<Arc<str>>,
+    /// Unused for now: set by revalidation once sessions move between members.
+    pub owner: Option<Owner>,
+    /// The password is ZooKeeper's `java.util.Random` derivation (a session imported from ZooKeeper).
+    pub legacy_password: bool,
+}
+
+impl SessionInfo {
+    pub fn new(timeout_ms: i32) -> Self {
+        SessionInfo {
+            timeout_ms,
+            ephemerals: OrdSet::new(),
+            owner: None,
+            legacy_password: false,
+        }
+    }
+}
+
+/// A change of the session table that the member must act on (track, untrack, answer, close).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionChange {
+    Created {
+        id: i64,
+        timeout_ms: i32,
+        passwd: [u8; PASSWORD_LEN],
+    },
+    Closed {
+        id: i64,
+    },
+}
+
+/// The first value of the next-session counter: ZooKeeper's `initializeNextSessionId` with the leader's
+/// wall clock instead of a monotonic one (40 low bits of the time in bits 16..55, zeros below).
+pub(crate) fn initial_session_counter(time_ms: i64) -> u64 {
+    ((time_ms << 24) as u64) >> 8
+}
+
+/// The session id for counter value `counter` on a cluster bootstrapped by `member_id`.
+pub(crate) fn session_id(member_id: u8, counter: u64) -> i64 {
+    ((u64::from(member_id) << 56) | (counter & ID_LOW_BITS)) as i64
+}
+
+/// HMAC-SHA256(secret, id as 8 big-endian bytes), truncated to 16 bytes.
+pub fn hmac_password(secret: &[u8], id: i64) -> [u8; PASSWORD_LEN] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length");
+    mac.update(&id.to_be_bytes());
+    let full = mac.finalize().into_bytes();
+    let mut out = [0u8; PASSWORD_LEN];
+    out.copy_from_slice(&full[..PASSWORD_LEN]);
+    out
+}
+
+/// ZooKeeper's own password: `new java.util.Random(id ^ 0xB3415C00L).nextBytes(byte[16])`.
+pub fn zookeeper_password(id: i64) -> [u8; PASSWORD_LEN] {
+    const MULTIPLIER: u64 = 0x5_DEEC_E66D;
+    const MASK: u64 = (1 << 48) - 1;
+    let mut seed = ((id ^ 0xB341_5C00) as u64 ^ MULTIPLIER) & MASK;
+    let mut out = [0u8; PASSWORD_LEN];
+    for chunk in out.chunks_mut(4) {
+        seed = (seed.wrapping_mul(MULTIPLIER).wrapping_add(0xB)) & MASK;
+        let mut r = (seed >> 16) as u32;
+        for b in chunk {
+            *b = r as u8;
+            r >>= 8;
+        }
+    }
+    out
+}
+
+/// Constant-time equality of a password the client sent with the expected one.
+pub(crate) fn password_matches(expected: &[u8; PASSWORD_LEN], got: &[u8]) -> bool {
+    bool::from(expected.as_slice().ct_eq(got))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zookeeper_password_matches_java_random() {
+        let hex = |p: [u8; 16]| p.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        assert_eq!(
+            hex(zookeeper_password(0x1000000000000)),
+            "f22acd4a97e69d6d20a49bb638eadb38"
+        );
+        assert_eq!(
+            hex(zookeeper_password(0x100a1b2c3d40000)),
+            "ce09faed4372c2725ca437a7c4ebcd12"
+        );
+        assert_eq!(
+            hex(zookeeper_password(1)),
+            "054cc74a37327db215e702e20c73f005"
+        );
+    }
+
+    #[test]
+    fn session_ids_follow_initialize_next_session_id() {
+        // myid 1, clock 123456789 ms → 0x100075bcd150000 (the reference's example).
+        let c = initial_session_counter(123_456_789);
+        assert_eq!(session_id(1, c), 0x0100_075b_cd15_0000);
+        assert_eq!(session_id(1, c + 1), 0x0100_075b_cd15_0001);
+        // The counter never spills into the member byte.
+        assert_eq!(session_id(2, ID_LOW_BITS + 1), 0x0200_0000_0000_0000);
+        // Negative times still leave the member byte alone.
+        assert_eq!(session_id(1, initial_session_counter(-1)) >> 56, 1);
+    }
+
+    #[test]
+    fn hmac_passwords_depend_on_secret_and_id() {
+        let a = hmac_password(b"secret", 1);
+        assert_eq!(a, hmac_password(b"secret", 1));
+        assert_ne!(a, hmac_password(b"secret", 2));
+        assert_ne!(a, hmac_password(b"other", 1));
+        assert!(password_matches(&a, &a));
+        assert!(!password_matches(&a, &a[..15]));
+        assert!(!password_matches(&a, &[0u8; 16]));
+    }
+}

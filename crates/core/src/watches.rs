@@ -1,0 +1,738 @@
+//! The watch table: which connection watches which path, and which events a write fires (member-local).
+//!
+//! Mirrors ZooKeeper's two `WatchManager`s. The data table holds exists/getData watches, the child table
+//! getChildren watches; a persistent watch sits in both, a persistent-recursive one only in the data
+//! table. Standard watches are one-shot; persistent ones stay until removed or the connection closes.
+//! Never serialized: watches belong to connections, and clients set them again with SetWatches.
+
+use crate::path::self_and_ancestors;
+use crate::state::Trigger;
+use crate::tree::DataTree;
+use crate::ConnId;
+use oxkeeper_proto::{
+    ErrorCode, EventType, KeeperState, Request, SetWatches, WatcherEvent, WatcherType,
+};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// The kind of watch a request sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WatchKind {
+    /// One-shot, data table (exists, getData).
+    Data,
+    /// One-shot, child table (getChildren, getChildren2).
+    Child,
+    /// addWatch PERSISTENT: both tables, never consumed.
+    Persistent,
+    /// addWatch PERSISTENT_RECURSIVE: data table, fires for the path and every descendant.
+    PersistentRecursive,
+}
+
+impl WatchKind {
+    /// The kind for an addWatch mode (`AddWatchMode`: 0 persistent, 1 persistent-recursive).
+    pub fn from_add_watch_mode(mode: i32) -> Option<Self> {
+        match mode {
+            0 => Some(WatchKind::Persistent),
+            1 => Some(WatchKind::PersistentRecursive),
+            _ => None,
+        }
+    }
+}
+
+/// The watch a read sets, if any: exists sets a data watch whether or not the node exists (but not on
+/// NoAuth or BadArguments); getData and getChildren(2) only when they succeed.
+pub fn watch_for_read(req: &Request, err: i32) -> Option<(&str, WatchKind)> {
+    let ok = err == 0;
+    match req {
+        Request::Exists(r) if r.watch && (ok || err == i32::from(ErrorCode::NoNode)) => {
+            Some((&r.path, WatchKind::Data))
+        }
+        Request::GetData(r) if r.watch && ok => Some((&r.path, WatchKind::Data)),
+        Request::GetChildren(r) | Request::GetChildren2(r) if r.watch && ok => {
+            Some((&r.path, WatchKind::Child))
+        }
+        _ => None,
+    }
+}
+
+/// Watch modes of one (connection, path) pair in one table (`WatchStats`).
+type Modes = u8;
+const STANDARD: Modes = 1;
+const PERSISTENT: Modes = 2;
+const RECURSIVE: Modes = 4;
+
+/// One of the two tables (`WatchManager`).
+#[derive(Debug, Default)]
+struct Manager {
+    /// `watchTable`: path → watching connections.
+    by_path: HashMap<Arc<str>, BTreeSet<ConnId>>,
+    /// `watch2Paths`: connection → its paths with their modes. As in ZooKeeper, a connection whose
+    /// one-shot watches all fired keeps an empty entry (it still counts in `wchs`) until it closes.
+    by_conn: HashMap<ConnId, HashMap<Arc<str>, Modes>>,
+    /// Number of (connection, path) pairs with the recursive mode: when 0, ancestors need no visit.
+    recursive: usize,
+}
+
+impl Manager {
+    fn add(&mut self, path: &str, conn: ConnId, mode: Modes) {
+        let key: Arc<str> = match self.by_path.get_key_value(path) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(path),
+        };
+        self.by_path.entry(key.clone()).or_default().insert(conn);
+        let modes = self
+            .by_conn
+            .entry(conn)
+            .or_default()
+            .entry(key)
+            .or_insert(0);
+        if *modes & mode == 0 {
+            *modes |= mode;
+            if mode == RECURSIVE {
+                self.recursive += 1;
+            }
+        }
+    }
+
+    fn remove_conn(&mut self, conn: ConnId) {
+        let Some(paths) = self.by_conn.remove(&conn) else {
+            return;
+        };
+        for (p, modes) in paths {
+            if let Some(conns) = self.by_path.get_mut(&p) {
+                conns.remove(&conn);
+                if conns.is_empty() {
+                    self.by_path.remove(&p);
+                }
+            }
+            if modes & RECURSIVE != 0 {
+                self.recursive -= 1;
+            }
+        }
+    }
+
+    /// `WatchManager.triggerWatch`: every watcher of `path` fires (its one-shot mode is consumed), and
+    /// every recursive watcher of an ancestor. Returns the connections that fired.
+    fn trigger(&mut self, path: &str) -> BTreeSet<ConnId> {
+        let mut fired = BTreeSet::new();
+        let levels = if self.recursive > 0 { usize::MAX } else { 1 };
+        for (level, p) in self_and_ancestors(path).take(levels).enumerate() {
+            let Some(conns) = self.by_path.get_mut(p) else {
+                continue;
+            };
+            let mut consumed = Vec::new();
+            for &conn in conns.iter() {
+                let Some(paths) = self.by_conn.get_mut(&conn) else {
+                    continue;
+                };
+                let Some(modes) = paths.get_mut(p) else {
+                    continue;
+                };
+                if level == 0 {
+                    fired.insert(conn);
+                    *modes &= !STANDARD;
+                    if *modes == 0 {
+                        paths.remove(p);
+                        consumed.push(conn);
+                    }
+                } else if *modes & RECURSIVE != 0 {
+                    fired.insert(conn);
+                }
+            }
+            for conn in consumed {
+                conns.remove(&conn);
+            }
+            if conns.is_empty() {
+                self.by_path.remove(p);
+            }
+        }
+        fired
+    }
+
+    /// `containsWatcher`: `mode` None means any mode.
+    fn contains(&self, path: &str, conn: ConnId, mode: Option<Modes>) -> bool {
+        self.by_conn
+            .get(&conn)
+            .and_then(|paths| paths.get(path))
+            .is_some_and(|m| mode.is_none_or(|mode| m & mode != 0))
+    }
+
+    /// `removeWatcher(path, watcher, mode)`: drops `mode` (every mode when None); true if anything
+    /// changed.
+    fn remove(&mut self, path: &str, conn: ConnId, mode: Option<Modes>) -> bool {
+        let (Some(paths), Some(conns)) = (self.by_conn.get_mut(&conn), self.by_path.get_mut(path))
+        else {
+            return false;
+        };
+        let old = paths.get(path).copied().unwrap_or(0);
+        let new = mode.map_or(0, |m| old & !m);
+        if old == new {
+            return false;
+        }
+        if new != 0 {
+            paths.insert(Arc::from(path), new);
+        } else {
+            paths.remove(path);
+            if paths.is_empty() {
+                self.by_conn.remove(&conn);
+            }
+            conns.remove(&conn);
+            if conns.is_empty() {
+                self.by_path.remove(path);
+            }
+        }
+        if old & RECURSIVE != 0 && new & RECURSIVE == 0 {
+            self.recursive -= 1;
+        }
+        true
+    }
+
+    /// Number of (path, connection) pairs (`WatchManager.size`).
+    fn size(&self) -> usize {
+        self.by_path.values().map(BTreeSet::len).sum()
+    }
+}
+
+/// Every watch of this member's connections.
+#[derive(Debug, Default)]
+pub struct WatchTable {
+    data: Manager,
+    child: Manager,
+}
+
+fn event(event: EventType, path: &str) -> WatcherEvent {
+    WatcherEvent {
+        event_type: event.into(),
+        state: KeeperState::SyncConnected.into(),
+        path: path.to_owned(),
+    }
+}
+
+impl WatchTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a watch (again: a watch a connection already has is not doubled).
+    pub fn add(&mut self, conn: ConnId, path: &str, kind: WatchKind) {
+        match kind {
+            WatchKind::Data => self.data.add(path, conn, STANDARD),
+            WatchKind::Child => self.child.add(path, conn, STANDARD),
+            WatchKind::Persistent => {
+                self.data.add(path, conn, PERSISTENT);
+                self.child.add(path, conn, PERSISTENT);
+            }
+            WatchKind::PersistentRecursive => self.data.add(path, conn, RECURSIVE),
+        }
+    }
+
+    /// The notifications a write's trigger produces, one per connection at most, in connection order.
+    /// NodeCreated and NodeDataChanged go to the data table; NodeChildrenChanged to the child table;
+    /// NodeDeleted to both, a connection in both getting it once. One-shot watches are consumed.
+    ///
+    /// The caller must still check, per connection, that the connection can READ `trigger.acl`
+    /// ([`crate::acl::check_acl`]) and drop the event silently if not; the watch is consumed either way,
+    /// as in ZooKeeper. The notification's header zxid is `trigger.zxid`.
+    pub fn trigger(&mut self, trigger: &Trigger) -> Vec<(ConnId, WatcherEvent)> {
+        let path = trigger.path.as_str();
+        let conns = match trigger.event {
+            EventType::NodeCreated | EventType::NodeDataChanged => self.data.trigger(path),
+            EventType::NodeChildrenChanged => self.child.trigger(path),
+            EventType::NodeDeleted => {
+                let mut conns = self.data.trigger(path);
+                conns.extend(self.child.trigger(path));
+                conns
+            }
+            _ => BTreeSet::new(),
+        };
+        conns
+            .into_iter()
+            .map(|c| (c, event(trigger.event, path)))
+            .collect()
+    }
+
+    /// Drops every watch of a closed connection (`DataTree.removeCnxn`).
+    pub fn remove_conn(&mut self, conn: ConnId) {
+        self.data.remove_conn(conn);
+        self.child.remove_conn(conn);
+    }
+
+    /// checkWatches (`DataTree.containsWatcher`): false → the reply is NoWatcher (-121).
+    pub fn check(&self, conn: ConnId, path: &str, watcher_type: WatcherType) -> bool {
+        match watcher_type {
+            WatcherType::Children => self.child.contains(path, conn, Some(STANDARD)),
+            WatcherType::Data => self.data.contains(path, conn, Some(STANDARD)),
+            WatcherType::Persistent => self.data.contains(path, conn, Some(PERSISTENT)),
+            WatcherType::PersistentRecursive => self.data.contains(path, conn, Some(RECURSIVE)),
+            WatcherType::Any => {
+                self.child.contains(path, conn, None) || self.data.contains(path, conn, None)
+            }
+        }
+    }
+
+    /// removeWatches (`DataTree.removeWatch`): false → the reply is NoWatcher (-121).
+    pub fn remove(&mut self, conn: ConnId, path: &str, watcher_type: WatcherType) -> bool {
+        match watcher_type {
+            WatcherType::Children => self.child.remove(path, conn, Some(STANDARD)),
+            WatcherType::Data => self.data.remove(path, conn, Some(STANDARD)),
+            WatcherType::Persistent => {
+                let a = self.child.remove(path, conn, Some(PERSISTENT));
+                let b = self.data.remove(path, conn, Some(PERSISTENT));
+                a || b
+            }
+            WatcherType::PersistentRecursive => self.data.remove(path, conn, Some(RECURSIVE)),
+            WatcherType::Any => {
+                let a = self.child.remove(path, conn, None);
+                let b = self.data.remove(path, conn, None);
+                a || b
+            }
+        }
+    }
+
+    /// SetWatches / SetWatches2 (`DataTree.setWatches`), relative to the client's last zxid. Returns the
+    /// catch-up events to send now, before the reply: for data watches NodeDeleted (node gone) or
+    /// NodeDataChanged (mzxid newer), for exist watches NodeCreated (node exists), for child watches
+    /// NodeDeleted or NodeChildrenChanged (pzxid newer); every other watch is registered. Persistent and
+    /// recursive watches are registered with no event. These events carry header zxid -1 and are not
+    /// filtered by ACL (ZooKeeper checks none here).
+    pub fn set_watches(
+        &mut self,
+        conn: ConnId,
+        req: &SetWatches,
+        tree: &DataTree,
+    ) -> Vec<WatcherEvent> {
+        let rel = req.relative_zxid;
+        let mut events = Vec::new();
+        for path in &req.data_watches {
+            match tree.get(path) {
+                None => events.push(event(EventType::NodeDeleted, path)),
+                Some(n) if n.stat.mzxid > rel => {
+                    events.push(event(EventType::NodeDataChanged, path))
+                }
+                Some(_) => self.data.add(path, conn, STANDARD),
+            }
+        }
+        for path in &req.exist_watches {
+            if tree.contains(path) {
+                events.push(event(EventType::NodeCreated, path));
+            } else {
+                self.data.add(path, conn, STANDARD);
+            }
+        }
+        for path in &req.child_watches {
+            match tree.get(path) {
+                None => events.push(event(EventType::NodeDeleted, path)),
+                Some(n) if n.stat.pzxid > rel => {
+                    events.push(event(EventType::NodeChildrenChanged, path))
+                }
+                Some(_) => self.child.add(path, conn, STANDARD),
+            }
+        }
+        for path in &req.persistent_watches {
+            self.child.add(path, conn, PERSISTENT);
+            self.data.add(path, conn, PERSISTENT);
+        }
+        for path in &req.persistent_recursive_watches {
+            self.data.add(path, conn, RECURSIVE);
+        }
+        events
+    }
+
+    /// `wchs` (`<connections> connections watching <paths> paths`, `Total watches:<total>`): the data
+    /// table's connections, paths and (path, connection) pairs, as a tuple in that order.
+    pub fn data_watch_summary(&self) -> (usize, usize, usize) {
+        (
+            self.data.by_conn.len(),
+            self.data.by_path.len(),
+            self.data.by_conn.values().map(HashMap::len).sum(),
+        )
+    }
+
+    /// `wchc`: one entry per watching connection of the data table, named by `session_of(conn)` as
+    /// ZooKeeper prints it, with the connection's paths; sorted by session, paths sorted.
+    pub fn data_watches_by_session(
+        &self,
+        session_of: impl Fn(ConnId) -> i64,
+    ) -> Vec<(i64, Vec<String>)> {
+        let mut out: Vec<(i64, ConnId, Vec<String>)> = self
+            .data
+            .by_conn
+            .iter()
+            .map(|(c, paths)| {
+                let mut p: Vec<String> = paths.keys().map(|k| k.to_string()).collect();
+                p.sort();
+                (session_of(*c), *c, p)
+            })
+            .collect();
+        out.sort();
+        out.into_iter().map(|(s, _, p)| (s, p)).collect()
+    }
+
+    /// `wchp`: each path of the data table with the sessions (`session_of(conn)`) of its watching
+    /// connections; sorted by path.
+    pub fn data_watches_by_path(
+        &self,
+        session_of: impl Fn(ConnId) -> i64,
+    ) -> Vec<(String, Vec<i64>)> {
+        let mut out: Vec<(String, Vec<i64>)> = self
+            .data
+            .by_path
+            .iter()
+            .map(|(p, conns)| {
+                (
+                    p.to_string(),
+                    conns.iter().map(|c| session_of(*c)).collect(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// `watch_count` of `mntr`: (path, connection) pairs of both tables.
+    pub fn total_watch_count(&self) -> usize {
+        self.data.size() + self.child.size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acl::open_acl_unsafe;
+    use oxkeeper_proto::PathWatch;
+
+    fn trig(path: &str, event: EventType) -> Trigger {
+        Trigger {
+            path: path.into(),
+            event,
+            zxid: 7,
+            acl: Arc::new(open_acl_unsafe()),
+        }
+    }
+
+    fn fired(w: &mut WatchTable, path: &str, e: EventType) -> Vec<ConnId> {
+        let out = w.trigger(&trig(path, e));
+        for (_, ev) in &out {
+            assert_eq!(ev.path, path);
+            assert_eq!(ev.event_type, i32::from(e));
+            assert_eq!(ev.state, 3);
+        }
+        out.into_iter().map(|(c, _)| c).collect()
+    }
+
+    #[test]
+    fn data_watch_fires_once_on_created_deleted_or_changed() {
+        for e in [
+            EventType::NodeCreated,
+            EventType::NodeDeleted,
+            EventType::NodeDataChanged,
+        ] {
+            let mut w = WatchTable::new();
+            w.add(1, "/a", WatchKind::Data);
+            assert_eq!(
+                fired(&mut w, "/a", EventType::NodeChildrenChanged),
+                Vec::<u64>::new()
+            );
+            assert_eq!(fired(&mut w, "/a", e), [1]);
+            assert_eq!(fired(&mut w, "/a", e), Vec::<u64>::new());
+            assert_eq!(w.total_watch_count(), 0);
+        }
+    }
+
+    #[test]
+    fn child_watch_fires_on_children_changed_and_deleted_only() {
+        let mut w = WatchTable::new();
+        w.add(1, "/a", WatchKind::Child);
+        assert!(fired(&mut w, "/a", EventType::NodeDataChanged).is_empty());
+        assert!(fired(&mut w, "/a", EventType::NodeCreated).is_empty());
+        assert_eq!(fired(&mut w, "/a", EventType::NodeChildrenChanged), [1]);
+        assert!(fired(&mut w, "/a", EventType::NodeChildrenChanged).is_empty());
+        w.add(1, "/a", WatchKind::Child);
+        assert_eq!(fired(&mut w, "/a", EventType::NodeDeleted), [1]);
+        assert_eq!(w.total_watch_count(), 0);
+    }
+
+    #[test]
+    fn node_deleted_reaches_a_connection_once_even_with_both_watches() {
+        let mut w = WatchTable::new();
+        w.add(1, "/a", WatchKind::Data);
+        w.add(1, "/a", WatchKind::Child);
+        w.add(2, "/a", WatchKind::Child);
+        w.add(3, "/", WatchKind::PersistentRecursive);
+        w.add(3, "/a", WatchKind::Child);
+        assert_eq!(fired(&mut w, "/a", EventType::NodeDeleted), [1, 2, 3]);
+        // Only the recursive watch is left.
+        assert_eq!(w.total_watch_count(), 1);
+    }
+
+    #[test]
+    fn watches_are_per_path_not_per_prefix() {
+        let mut w = WatchTable::new();
+        w.add(1, "/a", WatchKind::Data);
+        assert!(fired(&mut w, "/a/b", EventType::NodeCreated).is_empty());
+        assert!(fired(&mut w, "/ab", EventType::NodeCreated).is_empty());
+        assert_eq!(fired(&mut w, "/a", EventType::NodeCreated), [1]);
+    }
+
+    #[test]
+    fn persistent_watch_fires_every_time_from_both_tables() {
+        let mut w = WatchTable::new();
+        w.add(1, "/a", WatchKind::Persistent);
+        for _ in 0..2 {
+            assert_eq!(fired(&mut w, "/a", EventType::NodeDataChanged), [1]);
+            assert_eq!(fired(&mut w, "/a", EventType::NodeChildrenChanged), [1]);
+            assert_eq!(fired(&mut w, "/a", EventType::NodeCreated), [1]);
+            assert_eq!(fired(&mut w, "/a", EventType::NodeDeleted), [1]);
+        }
+        // Not for descendants.
+        assert!(fired(&mut w, "/a/b", EventType::NodeCreated).is_empty());
+        assert_eq!(w.total_watch_count(), 2);
+    }
+
+    #[test]
+    fn recursive_watch_covers_descendants_but_never_children_changed() {
+        let mut w = WatchTable::new();
+        w.add(1, "/a", WatchKind::PersistentRecursive);
+        for e in [
+            EventType::NodeCreated,
+            EventType::NodeDeleted,
+            EventType::NodeDataChanged,
+        ] {
+            assert_eq!(fired(&mut w, "/a", e), [1]);
+            assert_eq!(fired(&mut w, "/a/b", e), [1]);
+            assert_eq!(fired(&mut w, "/a/b/c", e), [1]);
+            assert!(fired(&mut w, "/ab", e).is_empty());
+            assert!(fired(&mut w, "/", e).is_empty());
+        }
+        assert!(fired(&mut w, "/a", EventType::NodeChildrenChanged).is_empty());
+        assert!(fired(&mut w, "/a/b", EventType::NodeChildrenChanged).is_empty());
+        assert_eq!(w.total_watch_count(), 1);
+        // A recursive watch on the root covers everything.
+        w.add(2, "/", WatchKind::PersistentRecursive);
+        assert_eq!(fired(&mut w, "/x/y", EventType::NodeCreated), [2]);
+    }
+
+    #[test]
+    fn standard_and_recursive_on_the_same_path_consume_only_the_standard_mode() {
+        let mut w = WatchTable::new();
+        w.add(1, "/a", WatchKind::Data);
+        w.add(1, "/a", WatchKind::PersistentRecursive);
+        assert_eq!(fired(&mut w, "/a", EventType::NodeDataChanged), [1]);
+        assert!(!w.check(1, "/a", WatcherType::Data));
+        assert!(w.check(1, "/a", WatcherType::PersistentRecursive));
+        assert_eq!(fired(&mut w, "/a", EventType::NodeDataChanged), [1]);
+    }
+
+    #[test]
+    fn remove_conn_drops_everything() {
+        let mut w = WatchTable::new();
+        w.add(1, "/a", WatchKind::Data);
+        w.add(1, "/b", WatchKind::Persistent);
+        w.add(1, "/c", WatchKind::PersistentRecursive);
+        w.add(2, "/a", WatchKind::Data);
+        w.remove_conn(1);
+        assert_eq!(w.total_watch_count(), 1);
+        assert!(fired(&mut w, "/c/d", EventType::NodeCreated).is_empty());
+        assert_eq!(fired(&mut w, "/a", EventType::NodeCreated), [2]);
+        assert_eq!(w.data.recursive, 0);
+    }
+
+    #[test]
+    fn check_and_remove_follow_watcher_types() {
+        let mut w = WatchTable::new();
+        w.add(1, "/a", WatchKind::Data);
+        assert!(w.check(1, "/a", WatcherType::Data));
+        assert!(w.check(1, "/a", WatcherType::Any));
+        assert!(!w.check(1, "/a", WatcherType::Children));
+        assert!(!w.check(2, "/a", WatcherType::Data));
+        assert!(!w.remove(1, "/a", WatcherType::Children));
+        assert!(w.remove(1, "/a", WatcherType::Data));
+        assert!(!w.remove(1, "/a", WatcherType::Data));
+        assert!(!w.check(1, "/a", WatcherType::Any));
+
+        w.add(1, "/p", WatchKind::Persistent);
+        assert!(w.check(1, "/p", WatcherType::Persistent));
+        assert!(!w.check(1, "/p", WatcherType::Data));
+        assert!(!w.check(1, "/p", WatcherType::Children));
+        assert!(!w.check(1, "/p", WatcherType::PersistentRecursive));
+        assert!(w.check(1, "/p", WatcherType::Any));
+        assert!(w.remove(1, "/p", WatcherType::Persistent));
+        assert_eq!(w.total_watch_count(), 0);
+
+        w.add(1, "/r", WatchKind::PersistentRecursive);
+        assert!(!w.check(1, "/r", WatcherType::Persistent));
+        assert!(w.check(1, "/r", WatcherType::PersistentRecursive));
+        assert!(!w.remove(1, "/r", WatcherType::Data));
+        assert!(w.remove(1, "/r", WatcherType::PersistentRecursive));
+        assert_eq!(w.data.recursive, 0);
+
+        w.add(1, "/x", WatchKind::Data);
+        w.add(1, "/x", WatchKind::Child);
+        w.add(1, "/x", WatchKind::PersistentRecursive);
+        assert!(w.remove(1, "/x", WatcherType::Any));
+        assert_eq!(w.total_watch_count(), 0);
+        assert_eq!(w.data.recursive, 0);
+        assert!(!w.remove(1, "/x", WatcherType::Any));
+    }
+
+    #[test]
+    fn wchs_counts_only_the_data_table_and_keeps_fired_connections() {
+        let mut w = WatchTable::new();
+        w.add(1, "/a", WatchKind::Data);
+        w.add(1, "/b", WatchKind::Data);
+        w.add(2, "/a", WatchKind::Data);
+        w.add(3, "/c", WatchKind::Child);
+        assert_eq!(w.data_watch_summary(), (2, 2, 3));
+        assert_eq!(w.total_watch_count(), 4);
+        let session_of = |c: ConnId| 0x100 + c as i64;
+        assert_eq!(
+            w.data_watches_by_session(session_of),
+            [
+                (0x101, vec!["/a".to_string(), "/b".into()]),
+                (0x102, vec!["/a".into()])
+            ]
+        );
+        assert_eq!(
+            w.data_watches_by_path(session_of),
+            [
+                ("/a".to_string(), vec![0x101, 0x102]),
+                ("/b".into(), vec![0x101])
+            ]
+        );
+        fired(&mut w, "/a", EventType::NodeDataChanged);
+        fired(&mut w, "/b", EventType::NodeDataChanged);
+        // ZooKeeper keeps the emptied connection entries until the connection closes.
+        assert_eq!(w.data_watch_summary(), (2, 0, 0));
+        assert_eq!(w.data_watches_by_session(session_of).len(), 2);
+        w.remove_conn(1);
+        w.remove_conn(2);
+        assert_eq!(w.data_watch_summary(), (0, 0, 0));
+    }
+
+    #[test]
+    fn set_watches_catches_up_in_zookeeper_order() {
+        use crate::state::StateMachine;
+        use crate::{ApplySettings, Command, CommandOp};
+        use oxkeeper_proto::{CreateRequest, OpCode, SetDataRequest};
+        let mut sm = StateMachine::new();
+        let mut run = |session_id: i64, op: CommandOp| {
+            sm.apply(&Command {
+                session_id,
+                cxid: 0,
+                time_ms: 0,
+                auth: vec![],
+                op,
+            })
+        };
+        run(
+            0,
+            CommandOp::Bootstrap {
+                secret: vec![1],
+                member_id: 1,
+                settings: ApplySettings::default(),
+            },
+        );
+        let sid = match run(0, CommandOp::CreateSession { timeout_ms: 1000 }).session {
+            Some(crate::SessionChange::Created { id, .. }) => id,
+            other => panic!("{other:?}"),
+        };
+        let create = |p: &str| {
+            CommandOp::Write(Request::Create {
+                op: OpCode::Create,
+                req: CreateRequest {
+                    path: p.into(),
+                    data: None,
+                    acl: open_acl_unsafe(),
+                    flags: 0,
+                    ttl: -1,
+                },
+            })
+        };
+        for p in ["/same", "/changed", "/parent", "/quiet"] {
+            run(sid, create(p));
+        }
+        let rel = run(sid, create("/parent/old")).zxid;
+        run(
+            sid,
+            CommandOp::Write(Request::SetData(SetDataRequest {
+                path: "/changed".into(),
+                data: Some(b"x".to_vec()),
+                version: -1,
+            })),
+        );
+        run(sid, create("/parent/new"));
+        let tree = sm.tree();
+
+        let mut w = WatchTable::new();
+        let req = SetWatches {
+            relative_zxid: rel,
+            data_watches: vec!["/same".into(), "/gone".into(), "/changed".into()],
+            exist_watches: vec!["/missing".into(), "/same".into()],
+            child_watches: vec!["/quiet".into(), "/gone".into(), "/parent".into()],
+            persistent_watches: vec!["/p".into()],
+            persistent_recursive_watches: vec!["/r".into()],
+        };
+        let got: Vec<(i32, String)> = w
+            .set_watches(9, &req, tree)
+            .into_iter()
+            .map(|e| {
+                assert_eq!(e.state, 3);
+                (e.event_type, e.path)
+            })
+            .collect();
+        let want = [
+            (EventType::NodeDeleted, "/gone"),
+            (EventType::NodeDataChanged, "/changed"),
+            (EventType::NodeCreated, "/same"),
+            (EventType::NodeDeleted, "/gone"),
+            (EventType::NodeChildrenChanged, "/parent"),
+        ]
+        .map(|(e, p)| (i32::from(e), p.to_string()));
+        assert_eq!(got, want);
+        assert!(w.check(9, "/same", WatcherType::Data));
+        assert!(w.check(9, "/missing", WatcherType::Data));
+        assert!(w.check(9, "/quiet", WatcherType::Children));
+        assert!(!w.check(9, "/parent", WatcherType::Children));
+        assert!(w.check(9, "/p", WatcherType::Persistent));
+        assert!(w.check(9, "/r", WatcherType::PersistentRecursive));
+        assert_eq!(fired(&mut w, "/r/x", EventType::NodeCreated), [9]);
+    }
+
+    #[test]
+    fn reads_set_the_right_watches() {
+        let pw = |watch| PathWatch {
+            path: "/a".into(),
+            watch,
+        };
+        let no_node = i32::from(ErrorCode::NoNode);
+        let no_auth = i32::from(ErrorCode::NoAuth);
+        assert_eq!(
+            watch_for_read(&Request::Exists(pw(true)), no_node),
+            Some(("/a", WatchKind::Data))
+        );
+        assert_eq!(watch_for_read(&Request::Exists(pw(true)), no_auth), None);
+        assert_eq!(watch_for_read(&Request::Exists(pw(false)), 0), None);
+        assert_eq!(
+            watch_for_read(&Request::GetData(pw(true)), 0),
+            Some(("/a", WatchKind::Data))
+        );
+        assert_eq!(watch_for_read(&Request::GetData(pw(true)), no_node), None);
+        assert_eq!(
+            watch_for_read(&Request::GetChildren2(pw(true)), 0),
+            Some(("/a", WatchKind::Child))
+        );
+        assert_eq!(
+            watch_for_read(&Request::GetChildren(pw(true)), no_node),
+            None
+        );
+        assert_eq!(
+            WatchKind::from_add_watch_mode(0),
+            Some(WatchKind::Persistent)
+        );
+        assert_eq!(
+            WatchKind::from_add_watch_mode(1),
+            Some(WatchKind::PersistentRecursive)
+        );
+        assert_eq!(WatchKind::from_add_watch_mode(2), None);
+    }
+}

@@ -1,0 +1,278 @@
+//! Member configuration: defaults, and ZooKeeper's own `zoo.cfg` format (key=value lines).
+//!
+//! Settings ZooKeeper reads as `zookeeper.*` system properties are accepted in zoo.cfg with or without that
+//! prefix, as ZooKeeper itself accepts them. Unknown keys are warned about, never fatal.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: invalid value {value:?} for {key}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub tick_ms: u64,
+    pub data_dir: PathBuf,
+    pub data_log_dir: PathBuf,
+    pub client_port: u16,
+    pub client_port_address: IpAddr,
+    /// Session timeout bounds; `None` means the ZooKeeper default of 2 and 20 ticks.
+    pub min_session_timeout_ms: Option<u64>,
+    pub max_session_timeout_ms: Option<u64>,
+    /// Connections per client IP; 0 = unlimited.
+    pub max_client_cnxns: usize,
+    pub global_outstanding_limit: usize,
+    pub max_buffer_bytes: usize,
+    /// `None` = `*` (every command); default `srvr` only, as ZooKeeper.
+    pub four_letter_whitelist: Option<Vec<String>>,
+    pub super_digest: Option<String>,
+    pub extended_types_enabled: bool,
+    pub sessionless_cnxn_timeout_ms: u64,
+    pub force_sync: bool,
+    /// Outbound messages queued per connection before that connection is closed as too slow.
+    pub outbound_queue_max: usize,
+    pub container_check_interval_ms: u64,
+    pub unknown_keys: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            tick_ms: 2000,
+            data_dir: PathBuf::from("oxkeeper-data"),
+            data_log_dir: PathBuf::from("oxkeeper-data"),
+            client_port: 2181,
+            client_port_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            min_session_timeout_ms: None,
+            max_session_timeout_ms: None,
+            max_client_cnxns: 60,
+            global_outstanding_limit: 1000,
+            max_buffer_bytes: oxkeeper_proto::codec::MAX_BUFFER_BYTES_DEFAULT,
+            four_letter_whitelist: Some(vec!["srvr".to_string()]),
+            super_digest: None,
+            extended_types_enabled: false,
+            sessionless_cnxn_timeout_ms: 10_000,
+            force_sync: true,
+            outbound_queue_max: 100_000,
+            container_check_interval_ms: 60_000,
+            unknown_keys: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    pub fn client_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.client_port_address, self.client_port)
+    }
+    pub fn min_session_timeout_ms(&self) -> u64 {
+        self.min_session_timeout_ms.unwrap_or(2 * self.tick_ms)
+    }
+    pub fn max_session_timeout_ms(&self) -> u64 {
+        self.max_session_timeout_ms.unwrap_or(20 * self.tick_ms)
+    }
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.tick_ms)
+    }
+    pub fn four_letter_allowed(&self, word: &str) -> bool {
+        match &self.four_letter_whitelist {
+            None => true,
+            Some(list) => list.iter().any(|w| w == word),
+        }
+    }
+
+    /// Reads a ZooKeeper `zoo.cfg`. Relative paths are taken relative to the current directory, as ZooKeeper does.
+    pub fn from_zoo_cfg(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let mut cfg = Config::default();
+        let mut data_log_dir_set = false;
+        let mut entries = BTreeMap::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((k, v)) = line.split_once('=') else {
+                cfg.unknown_keys.push(line.to_string());
+                continue;
+            };
+            entries.insert(k.trim().to_string(), (i + 1, v.trim().to_string()));
+        }
+        for (key, (line, value)) in entries {
+            let bad = |reason: &str| ConfigError::Invalid {
+                path: path.into(),
+                line,
+                key: key.clone(),
+                value: value.clone(),
+                reason: reason.to_string(),
+            };
+            let num = || {
+                value
+                    .parse::<u64>()
+                    .map_err(|_| bad("expected a non-negative integer"))
+            };
+            let flag = || match value.to_ascii_lowercase().as_str() {
+                "true" | "yes" => Ok(true),
+                "false" | "no" => Ok(false),
+                _ => Err(bad("expected true/false or yes/no")),
+            };
+            let bare = key.strip_prefix("zookeeper.").unwrap_or(&key);
+            match bare {
+                "tickTime" => {
+                    cfg.tick_ms = num()?;
+                    if cfg.tick_ms == 0 {
+                        return Err(bad("tickTime must be positive"));
+                    }
+                }
+                "dataDir" => cfg.data_dir = PathBuf::from(&value),
+                "dataLogDir" => {
+                    cfg.data_log_dir = PathBuf::from(&value);
+                    data_log_dir_set = true;
+                }
+                "clientPort" => {
+                    cfg.client_port = value.parse().map_err(|_| bad("expected a port number"))?
+                }
+                "clientPortAddress" => {
+                    cfg.client_port_address =
+                        value.parse().map_err(|_| bad("expected an IP address"))?
+                }
+                "minSessionTimeout" => {
+                    let v = value
+                        .parse::<i64>()
+                        .map_err(|_| bad("expected an integer"))?;
+                    cfg.min_session_timeout_ms = (v >= 0).then_some(v as u64);
+                }
+                "maxSessionTimeout" => {
+                    let v = value
+                        .parse::<i64>()
+                        .map_err(|_| bad("expected an integer"))?;
+                    cfg.max_session_timeout_ms = (v >= 0).then_some(v as u64);
+                }
+                "maxClientCnxns" => cfg.max_client_cnxns = num()? as usize,
+                "globalOutstandingLimit" => cfg.global_outstanding_limit = num()?.max(1) as usize,
+                "jute.maxbuffer" => {
+                    let v =
+                        parse_jute_size(&value).ok_or_else(|| bad("expected a size in bytes"))?;
+                    cfg.max_buffer_bytes = v;
+                }
+                "4lw.commands.whitelist" => {
+                    let words: Vec<String> = value
+                        .split(',')
+                        .map(|w| w.trim().to_string())
+                        .filter(|w| !w.is_empty())
+                        .collect();
+                    cfg.four_letter_whitelist = if words.iter().any(|w| w == "*") {
+                        None
+                    } else {
+                        Some(words)
+                    };
+                }
+                "DigestAuthenticationProvider.superDigest" => {
+                    cfg.super_digest = Some(value.clone())
+                }
+                "extendedTypesEnabled" => cfg.extended_types_enabled = flag()?,
+                "nio.sessionlessCnxnTimeout" => cfg.sessionless_cnxn_timeout_ms = num()?,
+                "forceSync" => cfg.force_sync = flag()?,
+                "znode.container.checkIntervalMs" => {
+                    cfg.container_check_interval_ms = num()?.max(1)
+                }
+                // Accepted for compatibility; they have no effect on a standalone oxkeeper member.
+                "initLimit"
+                | "syncLimit"
+                | "admin.enableServer"
+                | "admin.serverPort"
+                | "standaloneEnabled"
+                | "reconfigEnabled"
+                | "autopurge.snapRetainCount"
+                | "autopurge.purgeInterval"
+                | "snapCount"
+                | "preAllocSize"
+                | "clientPortListenBacklog"
+                | "metricsProvider.className" => {}
+                _ => {
+                    tracing::warn!(key = %key, "unknown configuration key ignored");
+                    cfg.unknown_keys.push(key.clone());
+                }
+            }
+        }
+        if !data_log_dir_set {
+            cfg.data_log_dir = cfg.data_dir.clone();
+        }
+        Ok(cfg)
+    }
+}
+
+/// `jute.maxbuffer` takes a plain number of bytes (ZooKeeper also accepts a `K`/`M` suffix via Integer.getInteger? it
+/// does not; we accept a plain number and, leniently, hex).
+fn parse_jute_size(v: &str) -> Option<usize> {
+    if let Some(hex) = v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        usize::from_str_radix(hex, 16).ok()
+    } else {
+        v.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_zoo_cfg_with_and_without_zookeeper_prefix() {
+        let text = "# comment\ntickTime=3000\ndataDir=/tmp/zk\nclientPort=2999\nclientPortAddress=0.0.0.0\n\
+                    zookeeper.extendedTypesEnabled=true\nDigestAuthenticationProvider.superDigest=super:abc\n\
+                    4lw.commands.whitelist=ruok, srvr,mntr\njute.maxbuffer=0x1000\nbogusKey=1\n";
+        let c = Config::parse(Path::new("zoo.cfg"), text).expect("valid config");
+        assert_eq!(c.tick_ms, 3000);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/zk"));
+        assert_eq!(c.data_log_dir, PathBuf::from("/tmp/zk"));
+        assert_eq!(c.client_addr().to_string(), "0.0.0.0:2999");
+        assert!(c.extended_types_enabled);
+        assert_eq!(c.super_digest.as_deref(), Some("super:abc"));
+        assert!(
+            c.four_letter_allowed("mntr")
+                && c.four_letter_allowed("ruok")
+                && !c.four_letter_allowed("dump")
+        );
+        assert_eq!(c.max_buffer_bytes, 0x1000);
+        assert_eq!(c.min_session_timeout_ms(), 6000);
+        assert_eq!(c.max_session_timeout_ms(), 60000);
+        assert_eq!(c.unknown_keys, vec!["bogusKey".to_string()]);
+    }
+
+    #[test]
+    fn star_whitelist_allows_everything_and_default_allows_only_srvr() {
+        let c = Config::parse(Path::new("z"), "4lw.commands.whitelist=*\n").expect("valid");
+        assert!(c.four_letter_allowed("dump"));
+        let d = Config::default();
+        assert!(d.four_letter_allowed("srvr") && !d.four_letter_allowed("ruok"));
+    }
+
+    #[test]
+    fn bad_values_name_the_line() {
+        let err = Config::parse(Path::new("zoo.cfg"), "tickTime=abc\n").expect_err("invalid");
+        assert!(err.to_string().contains("zoo.cfg:1"), "{err}");
+    }
+}

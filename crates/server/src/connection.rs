@@ -1,0 +1,286 @@
+//! One client connection: framing in, one outbound FIFO out.
+//!
+//! The reader decodes frames and hands requests to the executor in arrival order; it answers pings itself,
+//! at once, so a slow write can never make a client miss its read timeout. The writer drains the outbound
+//! queue; a queue that fills up (a client that does not read) closes the connection instead of stalling the
+//! executor. A connection's first frame is a ConnectRequest or a four-letter word.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use oxkeeper_proto::frame::four_letter_word;
+use oxkeeper_proto::records::{ConnectRequest, Record, ReplyHeader, Request, RequestHeader};
+use oxkeeper_proto::{xid, OpCode, Reader, Writer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::executor::{ExecMsg, Shared};
+
+pub type ConnId = u64;
+
+/// What a connection's writer sends, in order.
+#[derive(Debug)]
+pub enum Out {
+    /// Bytes to write as they are (framed replies, or a four-letter word's text).
+    Bytes(Vec<u8>),
+    /// Flush what came before, then close the socket.
+    Close,
+}
+
+/// The executor's handle on a connection's outbound queue.
+#[derive(Clone, Debug)]
+pub struct Outbound {
+    tx: mpsc::Sender<Out>,
+    cancel: CancellationToken,
+}
+
+impl Outbound {
+    /// Enqueues bytes; false (and the connection is closing) if the queue is full or gone.
+    pub fn send(&self, bytes: Vec<u8>) -> bool {
+        match self.tx.try_send(Out::Bytes(bytes)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(
+                    "outbound queue full: closing a connection whose client does not read"
+                );
+                self.cancel.cancel();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+    /// Closes after everything queued so far is written.
+    pub fn close(&self) {
+        if self.tx.try_send(Out::Close).is_err() {
+            self.cancel.cancel();
+        }
+    }
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+pub fn ping_reply(zxid: i64) -> Vec<u8> {
+    let mut w = Writer::frame();
+    ReplyHeader {
+        xid: xid::PING,
+        zxid,
+        err: 0,
+    }
+    .encode(&mut w);
+    w.finish_frame()
+}
+
+/// Runs a connection to its end.
+pub async fn serve(stream: TcpStream, conn: ConnId, remote: SocketAddr, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::channel(shared.config.outbound_queue_max.max(16));
+    let cancel = CancellationToken::new();
+    let out = Outbound {
+        tx,
+        cancel: cancel.clone(),
+    };
+    let writer = tokio::spawn(write_loop(wr, rx, cancel.clone()));
+    let session = Arc::new(AtomicI64::new(0));
+    tokio::select! {
+        r = read_loop(rd, conn, remote, &shared, &out, &session) => {
+            if let Err(e) = r {
+                tracing::debug!(conn, %remote, "connection closed: {e}");
+            }
+        }
+        _ = cancel.cancelled() => {}
+    }
+    let _ = shared.exec.send(ExecMsg::Closed { conn });
+    // Let the writer flush what the executor queued (e.g. a closeSession reply), then end it.
+    out.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}
+
+async fn write_loop(
+    wr: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Out>,
+    cancel: CancellationToken,
+) {
+    let mut w = BufWriter::with_capacity(64 * 1024, wr);
+    loop {
+        let msg = tokio::select! {
+            m = rx.recv() => m,
+            _ = cancel.cancelled() => None,
+        };
+        let Some(mut msg) = msg else { break };
+        // Write everything that is queued, then flush once.
+        loop {
+            match msg {
+                Out::Bytes(b) => {
+                    if w.write_all(&b).await.is_err() {
+                        cancel.cancel();
+                        return;
+                    }
+                }
+                Out::Close => {
+                    let _ = w.flush().await;
+                    let _ = w.shutdown().await;
+                    cancel.cancel();
+                    return;
+                }
+            }
+            match rx.try_recv() {
+                Ok(m) => msg = m,
+                Err(_) => break,
+            }
+        }
+        if w.flush().await.is_err() {
+            cancel.cancel();
+            return;
+        }
+    }
+    let _ = w.flush().await;
+    let _ = w.shutdown().await;
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid frame length {0}")]
+    BadLength(i32),
+    #[error("no ConnectRequest within the sessionless connection timeout")]
+    SessionlessTimeout,
+    #[error("malformed ConnectRequest: {0}")]
+    BadConnect(String),
+    #[error("executor stopped")]
+    ExecutorGone,
+}
+
+async fn read_frame(
+    rd: &mut OwnedReadHalf,
+    max: usize,
+    first4: Option<[u8; 4]>,
+) -> Result<Option<Vec<u8>>, ConnError> {
+    let len_bytes = match first4 {
+        Some(b) => b,
+        None => {
+            let mut b = [0u8; 4];
+            match rd.read_exact(&mut b).await {
+                Ok(_) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let len = i32::from_be_bytes(len_bytes);
+    if len < 0 || len as usize > max {
+        return Err(ConnError::BadLength(len));
+    }
+    let mut payload = vec![0u8; len as usize];
+    rd.read_exact(&mut payload).await?;
+    Ok(Some(payload))
+}
+
+async fn read_loop(
+    mut rd: OwnedReadHalf,
+    conn: ConnId,
+    remote: SocketAddr,
+    shared: &Arc<Shared>,
+    out: &Outbound,
+    session: &Arc<AtomicI64>,
+) -> Result<(), ConnError> {
+    let max = shared.config.max_buffer_bytes;
+    let sessionless = Duration::from_millis(shared.config.sessionless_cnxn_timeout_ms);
+    let mut first = [0u8; 4];
+    match tokio::time::timeout(sessionless, rd.read_exact(&mut first)).await {
+        Err(_) => return Err(ConnError::SessionlessTimeout),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+        Ok(Err(e)) => return Err(e.into()),
+        Ok(Ok(_)) => {}
+    }
+    if let Some(word) = four_letter_word(first) {
+        shared
+            .exec
+            .send(ExecMsg::FourLetter {
+                conn,
+                remote,
+                word,
+                out: out.clone(),
+            })
+            .map_err(|_| ConnError::ExecutorGone)?;
+        // The executor writes the text and closes; wait for the client or the close.
+        let mut sink = [0u8; 256];
+        while rd.read(&mut sink).await? > 0 {}
+        return Ok(());
+    }
+    let payload =
+        match tokio::time::timeout(sessionless, read_frame(&mut rd, max, Some(first))).await {
+            Err(_) => return Err(ConnError::SessionlessTimeout),
+            Ok(r) => match r? {
+                Some(p) => p,
+                None => return Ok(()),
+            },
+        };
+    let req = ConnectRequest::from_bytes(&payload)
+        .or_else(|_| ConnectRequest::decode(&mut Reader::new(&payload)))
+        .map_err(|e| ConnError::BadConnect(e.to_string()))?;
+    shared
+        .exec
+        .send(ExecMsg::Connect {
+            conn,
+            remote,
+            req,
+            out: out.clone(),
+            session: session.clone(),
+        })
+        .map_err(|_| ConnError::ExecutorGone)?;
+
+    loop {
+        let Some(payload) = read_frame(&mut rd, max, None).await? else {
+            return Ok(());
+        };
+        let mut r = Reader::new(&payload);
+        let Ok(header) = RequestHeader::decode(&mut r) else {
+            shared
+                .exec
+                .send(ExecMsg::Malformed { conn, xid: 0 })
+                .map_err(|_| ConnError::ExecutorGone)?;
+            continue;
+        };
+        let body = &payload[r.position()..];
+        if header.op == OpCode::Ping as i32 {
+            let sid = session.load(Ordering::Acquire);
+            if sid != 0 {
+                // Answered here, at once; dropped (no reply) if the session is unknown or closing.
+                if shared.touch(sid) {
+                    out.send(ping_reply(shared.last_zxid()));
+                    shared.stats.packet_received();
+                    shared.stats.packet_sent();
+                }
+                continue;
+            }
+        }
+        let msg = match Request::decode(header.op, body) {
+            Ok(req) => ExecMsg::Request {
+                conn,
+                xid: header.xid,
+                req,
+            },
+            Err(oxkeeper_proto::RequestDecodeError::UnknownOpcode(op)) => ExecMsg::Unknown {
+                conn,
+                xid: header.xid,
+                op,
+            },
+            Err(e) => {
+                tracing::debug!(conn, %remote, op = header.op, "malformed request: {e}");
+                ExecMsg::Malformed {
+                    conn,
+                    xid: header.xid,
+                }
+            }
+        };
+        shared.exec.send(msg).map_err(|_| ConnError::ExecutorGone)?;
+    }
+}

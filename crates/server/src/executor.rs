@@ -1,0 +1,940 @@
+//! The executor: the one task that owns the replicated state machine, the watch table and the connections'
+//! request queues. Serialising apply and reads here is what makes them atomic with respect to each other: a
+//! read's reply and the watch it sets, and a write's events and reply, are enqueued without anything in
+//! between, so no watch can miss an event.
+//!
+//! Per connection, requests run in arrival order: writes are proposed as soon as everything before them has
+//! been started (they pipeline through the log); a read, auth or watch operation waits until the same
+//! connection's earlier writes are applied. Replies leave in request order through one outbound FIFO.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use oxkeeper_core::acl::{check_acl, digest_id};
+use oxkeeper_core::state::{Applied, Command, CommandOp, SessionChange, StateMachine};
+use oxkeeper_core::tracker::SessionTracker;
+use oxkeeper_core::watches::{WatchKind, WatchTable};
+use oxkeeper_proto::records::{
+    AddWatchRequest, ClientInfo, ConnectRequest, ConnectResponse, Id, Record, ReplyHeader, Request,
+    Response, WatcherEvent,
+};
+use oxkeeper_proto::{
+    perms, xid, AddWatchMode, ErrorCode, KeeperState, OpCode, WatcherType, Writer,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::connection::{ConnId, Outbound};
+use crate::replication::{Committed, Payload, Replicator};
+use crate::stats::{ConnStats, ServerStats};
+
+/// Where a command came from, so the member holding that connection sends the reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub member: u64,
+    pub conn: ConnId,
+    pub xid: i32,
+}
+
+/// One replicated command with its origin; a log entry carries a batch of these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub origin: Option<Origin>,
+    pub cmd: Command,
+}
+
+/// Format version of the replicated payload, first byte of every log entry we write.
+const PAYLOAD_FORMAT_V1: u8 = 1;
+
+pub fn encode_batch(batch: &[Envelope]) -> Payload {
+    let mut out = vec![PAYLOAD_FORMAT_V1];
+    out.extend(postcard::to_allocvec(batch).expect("commands always serialize"));
+    Payload(out)
+}
+
+pub fn decode_batch(p: &Payload) -> Result<Vec<Envelope>, String> {
+    match p.0.split_first() {
+        Some((&PAYLOAD_FORMAT_V1, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
+        Some((v, _)) => Err(format!("unknown payload format version {v}")),
+        None => Err("empty payload".into()),
+    }
+}
+
+pub enum ExecMsg {
+    Connect {
+        conn: ConnId,
+        remote: SocketAddr,
+        req: ConnectRequest,
+        out: Outbound,
+        session: Arc<AtomicI64>,
+    },
+    Request {
+        conn: ConnId,
+        xid: i32,
+        req: Request,
+    },
+    Unknown {
+        conn: ConnId,
+        xid: i32,
+        op: i32,
+    },
+    Malformed {
+        conn: ConnId,
+        xid: i32,
+    },
+    Closed {
+        conn: ConnId,
+    },
+    FourLetter {
+        conn: ConnId,
+        remote: SocketAddr,
+        word: &'static str,
+        out: Outbound,
+    },
+}
+
+/// State shared between the executor and the connection tasks.
+pub struct Shared {
+    pub config: Config,
+    pub exec: mpsc::UnboundedSender<ExecMsg>,
+    pub tracker: Mutex<SessionTracker>,
+    pub stats: ServerStats,
+    last_zxid: AtomicI64,
+    next_conn: AtomicU64,
+    start: Instant,
+}
+
+impl Shared {
+    pub fn new(config: Config, exec: mpsc::UnboundedSender<ExecMsg>) -> Shared {
+        let tracker = SessionTracker::new(config.tick_ms);
+        Shared {
+            config,
+            exec,
+            tracker: Mutex::new(tracker),
+            stats: ServerStats::default(),
+            last_zxid: AtomicI64::new(0),
+            next_conn: AtomicU64::new(1),
+            start: Instant::now(),
+        }
+    }
+    /// Monotonic milliseconds since this member started: the tracker's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+    pub fn last_zxid(&self) -> i64 {
+        self.last_zxid.load(Ordering::Acquire)
+    }
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+    fn tracker(&self) -> std::sync::MutexGuard<'_, SessionTracker> {
+        self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// Touches a session; false if it is unknown or closing (its request is then dropped, as ZooKeeper does).
+    pub fn touch(&self, session: i64) -> bool {
+        let now = self.now_ms();
+        self.tracker().touch(session, now)
+    }
+}
+
+pub fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+enum Item {
+    Connect(ConnectRequest),
+    Write { xid: i32, req: Request },
+    Local { xid: i32, req: Request },
+    Unimplemented { xid: i32 },
+    Malformed { xid: i32 },
+}
+
+struct Conn {
+    remote: SocketAddr,
+    out: Outbound,
+    session_flag: Arc<AtomicI64>,
+    session_id: i64,
+    timeout_ms: i32,
+    read_only_byte: bool,
+    auth: Vec<Id>,
+    waiting: VecDeque<Item>,
+    inflight: VecDeque<(i32, Instant, OpCode)>,
+    /// A ConnectRequest is being decided (its CreateSession is in the log): nothing behind it runs yet.
+    connecting: bool,
+    closing: bool,
+    stats: ConnStats,
+}
+
+pub struct Executor {
+    shared: Arc<Shared>,
+    sm: StateMachine,
+    watches: WatchTable,
+    conns: HashMap<ConnId, Conn>,
+    session_conn: HashMap<i64, ConnId>,
+    replicator: Replicator,
+    member: u64,
+    proposals: Vec<Envelope>,
+}
+
+impl Executor {
+    pub fn new(shared: Arc<Shared>, replicator: Replicator) -> Executor {
+        let member = replicator.member_id;
+        Executor {
+            shared,
+            sm: StateMachine::new(),
+            watches: WatchTable::default(),
+            conns: HashMap::new(),
+            session_conn: HashMap::new(),
+            replicator,
+            member,
+            proposals: Vec::new(),
+        }
+    }
+
+    pub fn state(&self) -> &StateMachine {
+        &self.sm
+    }
+
+    /// Applies committed entries until the log position `upto` (recovery at start).
+    pub async fn recover(
+        &mut self,
+        committed: &mut mpsc::UnboundedReceiver<Committed>,
+        upto: Option<u64>,
+    ) -> Result<(), String> {
+        let Some(upto) = upto else { return Ok(()) };
+        let mut applied = 0u64;
+        while applied < upto {
+            let Some(c) = committed.recv().await else {
+                return Err("log closed during recovery".into());
+            };
+            applied = c.last_index;
+            self.apply_committed(c);
+        }
+        Ok(())
+    }
+
+    /// Proposes the first command of a new cluster and waits until it is applied.
+    pub async fn bootstrap(
+        &mut self,
+        committed: &mut mpsc::UnboundedReceiver<Committed>,
+        secret: Vec<u8>,
+        settings: oxkeeper_core::state::ApplySettings,
+    ) -> Result<(), String> {
+        let cmd = Command {
+            session_id: 0,
+            cxid: 0,
+            time_ms: wall_ms(),
+            auth: vec![],
+            op: CommandOp::Bootstrap {
+                secret,
+                member_id: self.member as u8,
+                settings,
+            },
+        };
+        self.replicator
+            .propose(encode_batch(&[Envelope { origin: None, cmd }]))
+            .await
+            .map_err(|e| e.to_string())?;
+        while !self.sm.is_bootstrapped() {
+            let Some(c) = committed.recv().await else {
+                return Err("log closed during bootstrap".into());
+            };
+            self.apply_committed(c);
+        }
+        Ok(())
+    }
+
+    /// Gives every recovered session a fresh full timeout, as ZooKeeper does after a restart.
+    pub fn track_recovered_sessions(&mut self) {
+        let now = self.shared.now_ms();
+        let mut t = self.shared.tracker();
+        for (id, timeout) in self.sm.sessions() {
+            t.track(id, timeout as u64, now);
+        }
+    }
+
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<ExecMsg>,
+        mut committed: mpsc::UnboundedReceiver<Committed>,
+    ) {
+        let tick = Duration::from_millis((self.shared.config.tick_ms / 4).clamp(10, 250));
+        let mut expiry = tokio::time::interval(tick);
+        expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reaper = tokio::time::interval(Duration::from_millis(
+            self.shared.config.container_check_interval_ms,
+        ));
+        reaper.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                c = committed.recv() => match c {
+                    Some(c) => self.apply_committed(c),
+                    None => break,
+                },
+                m = rx.recv() => match m {
+                    Some(m) => {
+                        self.handle(m);
+                        // Take everything already queued so that one log entry carries many commands.
+                        for _ in 0..4096 {
+                            match rx.try_recv() {
+                                Ok(m) => self.handle(m),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => break,
+                },
+                _ = expiry.tick() => self.expire_sessions(),
+                _ = reaper.tick() => self.reap_containers(),
+            }
+            self.flush_proposals().await;
+        }
+    }
+
+    async fn flush_proposals(&mut self) {
+        if self.proposals.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.proposals);
+        if let Err(e) = self.replicator.propose(encode_batch(&batch)).await {
+            // The outcome of these writes is unknown: close their connections (clients see CONNECTION_LOSS).
+            tracing::error!("proposal failed: {e}");
+            for env in batch {
+                if let Some(o) = env.origin {
+                    self.close_conn(o.conn);
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: ExecMsg) {
+        match msg {
+            ExecMsg::Connect {
+                conn,
+                remote,
+                req,
+                out,
+                session,
+            } => {
+                self.shared.stats.connection_opened();
+                let mut c = Conn {
+                    remote,
+                    out,
+                    session_flag: session,
+                    session_id: 0,
+                    timeout_ms: 0,
+                    read_only_byte: req.read_only.is_some(),
+                    auth: vec![Id {
+                        scheme: "ip".into(),
+                        id: remote.ip().to_string(),
+                    }],
+                    waiting: VecDeque::new(),
+                    inflight: VecDeque::new(),
+                    connecting: false,
+                    closing: false,
+                    stats: ConnStats::new(wall_ms()),
+                };
+                c.stats.received += 1;
+                self.shared.stats.packet_received();
+                c.waiting.push_back(Item::Connect(req));
+                self.conns.insert(conn, c);
+                self.pump(conn);
+            }
+            ExecMsg::Request { conn, xid, req } => {
+                self.shared.stats.packet_received();
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                c.stats.received += 1;
+                if c.closing {
+                    return;
+                }
+                if c.session_id != 0 && !self.shared.touch(c.session_id) {
+                    return; // unknown or closing session: dropped without a reply
+                }
+                let item = if is_write(&req) {
+                    Item::Write { xid, req }
+                } else {
+                    Item::Local { xid, req }
+                };
+                c.waiting.push_back(item);
+                self.pump(conn);
+            }
+            ExecMsg::Unknown { conn, xid, op } => {
+                tracing::debug!(conn, op, "unknown opcode");
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.waiting.push_back(Item::Unimplemented { xid });
+                    self.pump(conn);
+                }
+            }
+            ExecMsg::Malformed { conn, xid } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.waiting.push_back(Item::Malformed { xid });
+                    self.pump(conn);
+                }
+            }
+            ExecMsg::Closed { conn } => {
+                if let Some(c) = self.conns.remove(&conn) {
+                    self.shared.stats.connection_closed();
+                    if c.session_id != 0 && self.session_conn.get(&c.session_id) == Some(&conn) {
+                        self.session_conn.remove(&c.session_id);
+                    }
+                }
+                self.watches.remove_conn(conn);
+            }
+            ExecMsg::FourLetter {
+                conn,
+                remote,
+                word,
+                out,
+            } => {
+                let text = if self.shared.config.four_letter_allowed(word) {
+                    crate::fourlw::run(word, &self.four_letter_view(conn, remote))
+                } else {
+                    format!("{word} is not executed because it is not in the whitelist.\n")
+                };
+                out.send(text.into_bytes());
+                out.close();
+            }
+        }
+    }
+
+    /// Runs what can run of a connection's queue, in order.
+    fn pump(&mut self, conn: ConnId) {
+        loop {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            if c.connecting || c.closing {
+                return;
+            }
+            let Some(front) = c.waiting.front() else {
+                return;
+            };
+            let is_write = matches!(front, Item::Write { .. });
+            if !is_write && !c.inflight.is_empty() {
+                return; // reads, auth and watch ops wait for this connection's earlier writes
+            }
+            let Some(item) = c.waiting.pop_front() else {
+                return;
+            };
+            match item {
+                Item::Connect(req) => self.start_connect(conn, req),
+                Item::Write { xid, req } => self.propose_write(conn, xid, req),
+                Item::Local { xid, req } => self.run_local(conn, xid, req),
+                Item::Unimplemented { xid } => {
+                    self.reply(
+                        conn,
+                        xid,
+                        self.shared.last_zxid(),
+                        ErrorCode::Unimplemented as i32,
+                        &Response::Empty,
+                    );
+                    self.close_conn(conn);
+                }
+                Item::Malformed { xid } => {
+                    self.reply(
+                        conn,
+                        xid,
+                        self.shared.last_zxid(),
+                        ErrorCode::MarshallingError as i32,
+                        &Response::Empty,
+                    );
+                    self.close_conn(conn);
+                }
+            }
+        }
+    }
+
+    fn start_connect(&mut self, conn: ConnId, req: ConnectRequest) {
+        let cfg = &self.shared.config;
+        let timeout = (req.timeout_ms.max(0) as u64)
+            .max(cfg.min_session_timeout_ms())
+            .min(cfg.max_session_timeout_ms()) as i32;
+        if req.last_zxid_seen > self.sm.last_zxid() {
+            tracing::info!(conn, client_zxid = req.last_zxid_seen, our_zxid = self.sm.last_zxid(),
+                "refusing a client that has seen a later zxid than this member: it must try another server");
+            self.close_conn(conn);
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.timeout_ms = timeout;
+        if req.session_id == 0 {
+            c.connecting = true;
+            let cmd = Command {
+                session_id: 0,
+                cxid: 0,
+                time_ms: wall_ms(),
+                auth: vec![],
+                op: CommandOp::CreateSession {
+                    timeout_ms: timeout,
+                },
+            };
+            self.proposals.push(Envelope {
+                origin: Some(Origin {
+                    member: self.member,
+                    conn,
+                    xid: 0,
+                }),
+                cmd,
+            });
+            return;
+        }
+        let id = req.session_id;
+        let pw = req.passwd.clone().unwrap_or_default();
+        let valid = self.sm.session_exists(id) && self.sm.check_password(id, &pw) && {
+            let now = self.shared.now_ms();
+            let mut t = self.shared.tracker();
+            // The newly negotiated timeout governs later touches; the stored one stays the original.
+            t.touch(id, now) && {
+                t.track(id, timeout as u64, now);
+                true
+            }
+        };
+        if valid {
+            if let Some(old) = self.session_conn.insert(id, conn) {
+                if old != conn {
+                    tracing::info!(
+                        session = format!("0x{id:x}"),
+                        "session reconnected: closing its previous connection"
+                    );
+                    self.close_conn(old);
+                }
+            }
+            let passwd = self
+                .sm
+                .session_password(id)
+                .map(|p| p.to_vec())
+                .unwrap_or_else(|| vec![0; 16]);
+            self.finish_connect(conn, id, timeout, passwd);
+        } else {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            let resp = ConnectResponse {
+                protocol_version: 0,
+                timeout_ms: 0,
+                session_id: 0,
+                passwd: vec![0; 16],
+                read_only: c.read_only_byte.then_some(false),
+            };
+            send_frame(c, |w| resp.encode(w));
+            self.close_conn(conn);
+        }
+    }
+
+    fn finish_connect(&mut self, conn: ConnId, id: i64, timeout: i32, passwd: Vec<u8>) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.session_id = id;
+        c.timeout_ms = timeout;
+        c.connecting = false;
+        c.session_flag.store(id, Ordering::Release);
+        c.stats.session_established(id, timeout);
+        let resp = ConnectResponse {
+            protocol_version: 0,
+            timeout_ms: timeout,
+            session_id: id,
+            passwd,
+            read_only: c.read_only_byte.then_some(false),
+        };
+        send_frame(c, |w| resp.encode(w));
+        self.shared.stats.packet_sent();
+        self.pump(conn);
+    }
+
+    fn propose_write(&mut self, conn: ConnId, xid: i32, req: Request) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let op = match &req {
+            Request::CloseSession => {
+                self.shared.tracker().set_closing(c.session_id);
+                CommandOp::CloseSession
+            }
+            _ => CommandOp::Write(req.clone()),
+        };
+        c.inflight.push_back((xid, Instant::now(), req.opcode()));
+        let cmd = Command {
+            session_id: c.session_id,
+            cxid: xid,
+            time_ms: wall_ms(),
+            auth: c.auth.clone(),
+            op,
+        };
+        self.proposals.push(Envelope {
+            origin: Some(Origin {
+                member: self.member,
+                conn,
+                xid,
+            }),
+            cmd,
+        });
+    }
+
+    fn apply_committed(&mut self, c: Committed) {
+        for (index, payload) in &c.entries {
+            match decode_batch(payload) {
+                Ok(batch) => {
+                    for env in batch {
+                        self.apply_one(env);
+                    }
+                }
+                Err(e) => {
+                    // A payload this binary cannot read: applying around it would diverge. Stop.
+                    tracing::error!(index, "cannot decode log entry: {e}");
+                    std::process::exit(3);
+                }
+            }
+        }
+        let _ = c.applied.send(());
+    }
+
+    fn apply_one(&mut self, env: Envelope) {
+        let applied: Applied = self.sm.apply(&env.cmd);
+        if !matches!(env.cmd.op, CommandOp::Bootstrap { .. }) {
+            self.shared.last_zxid.store(applied.zxid, Ordering::Release);
+        }
+        // Watch events go out before the reply of the write that fired them.
+        for t in &applied.triggers {
+            for (conn, ev) in self.watches.trigger(t) {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    if check_acl(&t.acl, perms::READ, &c.auth) {
+                        send_notification(c, t.zxid, &ev);
+                    }
+                }
+            }
+        }
+        let mine = env.origin.filter(|o| o.member == self.member);
+        match applied.session {
+            Some(SessionChange::Created {
+                id,
+                timeout_ms,
+                passwd,
+            }) => {
+                let now = self.shared.now_ms();
+                self.shared.tracker().track(id, timeout_ms as u64, now);
+                if let Some(o) = mine {
+                    if self.conns.contains_key(&o.conn) {
+                        self.session_conn.insert(id, o.conn);
+                        self.finish_connect(o.conn, id, timeout_ms, passwd.to_vec());
+                    }
+                }
+                return;
+            }
+            Some(SessionChange::Closed { id }) => {
+                self.shared.tracker().remove(id);
+                if let Some(owner) = self.session_conn.remove(&id) {
+                    if mine.map(|o| o.conn) != Some(owner) {
+                        self.close_conn(owner);
+                    }
+                }
+                if let Some(o) = mine {
+                    self.complete_write(o, &applied);
+                    self.close_conn(o.conn);
+                }
+                return;
+            }
+            None => {}
+        }
+        if let Some(o) = mine {
+            self.complete_write(o, &applied);
+        }
+    }
+
+    fn complete_write(&mut self, o: Origin, applied: &Applied) {
+        let Some(c) = self.conns.get_mut(&o.conn) else {
+            return;
+        };
+        match c.inflight.front() {
+            Some(&(xid, started, op)) if xid == o.xid => {
+                c.inflight.pop_front();
+                c.stats.completed(op, xid, applied.zxid, started.elapsed());
+                self.shared.stats.latency(started.elapsed());
+            }
+            _ => {
+                tracing::error!(
+                    conn = o.conn,
+                    xid = o.xid,
+                    "applied a write this connection is not waiting for"
+                );
+                self.close_conn(o.conn);
+                return;
+            }
+        }
+        self.reply(o.conn, o.xid, applied.zxid, applied.err, &applied.response);
+        self.pump(o.conn);
+    }
+
+    fn run_local(&mut self, conn: ConnId, xid: i32, req: Request) {
+        let zxid = self.shared.last_zxid();
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let started = Instant::now();
+        let op = req.opcode();
+        let (reply_xid, reply_zxid, err, resp): (i32, i64, i32, Response) = match &req {
+            Request::Ping => (xid::PING, zxid, 0, Response::Empty),
+            Request::Auth(a) => {
+                match authenticate(
+                    &a.scheme,
+                    a.auth.as_deref(),
+                    c.remote,
+                    self.shared.config.super_digest.as_deref(),
+                ) {
+                    Some(ids) => {
+                        for id in ids {
+                            if !c.auth.contains(&id) {
+                                c.auth.push(id);
+                            }
+                        }
+                        (xid::AUTH, 0, 0, Response::Empty)
+                    }
+                    None => {
+                        let mut w = Writer::frame();
+                        ReplyHeader {
+                            xid: xid::AUTH,
+                            zxid: 0,
+                            err: ErrorCode::AuthFailed as i32,
+                        }
+                        .encode(&mut w);
+                        c.out.send(w.finish_frame());
+                        self.close_conn(conn);
+                        return;
+                    }
+                }
+            }
+            Request::SetWatches { req: sw, .. } => {
+                for ev in self.watches.set_watches(conn, sw, self.sm.tree()) {
+                    send_notification(c, -1, &ev);
+                }
+                (xid, zxid, 0, Response::Empty)
+            }
+            Request::CheckWatches(w) | Request::RemoveWatches(w) => {
+                let ok = match WatcherType::from_i32(w.watcher_type) {
+                    None => false,
+                    Some(t) if matches!(req, Request::CheckWatches(_)) => {
+                        self.watches.check(conn, &w.path, t)
+                    }
+                    Some(t) => self.watches.remove(conn, &w.path, t),
+                };
+                let err = if ok { 0 } else { ErrorCode::NoWatcher as i32 };
+                (xid, zxid, err, Response::Empty)
+            }
+            Request::AddWatch(AddWatchRequest { path, mode }) => {
+                let kind = match AddWatchMode::from_i32(*mode) {
+                    Some(AddWatchMode::Persistent) => Some(WatchKind::Persistent),
+                    Some(AddWatchMode::PersistentRecursive) => Some(WatchKind::PersistentRecursive),
+                    None => None,
+                };
+                match kind {
+                    Some(k) if oxkeeper_core::path::validate_path(path).is_ok() => {
+                        self.watches.add(conn, path, k);
+                        (xid, zxid, 0, Response::ErrorResponse(0))
+                    }
+                    _ => (xid, zxid, ErrorCode::BadArguments as i32, Response::Empty),
+                }
+            }
+            Request::WhoAmI => {
+                let infos = c
+                    .auth
+                    .iter()
+                    .map(|id| ClientInfo {
+                        auth_scheme: id.scheme.clone(),
+                        user: id.id.clone(),
+                    })
+                    .collect();
+                (xid, zxid, 0, Response::WhoAmI(infos))
+            }
+            // No SASL server is configured: ZooKeeper 3.8 answers OK with a null token, zxid 0.
+            Request::Sasl(_) => (xid, 0, 0, Response::Sasl { token: None }),
+            _ => {
+                let (err, resp) = self.sm.read(c.session_id, &req, &c.auth);
+                match &req {
+                    Request::Exists(p)
+                        if p.watch && (err == 0 || err == ErrorCode::NoNode as i32) =>
+                    {
+                        self.watches.add(conn, &p.path, WatchKind::Data)
+                    }
+                    Request::GetData(p) if p.watch && err == 0 => {
+                        self.watches.add(conn, &p.path, WatchKind::Data)
+                    }
+                    Request::GetChildren(p) | Request::GetChildren2(p) if p.watch && err == 0 => {
+                        self.watches.add(conn, &p.path, WatchKind::Child)
+                    }
+                    _ => {}
+                }
+                (xid, zxid, err, resp)
+            }
+        };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.stats.completed(op, xid, zxid, started.elapsed());
+        }
+        self.reply(conn, reply_xid, reply_zxid, err, &resp);
+    }
+
+    fn reply(&mut self, conn: ConnId, xid: i32, zxid: i64, err: i32, resp: &Response) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let mut w = Writer::frame();
+        ReplyHeader { xid, zxid, err }.encode(&mut w);
+        if err == 0 {
+            resp.encode(&mut w);
+        }
+        c.stats.sent += 1;
+        self.shared.stats.packet_sent();
+        if !c.out.send(w.finish_frame()) {
+            c.closing = true;
+        }
+    }
+
+    fn close_conn(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.closing = true;
+            c.waiting.clear();
+            c.out.close();
+        }
+    }
+
+    fn expire_sessions(&mut self) {
+        let now = self.shared.now_ms();
+        let expired = self.shared.tracker().expire(now);
+        for id in expired {
+            tracing::info!(session = format!("0x{id:x}"), "session expired");
+            self.shared.tracker().set_closing(id);
+            let cmd = Command {
+                session_id: id,
+                cxid: 0,
+                time_ms: wall_ms(),
+                auth: vec![],
+                op: CommandOp::CloseSession,
+            };
+            self.proposals.push(Envelope { origin: None, cmd });
+        }
+    }
+
+    fn reap_containers(&mut self) {
+        for path in self.sm.container_candidates(wall_ms()) {
+            let cmd = Command {
+                session_id: 0,
+                cxid: 0,
+                time_ms: wall_ms(),
+                auth: vec![],
+                op: CommandOp::Write(Request::DeleteContainer(path)),
+            };
+            self.proposals.push(Envelope { origin: None, cmd });
+        }
+    }
+
+    fn four_letter_view(&self, conn: ConnId, remote: SocketAddr) -> crate::fourlw::View<'_> {
+        crate::fourlw::View {
+            config: &self.shared.config,
+            stats: &self.shared.stats,
+            sm: &self.sm,
+            watches: &self.watches,
+            tracker: &self.shared.tracker,
+            conns: self
+                .conns
+                .iter()
+                .map(|(id, c)| crate::fourlw::ConnView {
+                    id: *id,
+                    remote: c.remote,
+                    queued: c.out.queued(),
+                    session_id: c.session_id,
+                    timeout_ms: c.timeout_ms,
+                    stats: &c.stats,
+                })
+                .collect(),
+            self_conn: (conn, remote),
+            last_zxid: self.shared.last_zxid(),
+            outstanding: self
+                .conns
+                .values()
+                .map(|c| c.inflight.len() + c.waiting.len())
+                .sum(),
+            clock: (self.shared.now_ms(), wall_ms()),
+        }
+    }
+}
+
+fn is_write(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::Create { .. }
+            | Request::Delete(_)
+            | Request::SetData(_)
+            | Request::SetAcl(_)
+            | Request::Multi(_)
+            | Request::DeleteContainer(_)
+            | Request::Reconfig(_)
+            | Request::CloseSession
+    )
+}
+
+fn send_frame(c: &mut Conn, f: impl FnOnce(&mut Writer)) {
+    let mut w = Writer::frame();
+    f(&mut w);
+    if !c.out.send(w.finish_frame()) {
+        c.closing = true;
+    }
+}
+
+fn send_notification(c: &mut Conn, zxid: i64, ev: &WatcherEvent) {
+    send_frame(c, |w| {
+        ReplyHeader {
+            xid: xid::NOTIFICATION,
+            zxid,
+            err: 0,
+        }
+        .encode(w);
+        ev.encode(w);
+    });
+}
+
+/// The ids an AuthPacket adds, or `None` for an unknown scheme or bad credentials (AUTHFAILED, then close).
+fn authenticate(
+    scheme: &str,
+    auth: Option<&[u8]>,
+    remote: SocketAddr,
+    super_digest: Option<&str>,
+) -> Option<Vec<Id>> {
+    match scheme {
+        "digest" => {
+            // ZooKeeper decodes the bytes with replacement characters (`new String(bytes)`), never failing.
+            let text = String::from_utf8_lossy(auth.unwrap_or_default()).into_owned();
+            let id = digest_id(&text);
+            let mut ids = vec![Id {
+                scheme: "digest".into(),
+                id: id.clone(),
+            }];
+            if super_digest == Some(id.as_str()) {
+                ids.push(Id {
+                    scheme: "super".into(),
+                    id: String::new(),
+                });
+            }
+            Some(ids)
+        }
+        "ip" => Some(vec![Id {
+            scheme: "ip".into(),
+            id: remote.ip().to_string(),
+        }]),
+        _ => None,
+    }
+}
+
+pub fn connected_state() -> i32 {
+    KeeperState::SyncConnected as i32
+}

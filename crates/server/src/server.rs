@@ -1,0 +1,118 @@
+//! Starting a member: open the log, recover the state, bootstrap a new cluster, then accept clients.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use oxkeeper_core::state::ApplySettings;
+use rand::RngCore;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::executor::{Executor, Shared};
+use crate::replication::Replicator;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Replication(#[from] crate::replication::ReplicationError),
+    #[error("recovery: {0}")]
+    Recovery(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A member that is serving clients.
+pub struct Running {
+    pub local_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+}
+
+/// Starts a standalone member and serves until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    let (running, accept) = start(config).await?;
+    tracing::info!(addr = %running.local_addr, "serving clients");
+    tokio::select! {
+        _ = accept => {}
+        _ = shutdown => tracing::info!("shutting down (sessions stay open: clients reconnect within their timeout)"),
+    }
+    Ok(())
+}
+
+/// Recovers and binds; returns the running member and its accept loop.
+pub async fn start(config: Config) -> Result<(Running, impl Future<Output = ()>), ServerError> {
+    let started = Replicator::start_standalone(&config.data_log_dir, 1).await?;
+    let (exec_tx, exec_rx) = mpsc::unbounded_channel();
+    let settings = ApplySettings {
+        extended_types_enabled: config.extended_types_enabled,
+    };
+    let shared = Arc::new(Shared::new(config, exec_tx));
+    let mut executor = Executor::new(shared.clone(), started.replicator.clone());
+    let mut committed = started.committed;
+    executor
+        .recover(&mut committed, started.recovered_index)
+        .await
+        .map_err(ServerError::Recovery)?;
+    if !executor.state().is_bootstrapped() {
+        let mut secret = vec![0u8; 32];
+        rand::thread_rng().fill_bytes(&mut secret);
+        executor
+            .bootstrap(&mut committed, secret, settings)
+            .await
+            .map_err(ServerError::Recovery)?;
+    }
+    executor.track_recovered_sessions();
+    let addr = shared.config.client_addr();
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    tokio::spawn(executor.run(exec_rx, committed));
+    let accept = accept_loop(listener, shared.clone());
+    Ok((Running { local_addr, shared }, accept))
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let max = shared.config.max_client_cnxns;
+        {
+            let mut m = per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let n = m.entry(remote.ip()).or_insert(0);
+            if max > 0 && *n >= max {
+                tracing::warn!(%remote, max, "too many connections from this address (maxClientCnxns): closing");
+                continue;
+            }
+            *n += 1;
+        }
+        let shared = shared.clone();
+        let per_ip = per_ip.clone();
+        let conn = shared.next_conn_id();
+        tokio::spawn(async move {
+            crate::connection::serve(stream, conn, remote, shared).await;
+            let mut m = per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = m.get_mut(&remote.ip()) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(&remote.ip());
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,134 @@
+//! The small file-system trait the log is written against, and `RealDisk`, its `std::fs` implementation.
+//!
+//! The trait has only the operations the log needs, with their durability spelled out, so that
+//! `SimDisk` can implement the same contract in memory and drop or tear whatever was not made durable
+//! when a test pulls the plug. Nothing here knows about the log's format.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// A directory tree of files. A file's contents become durable with `DiskFile::sync_data`; a create,
+/// remove or rename becomes durable with `sync_dir` of the directory that holds the name.
+pub trait Disk: Send + Sync + 'static {
+    type File: DiskFile;
+
+    /// Creates `dir` and its parents if missing.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// The paths of the entries of `dir`, in no particular order.
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
+    /// Opens `path` for reading and writing; creates it (empty) if missing and `create` is true.
+    fn open(&self, path: &Path, create: bool) -> io::Result<Self::File>;
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Renames atomically, replacing `to` if it exists. Both must be in the same directory.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes the creates, removes and renames of names in `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// An open file. Writes reach the disk durably only at `sync_data`.
+pub trait DiskFile: Send + 'static {
+    /// Reads exactly `buf.len()` bytes at `offset` (`UnexpectedEof` if the file is shorter).
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`, extending the file with zeros if needed.
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()>;
+    fn len(&self) -> io::Result<u64>;
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()>;
+    /// fdatasync: the data written so far, and the file length, are durable when this returns.
+    fn sync_data(&mut self) -> io::Result<()>;
+    /// Reserves space so the file is at least `len` bytes long (zeros), never shrinking it. A full
+    /// device fails here rather than in the middle of a later write.
+    fn allocate(&mut self, len: u64) -> io::Result<()>;
+}
+
+/// The real file system, through `std::fs` (and `posix_fallocate` for `allocate`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RealDisk;
+
+/// A file of `RealDisk`.
+#[derive(Debug)]
+pub struct RealFile {
+    file: fs::File,
+}
+
+impl Disk for RealDisk {
+    type File = RealFile;
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        fs::read_dir(dir)?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect()
+    }
+
+    fn open(&self, path: &Path, create: bool) -> io::Result<RealFile> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)?;
+        Ok(RealFile { file })
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        fs::File::open(dir)?.sync_all()
+    }
+}
+
+impl DiskFile for RealFile {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn allocate(&mut self, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let len_off = libc::off_t::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "allocation too large"))?;
+        // SAFETY: the descriptor is open for as long as `self.file` lives; the call only reads its args.
+        let rc = unsafe { libc::posix_fallocate(self.file.as_raw_fd(), 0, len_off) };
+        match rc {
+            0 => Ok(()),
+            // File systems without fallocate (musl does not emulate it): a sparse extension still
+            // gives the segment its length, only without the early ENOSPC.
+            libc::EOPNOTSUPP | libc::EINVAL => {
+                if self.len()? < len {
+                    self.file.set_len(len)?;
+                }
+                Ok(())
+            }
+            errno => Err(io::Error::from_raw_os_error(errno)),
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! `WalError`, the one error type of this crate.
+//!
+//! It keeps the distinctions the server must act on differently: `NoSpace` (ENOSPC: wait for space and
+//! retry), `Io` (EIO and the rest: the kernel may have dropped dirty pages, so fail-stop), and `Corrupt`
+//! (refuse to start, naming the file and offset). It is `Clone` so one failed batch can fail every
+//! submission it carried.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// An error of the write-ahead log or of the small metadata files.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WalError {
+    /// The device is full (ENOSPC or EDQUOT) while `op` on `path`. Nothing was acknowledged.
+    #[error("no space left on device while {op} {}: {source}", path.display())]
+    NoSpace {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Arc<io::Error>,
+    },
+
+    /// Any other I/O error (EIO from fdatasync among them) while `op` on `path`.
+    #[error("I/O error while {op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Arc<io::Error>,
+    },
+
+    /// Data that was durable is damaged: the log cannot be trusted past `offset` of `file`.
+    #[error(
+        "write-ahead log is corrupt: {} at byte offset {offset}: {reason}. Entries that were already \
+         durable are damaged, so this member refuses to start rather than lose acknowledged writes. \
+         To recover, restore this member's data directory from a backup, or move it aside and let \
+         the member catch up from the rest of the ensemble",
+        file.display()
+    )]
+    Corrupt {
+        file: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+
+    /// A file written in a format version this build does not read (written by a newer oxkeeper).
+    #[error(
+        "{} at byte offset {offset} is in write-ahead log format version {version}, but this build \
+         reads only version {supported}; run the oxkeeper release that wrote it",
+        file.display()
+    )]
+    UnsupportedVersion {
+        file: PathBuf,
+        offset: u64,
+        version: u16,
+        supported: u16,
+    },
+
+    /// The caller appended an entry whose index does not follow the previous one.
+    #[error("log entries must be consecutive: expected index {expected}, got {got}")]
+    NotConsecutive { expected: u64, got: u64 },
+
+    /// An entry or a batch does not fit the format's 32-bit lengths, or the index space is exhausted.
+    #[error("too large for the write-ahead log: {what}")]
+    TooLarge { what: String },
+
+    /// An earlier error stopped the log; it takes no more writes until the process restarts.
+    #[error("write-ahead log stopped after an earlier error: {0}")]
+    Stopped(Box<WalError>),
+
+    /// The `WalWriter` has shut down (or its thread died) and no longer takes requests.
+    #[error("the write-ahead log writer has shut down")]
+    Closed,
+
+    /// A check of the log's own invariants failed; nothing is acknowledged past this point.
+    #[error("write-ahead log invariant violated: {0}")]
+    Invariant(&'static str),
+}
+
+impl WalError {
+    /// Maps an `io::Error` from `op` on `path`, keeping ENOSPC apart from the rest.
+    pub(crate) fn io(op: &'static str, path: &Path, source: io::Error) -> WalError {
+        let path = path.to_path_buf();
+        let source = Arc::new(source);
+        if is_no_space(&source) {
+            WalError::NoSpace { op, path, source }
+        } else {
+            WalError::Io { op, path, source }
+        }
+    }
+
+    /// `|e| WalError::io(op, path, e)`, for `map_err`.
+    pub(crate) fn at<'a>(
+        op: &'static str,
+        path: &'a Path,
+    ) -> impl FnOnce(io::Error) -> WalError + 'a {
+        move |e| WalError::io(op, path, e)
+    }
+
+    /// True for ENOSPC/EDQUOT, also when wrapped in `Stopped`.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            WalError::NoSpace { .. } => true,
+            WalError::Stopped(cause) => cause.is_no_space(),
+            _ => false,
+        }
+    }
+
+    /// True when the log found damaged durable data (also for an unknown format version).
+    pub fn is_corrupt(&self) -> bool {
+        matches!(
+            self,
+            WalError::Corrupt { .. } | WalError::UnsupportedVersion { .. }
+        )
+    }
+
+    /// The OS error number behind this error, if any (e.g. `libc::EIO`).
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            WalError::NoSpace { source, .. } | WalError::Io { source, .. } => source.raw_os_error(),
+            WalError::Stopped(cause) => cause.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+fn is_no_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || e.kind() == io::ErrorKind::StorageFull
+        || e.kind() == io::ErrorKind::QuotaExceeded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enospc_maps_to_no_space_and_eio_to_io() {
+        let path = Path::new("/x/log.0000000000000001");
+        let e = WalError::io("writing", path, io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(matches!(e, WalError::NoSpace { .. }));
+        assert!(e.is_no_space());
+        let e = WalError::io("syncing", path, io::Error::from_raw_os_error(libc::EIO));
+        assert!(matches!(e, WalError::Io { .. }));
+        assert_eq!(e.raw_os_error(), Some(libc::EIO));
+        assert!(!e.is_no_space());
+        let stopped = WalError::Stopped(Box::new(e));
+        assert_eq!(stopped.raw_os_error(), Some(libc::EIO));
+    }
+
+    #[test]
+    fn corrupt_names_file_and_offset_and_what_to_do() {
+        let e = WalError::Corrupt {
+            file: PathBuf::from("/data/log.0000000000000001"),
+            offset: 4096,
+            reason: "bad checksum".into(),
+        };
+        let text = e.to_string();
+        assert!(text.contains("/data/log.0000000000000001"), "{text}");
+        assert!(text.contains("offset 4096"), "{text}");
+        assert!(text.contains("restore"), "{text}");
+    }
+}

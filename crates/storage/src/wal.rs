@@ -1,0 +1,355 @@
+//! `Wal`: the write-ahead log of opaque entries by `u64` index, in preallocated segment files.
+//!
+//! Synchronous and single-threaded: every call returns when its effect is durable (one fdatasync per
+//! append). Group commit across callers is `WalWriter`'s job, the byte format is in `format`, and
+//! reading the log back at startup is in `recovery`. Knows nothing of Raft or ZooKeeper, and keeps no
+//! entries in memory: the caller keeps the tail it needs.
+//!
+//! Invariant kept for recovery: at most one batch is ever written but not yet synced, and it is the
+//! last one. So a damaged batch that is not last was durable, which is corruption, not a torn write.
+
+use std::path::{Path, PathBuf};
+
+use crate::disk::{Disk, DiskFile};
+use crate::error::WalError;
+use crate::format::{self, SegmentHeader, SEGMENT_HEADER_BYTES};
+use crate::recovery;
+
+#[cfg(test)]
+mod tests;
+
+/// Sizes of segments and of the batches `WalWriter` forms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalOptions {
+    /// Each segment file is preallocated to this size (ZooKeeper's `preAllocSize`); a new segment
+    /// starts when the next batch does not fit. A batch larger than this gets a segment of its own.
+    pub segment_bytes: u64,
+    /// `WalWriter` merges queued submissions into one batch up to this many bytes of entries
+    /// (a single larger submission is still written whole, as one batch).
+    pub batch_bytes_max: usize,
+    /// ... and up to this many entries.
+    pub batch_entries_max: usize,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_bytes: 64 << 20,
+            batch_bytes_max: 1 << 20,
+            batch_entries_max: 4096,
+        }
+    }
+}
+
+/// What `Wal::open` found on disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Index of `entries[0]`: the first entry still in the log after purges. 0 when `entries` is empty.
+    pub first_index: u64,
+    /// Every entry in the log, consecutive, oldest first.
+    pub entries: Vec<(u64, Vec<u8>)>,
+    /// Where a torn or unsynced last batch was cut off: segment file and byte offset. Nothing cut off
+    /// was ever acknowledged. `None` when the log ended cleanly.
+    pub truncated_tail: Option<(PathBuf, u64)>,
+}
+
+impl Recovered {
+    pub fn last_index(&self) -> Option<u64> {
+        self.entries.last().map(|(index, _)| *index)
+    }
+}
+
+/// One segment file. Only the last segment keeps its file open.
+pub(crate) struct Segment<F> {
+    pub path: PathBuf,
+    /// The index in the file name: its first entry.
+    pub first_index: u64,
+    /// Its last live entry (later ones may have been dropped by a truncate batch).
+    pub last_index: u64,
+    pub salt: u64,
+    /// Byte offset where the next batch goes.
+    pub end: u64,
+    pub file: Option<F>,
+}
+
+/// The write-ahead log. See the module docs.
+pub struct Wal<D: Disk> {
+    disk: D,
+    dir: PathBuf,
+    opts: WalOptions,
+    /// Oldest first; every segment holds at least one live entry.
+    segments: Vec<Segment<D::File>>,
+    /// The last index known to be on disk: advanced only after a successful fdatasync.
+    synced_index: Option<u64>,
+    /// The error that stopped the log. After a failed write or fdatasync the state of the file is
+    /// unknown (the kernel may have dropped dirty pages after EIO), so no later write may be
+    /// acknowledged. ENOSPC (`WalError::NoSpace`) could be retried instead: a failed call leaves the
+    /// segment list and `end` as they were, so a retry rewrites the same batch at the same offset (a
+    /// retry that rolls to a new segment must first zero what the failed write left behind).
+    stopped: Option<WalError>,
+    /// Scratch space for encoding one batch.
+    buf: Vec<u8>,
+}
+
+impl<D: Disk> Wal<D> {
+    /// Opens (creating if needed) the log in `dir`, recovering what is there: a torn or unsynced last
+    /// batch is cut off and reported; damage to an earlier, durable batch is `WalError::Corrupt`.
+    pub fn open(disk: D, dir: &Path, opts: WalOptions) -> Result<(Self, Recovered), WalError> {
+        let (segments, recovered) = recovery::recover(&disk, dir)?;
+        let synced_index = segments.last().map(|s| s.last_index);
+        let wal = Wal {
+            disk,
+            dir: dir.to_path_buf(),
+            opts,
+            segments,
+            synced_index,
+            stopped: None,
+            buf: Vec::new(),
+        };
+        Ok((wal, recovered))
+    }
+
+    /// Appends consecutive entries, following the last one (any start when the log is empty), as one
+    /// batch and one fdatasync. Returns only when they are durable. No entries: does nothing.
+    pub fn append(&mut self, entries: &[(u64, &[u8])]) -> Result<(), WalError> {
+        self.append_iter(entries.iter().copied()).map(|_| ())
+    }
+
+    /// `append` over any iterator; returns the index of the last entry written, if any.
+    pub(crate) fn append_iter<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = (u64, &'a [u8])>,
+    ) -> Result<Option<u64>, WalError> {
+        self.check_running()?;
+        let expected = self.next_index()?;
+        let Some(encoded) = format::encode_entries(&mut self.buf, expected, entries)? else {
+            return Ok(None);
+        };
+        match self.write_entries(encoded.first_index, encoded.last_index) {
+            Ok(()) => Ok(Some(encoded.last_index)),
+            Err(e) => Err(self.stop(e)),
+        }
+    }
+
+    fn write_entries(&mut self, first_index: u64, last_index: u64) -> Result<(), WalError> {
+        let len = self.buf.len() as u64;
+        let roll = match self.segments.last() {
+            None => true,
+            Some(segment) => segment.end + len > self.opts.segment_bytes,
+        };
+        if roll {
+            let mut segment = self.create_segment(first_index, len)?;
+            Self::write_batch(&self.disk, &mut segment, &mut self.buf)?;
+            segment.last_index = last_index;
+            if let Some(previous) = self.segments.last_mut() {
+                previous.file = None;
+            }
+            self.segments.push(segment);
+        } else {
+            let segment = self
+                .segments
+                .last_mut()
+                .expect("not rolling: there is a segment");
+            Self::write_batch(&self.disk, segment, &mut self.buf)?;
+            segment.last_index = last_index;
+        }
+        self.synced_index = Some(last_index);
+        Ok(())
+    }
+
+    /// Creates, preallocates and durably names a segment whose first batch has `batch_len` bytes.
+    fn create_segment(
+        &mut self,
+        first_index: u64,
+        batch_len: u64,
+    ) -> Result<Segment<D::File>, WalError> {
+        let path = self.dir.join(format::segment_file_name(first_index));
+        let mut file = self
+            .disk
+            .open(&path, true)
+            .map_err(WalError::at("creating", &path))?;
+        // A file of this name can only be left over from an earlier failed attempt.
+        file.set_len(0).map_err(WalError::at("truncating", &path))?;
+        let size = self
+            .opts
+            .segment_bytes
+            .max(SEGMENT_HEADER_BYTES as u64 + batch_len);
+        file.allocate(size)
+            .map_err(WalError::at("preallocating", &path))?;
+        let salt = fresh_salt();
+        let header = SegmentHeader { first_index, salt }.encode();
+        file.write_at(0, &header)
+            .map_err(WalError::at("writing", &path))?;
+        // The header is durable before any batch is written, so a segment whose header is damaged but
+        // which holds data is corruption, never a torn creation.
+        file.sync_data().map_err(WalError::at("syncing", &path))?;
+        self.disk
+            .sync_dir(&self.dir)
+            .map_err(WalError::at("syncing directory", &self.dir))?;
+        Ok(Segment {
+            path,
+            first_index,
+            last_index: first_index,
+            salt,
+            end: SEGMENT_HEADER_BYTES as u64,
+            file: Some(file),
+        })
+    }
+
+    /// Seals the encoded batch in `buf` for `segment`, writes it at the segment's end, fdatasyncs.
+    fn write_batch(
+        disk: &D,
+        segment: &mut Segment<D::File>,
+        buf: &mut [u8],
+    ) -> Result<(), WalError> {
+        format::seal(buf, segment.salt);
+        let path = &segment.path;
+        let file = match &mut segment.file {
+            Some(file) => file,
+            none => none.insert(
+                disk.open(path, false)
+                    .map_err(WalError::at("opening", path))?,
+            ),
+        };
+        file.write_at(segment.end, buf)
+            .map_err(WalError::at("writing", path))?;
+        segment.end += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Drops every entry after `index`, durably: later segments are removed newest first (so a crash
+    /// never leaves a hole) and a truncate batch marks the cut inside the segment holding `index`.
+    /// Nothing to do when `index` is at or past the last entry.
+    pub fn truncate_after(&mut self, index: u64) -> Result<(), WalError> {
+        self.check_running()?;
+        match self.last_index() {
+            Some(last) if index < last => {}
+            _ => return Ok(()),
+        }
+        self.truncate_inner(Some(index)).map_err(|e| self.stop(e))
+    }
+
+    /// Drops every entry, durably (openraft's `truncate_after(None)`). The next append may start at
+    /// any index.
+    pub fn clear(&mut self) -> Result<(), WalError> {
+        self.check_running()?;
+        self.truncate_inner(None).map_err(|e| self.stop(e))
+    }
+
+    fn truncate_inner(&mut self, keep_upto: Option<u64>) -> Result<(), WalError> {
+        while let Some(segment) = self.segments.last() {
+            if keep_upto.is_some_and(|index| segment.first_index <= index) {
+                break;
+            }
+            let segment = self.segments.pop().expect("checked above");
+            self.synced_index = self.segments.last().map(|s| s.last_index);
+            self.remove_segment(segment)?;
+        }
+        let (Some(index), Some(segment)) = (keep_upto, self.segments.last_mut()) else {
+            self.synced_index = None;
+            return Ok(());
+        };
+        if segment.last_index > index {
+            format::encode_truncate(&mut self.buf, index + 1);
+            Self::write_batch(&self.disk, segment, &mut self.buf)?;
+            segment.last_index = index;
+        }
+        self.synced_index = Some(index);
+        Ok(())
+    }
+
+    /// Removes whole segments, oldest first, whose entries are all `<= index` (the last segment too,
+    /// which leaves the log empty). Entries `<= index` that share a segment with later ones stay.
+    pub fn purge_upto(&mut self, index: u64) -> Result<(), WalError> {
+        self.check_running()?;
+        while self.segments.first().is_some_and(|s| s.last_index <= index) {
+            let segment = self.segments.remove(0);
+            if self.segments.is_empty() {
+                self.synced_index = None;
+            }
+            self.remove_segment(segment).map_err(|e| self.stop(e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes a segment file and makes the removal durable before anything else happens, so
+    /// removals reach the disk in the order they were made.
+    fn remove_segment(&mut self, segment: Segment<D::File>) -> Result<(), WalError> {
+        drop(segment.file);
+        self.disk
+            .remove(&segment.path)
+            .map_err(WalError::at("removing", &segment.path))?;
+        self.disk
+            .sync_dir(&self.dir)
+            .map_err(WalError::at("syncing directory", &self.dir))
+    }
+
+    /// The last entry in the log.
+    pub fn last_index(&self) -> Option<u64> {
+        self.segments.last().map(|s| s.last_index)
+    }
+
+    /// The last entry known to be durable. Equal to `last_index` whenever no call is in progress.
+    pub fn synced_index(&self) -> Option<u64> {
+        self.synced_index
+    }
+
+    /// The first entry in the log (the first segment's first entry).
+    pub fn first_index(&self) -> Option<u64> {
+        self.segments.first().map(|s| s.first_index)
+    }
+
+    pub fn options(&self) -> &WalOptions {
+        &self.opts
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The error that stopped the log, if one did.
+    pub fn stopped(&self) -> Option<&WalError> {
+        self.stopped.as_ref()
+    }
+
+    /// The index the next append must start at; `None` when the log is empty (any start).
+    pub(crate) fn next_index(&self) -> Result<Option<u64>, WalError> {
+        match self.last_index() {
+            None => Ok(None),
+            Some(last) => last
+                .checked_add(1)
+                .map(Some)
+                .ok_or_else(|| WalError::TooLarge {
+                    what: "log index space exhausted".into(),
+                }),
+        }
+    }
+
+    fn check_running(&self) -> Result<(), WalError> {
+        match &self.stopped {
+            None => Ok(()),
+            Some(cause) => Err(WalError::Stopped(Box::new(cause.clone()))),
+        }
+    }
+
+    /// Records a write-path failure: from now on every call fails with `Stopped`.
+    pub(crate) fn stop(&mut self, error: WalError) -> WalError {
+        tracing::error!(dir = %self.dir.display(), %error, "write-ahead log stopped");
+        self.stopped.get_or_insert_with(|| error.clone());
+        error
+    }
+}
+
+/// A random salt for a new segment. Not cryptographic: it only has to differ between segments and be
+/// unknowable to whoever chose the entry bytes.
+fn fresh_salt() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        hasher.write_u128(now.as_nanos());
+    }
+    hasher.finish()
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The test command (README): installs what the tests need, then runs every test. Exits non-zero on any failure.
+# QUICK=1 shortens the differential run for development.
+set -euo pipefail
+cd "$(dirname "$0")"
+export CARGO_TERM_COLOR=never
+step() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)"; }
+
+step "install test dependencies"
+tests/install.sh
+
+step "format and lint"
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+
+step "build"
+cargo build --release --locked --bin oxkeeper
+export OXKEEPER_BIN="$PWD/target/release/oxkeeper"
+
+step "unit and integration tests"
+cargo test --workspace --locked --release
+
+step "end-to-end tests (raw protocol, bad input, four-letter words)"
+python3 -m pytest -q tests/e2e
+
+step "real clients against oxkeeper (Java, zkCli.sh, cli_mt, kazoo's suite)"
+python3 tests/lib/with_server.py oxkeeper -- tests/clients/run.sh
+
+step "differential test against Apache ZooKeeper 3.8"
+if [ "${QUICK:-0}" = 1 ]; then export DIFF_SEEDS=3 DIFF_OPS=2000; fi
+python3 -m pytest -q tests/differential
+
+step "fuzzing (short runs)"
+tests/fuzz.sh 30
+
+echo
+echo "all tests passed"
