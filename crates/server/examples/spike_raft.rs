@@ -135,6 +135,14 @@ async fn main() {
         }
     }
     let secs = t0.elapsed().as_secs_f64();
+    let ws = rep.wal_stats();
+    println!(
+        "wal: batches={} ({:.0}/s) entries={} submissions={}",
+        ws.batches,
+        ws.batches as f64 / secs,
+        ws.entries,
+        ws.submissions
+    );
     let cpu = cpu_seconds() - cpu0;
     let n = completed.load(Ordering::Relaxed);
     println!(

@@ -241,7 +241,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         match keep {
             Some(k) => self.wal_call(|w, done| w.truncate_after(k, done)).await,
-            None => self.wal_call(|w, done| w.truncate_after(0, done)).await,
+            None => self.wal_call(|w, done| w.clear(done)).await,
         }
     }
 
@@ -440,6 +440,7 @@ impl RaftNetworkV2<TypeConfig> for NoPeer {
 #[derive(Clone)]
 pub struct Replicator {
     raft: Raft,
+    wal: Arc<WalWriter>,
     pub member_id: u64,
 }
 
@@ -460,6 +461,7 @@ impl Replicator {
             .map_err(|e| ReplicationError::Storage(format!("{}: {e}", dir.display())))?;
         let log = LogStore::open(dir)?;
         let recovered_index = log.last_index();
+        let wal = log.wal.clone();
         let fresh = recovered_index.is_none() && log.lock().vote.is_none();
         let (tx, committed) = mpsc::unbounded_channel();
         let sm = StateMachineProxy {
@@ -494,7 +496,11 @@ impl Replicator {
             .await
             .map_err(|e| ReplicationError::Raft(e.to_string()))?;
         Ok(Started {
-            replicator: Replicator { raft, member_id },
+            replicator: Replicator {
+                raft,
+                wal,
+                member_id,
+            },
             committed,
             recovered_index,
             fresh,
@@ -512,6 +518,11 @@ impl Replicator {
     /// The openraft handle, for benchmarks and tests of this module.
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// Group-commit counters of the log.
+    pub fn wal_stats(&self) -> oxkeeper_storage::WalWriterStats {
+        self.wal.stats()
     }
 
     pub fn is_leader(&self) -> bool {

@@ -213,6 +213,7 @@ impl<D: Disk> Wal<D> {
         };
         file.write_at(segment.end, buf)
             .map_err(WalError::at("writing", path))?;
+        file.sync_data().map_err(WalError::at("syncing", path))?;
         segment.end += buf.len() as u64;
         Ok(())
     }
