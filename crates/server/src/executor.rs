@@ -324,7 +324,6 @@ impl Executor {
                 out,
                 session,
             } => {
-                self.shared.stats.connection_opened();
                 let mut c = Conn {
                     remote,
                     out,
@@ -360,7 +359,10 @@ impl Executor {
                 if c.session_id != 0 && !self.shared.touch(c.session_id) {
                     return; // unknown or closing session: dropped without a reply
                 }
-                let item = if is_write(&req) {
+                let item = if matches!(req, Request::Check(_)) {
+                    // Only valid inside a multi (ZooKeeper 3.9: UNIMPLEMENTED, then close).
+                    Item::Unimplemented { xid }
+                } else if is_write(&req) {
                     Item::Write { xid, req }
                 } else {
                     Item::Local { xid, req }
@@ -383,7 +385,6 @@ impl Executor {
             }
             ExecMsg::Closed { conn } => {
                 if let Some(c) = self.conns.remove(&conn) {
-                    self.shared.stats.connection_closed();
                     if c.session_id != 0 && self.session_conn.get(&c.session_id) == Some(&conn) {
                         self.session_conn.remove(&c.session_id);
                     }
@@ -431,10 +432,11 @@ impl Executor {
                 Item::Write { xid, req } => self.propose_write(conn, xid, req),
                 Item::Local { xid, req } => self.run_local(conn, xid, req),
                 Item::Unimplemented { xid } => {
+                    // UnimplementedRequestProcessor replies with the request's zxid: -1, as no txn was made.
                     self.reply(
                         conn,
                         xid,
-                        self.shared.last_zxid(),
+                        -1,
                         ErrorCode::Unimplemented as i32,
                         &Response::Empty,
                     );

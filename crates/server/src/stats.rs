@@ -13,7 +13,6 @@ pub struct ServerStats {
     latency_total_ms: AtomicU64,
     latency_min_ms: AtomicI64,
     latency_max_ms: AtomicI64,
-    connections_alive: AtomicI64,
 }
 
 impl ServerStats {
@@ -22,12 +21,6 @@ impl ServerStats {
     }
     pub fn packet_sent(&self) {
         self.packets_sent.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn connection_opened(&self) {
-        self.connections_alive.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn connection_closed(&self) {
-        self.connections_alive.fetch_sub(1, Ordering::Relaxed);
     }
     pub fn latency(&self, d: Duration) {
         let ms = d.as_millis() as i64;
@@ -46,9 +39,6 @@ impl ServerStats {
     }
     pub fn sent(&self) -> u64 {
         self.packets_sent.load(Ordering::Relaxed)
-    }
-    pub fn alive_connections(&self) -> i64 {
-        self.connections_alive.load(Ordering::Relaxed)
     }
     /// (min, avg, max) in ms, ZooKeeper's `Latency min/avg/max`.
     pub fn latency_min_avg_max(&self) -> (i64, f64, i64) {
