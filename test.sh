@@ -18,7 +18,7 @@ cargo build --release --locked --bin oxkeeper
 export OXKEEPER_BIN="$PWD/target/release/oxkeeper"
 
 step "unit and integration tests"
-cargo test --workspace --locked --release
+cargo test --workspace --locked --release --all-targets
 
 step "end-to-end tests (raw protocol, bad input, four-letter words)"
 python3 -m pytest -q tests/e2e

@@ -1,8 +1,9 @@
 //! The watch table: which connection watches which path, and which events a write fires (member-local).
 //!
-//! Mirrors ZooKeeper's two `WatchManager`s. The data table holds exists/getData watches, the child table
-//! getChildren watches; a persistent watch sits in both, a persistent-recursive one only in the data
-//! table. Standard watches are one-shot; persistent ones stay until removed or the connection closes.
+//! Mirrors ZooKeeper 3.8's two `WatchManager`s. The data table holds exists/getData watches, the child
+//! table getChildren watches; persistent and persistent-recursive watches sit in both. Each (connection,
+//! path) has one mode per table, replaced by the latest watch set there. Standard watches are one-shot;
+//! persistent ones stay until removed or the connection closes.
 //! Never serialized: watches belong to connections, and clients set them again with SetWatches.
 
 use crate::path::self_and_ancestors;
@@ -12,7 +13,7 @@ use crate::ConnId;
 use oxkeeper_proto::{
     ErrorCode, EventType, KeeperState, Request, SetWatches, WatcherEvent, WatcherType,
 };
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 /// The kind of watch a request sets.
@@ -55,135 +56,151 @@ pub fn watch_for_read(req: &Request, err: i32) -> Option<(&str, WatchKind)> {
     }
 }
 
-/// Watch modes of one (connection, path) pair in one table (`WatchStats`).
-type Modes = u8;
-const STANDARD: Modes = 1;
-const PERSISTENT: Modes = 2;
-const RECURSIVE: Modes = 4;
+/// A watch's mode in one table (`WatcherMode`); ZooKeeper 3.8 keeps one mode per (connection, path), and
+/// setting a watch replaces the mode (a standard watch set over a persistent one makes it one-shot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Standard,
+    Persistent,
+    PersistentRecursive,
+}
 
-/// One of the two tables (`WatchManager`).
+impl Mode {
+    fn is_persistent(self) -> bool {
+        self != Mode::Standard
+    }
+    fn is_recursive(self) -> bool {
+        self == Mode::PersistentRecursive
+    }
+}
+
+/// One of the two tables (ZooKeeper 3.8's `WatchManager`).
 #[derive(Debug, Default)]
 struct Manager {
     /// `watchTable`: path → watching connections.
     by_path: HashMap<Arc<str>, BTreeSet<ConnId>>,
-    /// `watch2Paths`: connection → its paths with their modes. As in ZooKeeper, a connection whose
-    /// one-shot watches all fired keeps an empty entry (it still counts in `wchs`) until it closes.
-    by_conn: HashMap<ConnId, HashMap<Arc<str>, Modes>>,
+    /// `watch2Paths`: connection → its paths. As in ZooKeeper, a connection whose one-shot watches all
+    /// fired keeps an empty entry (it still counts in `wchs`) until it closes.
+    by_conn: HashMap<ConnId, HashSet<Arc<str>>>,
+    /// `WatcherModeManager`: the modes other than standard, per (connection, path).
+    modes: HashMap<(ConnId, Arc<str>), Mode>,
     /// Number of (connection, path) pairs with the recursive mode: when 0, ancestors need no visit.
     recursive: usize,
 }
 
 impl Manager {
-    fn add(&mut self, path: &str, conn: ConnId, mode: Modes) {
+    fn mode(&self, conn: ConnId, path: &Arc<str>) -> Mode {
+        self.modes
+            .get(&(conn, path.clone()))
+            .copied()
+            .unwrap_or(Mode::Standard)
+    }
+
+    /// `setWatcherMode`: standard removes the entry.
+    fn set_mode(&mut self, conn: ConnId, path: Arc<str>, mode: Mode) {
+        let old = if mode == Mode::Standard {
+            self.modes.remove(&(conn, path))
+        } else {
+            self.modes.insert((conn, path), mode)
+        }
+        .unwrap_or(Mode::Standard);
+        match (old.is_recursive(), mode.is_recursive()) {
+            (false, true) => self.recursive += 1,
+            (true, false) => self.recursive -= 1,
+            _ => {}
+        }
+    }
+
+    fn add(&mut self, path: &str, conn: ConnId, mode: Mode) {
         let key: Arc<str> = match self.by_path.get_key_value(path) {
             Some((k, _)) => k.clone(),
             None => Arc::from(path),
         };
         self.by_path.entry(key.clone()).or_default().insert(conn);
-        let modes = self
-            .by_conn
-            .entry(conn)
-            .or_default()
-            .entry(key)
-            .or_insert(0);
-        if *modes & mode == 0 {
-            *modes |= mode;
-            if mode == RECURSIVE {
-                self.recursive += 1;
-            }
-        }
+        self.by_conn.entry(conn).or_default().insert(key.clone());
+        self.set_mode(conn, key, mode);
     }
 
     fn remove_conn(&mut self, conn: ConnId) {
         let Some(paths) = self.by_conn.remove(&conn) else {
             return;
         };
-        for (p, modes) in paths {
+        for p in paths {
             if let Some(conns) = self.by_path.get_mut(&p) {
                 conns.remove(&conn);
                 if conns.is_empty() {
                     self.by_path.remove(&p);
                 }
             }
-            if modes & RECURSIVE != 0 {
-                self.recursive -= 1;
-            }
+            self.set_mode(conn, p, Mode::Standard);
         }
     }
 
-    /// `WatchManager.triggerWatch`: every watcher of `path` fires (its one-shot mode is consumed), and
-    /// every recursive watcher of an ancestor. Returns the connections that fired.
-    fn trigger(&mut self, path: &str) -> BTreeSet<ConnId> {
+    /// `WatchManager.triggerWatch` (3.8): every watcher of `path` fires, a standard one being consumed;
+    /// a recursive watcher of the path or of an ancestor fires unless the event is NodeChildrenChanged.
+    /// Returns the connections that fired.
+    fn trigger(&mut self, path: &str, children_changed: bool) -> BTreeSet<ConnId> {
         let mut fired = BTreeSet::new();
         let levels = if self.recursive > 0 { usize::MAX } else { 1 };
         for (level, p) in self_and_ancestors(path).take(levels).enumerate() {
-            let Some(conns) = self.by_path.get_mut(p) else {
+            let Some((key, conns)) = self.by_path.get_key_value(p) else {
                 continue;
             };
+            let key = key.clone();
             let mut consumed = Vec::new();
             for &conn in conns.iter() {
-                let Some(paths) = self.by_conn.get_mut(&conn) else {
-                    continue;
-                };
-                let Some(modes) = paths.get_mut(p) else {
-                    continue;
-                };
-                if level == 0 {
+                let mode = self.mode(conn, &key);
+                if mode.is_recursive() {
+                    if !children_changed {
+                        fired.insert(conn);
+                    }
+                } else if level == 0 {
                     fired.insert(conn);
-                    *modes &= !STANDARD;
-                    if *modes == 0 {
-                        paths.remove(p);
+                    if !mode.is_persistent() {
                         consumed.push(conn);
                     }
-                } else if *modes & RECURSIVE != 0 {
-                    fired.insert(conn);
                 }
             }
             for conn in consumed {
-                conns.remove(&conn);
+                if let Some(paths) = self.by_conn.get_mut(&conn) {
+                    paths.remove(p);
+                }
+                if let Some(conns) = self.by_path.get_mut(p) {
+                    conns.remove(&conn);
+                }
             }
-            if conns.is_empty() {
+            if self.by_path.get(p).is_some_and(BTreeSet::is_empty) {
                 self.by_path.remove(p);
             }
         }
         fired
     }
 
-    /// `containsWatcher`: `mode` None means any mode.
-    fn contains(&self, path: &str, conn: ConnId, mode: Option<Modes>) -> bool {
-        self.by_conn
-            .get(&conn)
-            .and_then(|paths| paths.get(path))
-            .is_some_and(|m| mode.is_none_or(|mode| m & mode != 0))
+    /// `containsWatcher` as ZooKeeper 3.8.0 has it: true when *any* connection watches `path` in this
+    /// table (the loop returns at the leaf as soon as the path has watchers, without looking for `conn`).
+    fn contains(&self, path: &str, _conn: ConnId) -> bool {
+        self.by_path.contains_key(path)
     }
 
-    /// `removeWatcher(path, watcher, mode)`: drops `mode` (every mode when None); true if anything
-    /// changed.
-    fn remove(&mut self, path: &str, conn: ConnId, mode: Option<Modes>) -> bool {
-        let (Some(paths), Some(conns)) = (self.by_conn.get_mut(&conn), self.by_path.get_mut(path))
-        else {
+    /// `removeWatcher(path, watcher)`: drops the connection's watch on `path` whatever its mode; true if
+    /// there was one.
+    fn remove(&mut self, path: &str, conn: ConnId) -> bool {
+        let Some(paths) = self.by_conn.get_mut(&conn) else {
             return false;
         };
-        let old = paths.get(path).copied().unwrap_or(0);
-        let new = mode.map_or(0, |m| old & !m);
-        if old == new {
+        let Some(key) = paths.take(path) else {
+            return false;
+        };
+        let Some(conns) = self.by_path.get_mut(path) else {
+            return false;
+        };
+        if !conns.remove(&conn) {
             return false;
         }
-        if new != 0 {
-            paths.insert(Arc::from(path), new);
-        } else {
-            paths.remove(path);
-            if paths.is_empty() {
-                self.by_conn.remove(&conn);
-            }
-            conns.remove(&conn);
-            if conns.is_empty() {
-                self.by_path.remove(path);
-            }
+        if conns.is_empty() {
+            self.by_path.remove(path);
         }
-        if old & RECURSIVE != 0 && new & RECURSIVE == 0 {
-            self.recursive -= 1;
-        }
+        self.set_mode(conn, key, Mode::Standard);
         true
     }
 
@@ -213,16 +230,20 @@ impl WatchTable {
         Self::default()
     }
 
-    /// Registers a watch (again: a watch a connection already has is not doubled).
+    /// Registers a watch (again: a watch a connection already has is not doubled, but its mode is
+    /// replaced, as in ZooKeeper 3.8). Persistent and persistent-recursive watches go in both tables.
     pub fn add(&mut self, conn: ConnId, path: &str, kind: WatchKind) {
         match kind {
-            WatchKind::Data => self.data.add(path, conn, STANDARD),
-            WatchKind::Child => self.child.add(path, conn, STANDARD),
+            WatchKind::Data => self.data.add(path, conn, Mode::Standard),
+            WatchKind::Child => self.child.add(path, conn, Mode::Standard),
             WatchKind::Persistent => {
-                self.data.add(path, conn, PERSISTENT);
-                self.child.add(path, conn, PERSISTENT);
+                self.data.add(path, conn, Mode::Persistent);
+                self.child.add(path, conn, Mode::Persistent);
             }
-            WatchKind::PersistentRecursive => self.data.add(path, conn, RECURSIVE),
+            WatchKind::PersistentRecursive => {
+                self.data.add(path, conn, Mode::PersistentRecursive);
+                self.child.add(path, conn, Mode::PersistentRecursive);
+            }
         }
     }
 
@@ -236,11 +257,11 @@ impl WatchTable {
     pub fn trigger(&mut self, trigger: &Trigger) -> Vec<(ConnId, WatcherEvent)> {
         let path = trigger.path.as_str();
         let conns = match trigger.event {
-            EventType::NodeCreated | EventType::NodeDataChanged => self.data.trigger(path),
-            EventType::NodeChildrenChanged => self.child.trigger(path),
+            EventType::NodeCreated | EventType::NodeDataChanged => self.data.trigger(path, false),
+            EventType::NodeChildrenChanged => self.child.trigger(path, true),
             EventType::NodeDeleted => {
-                let mut conns = self.data.trigger(path);
-                conns.extend(self.child.trigger(path));
+                let mut conns = self.data.trigger(path, false);
+                conns.extend(self.child.trigger(path, false));
                 conns
             }
             _ => BTreeSet::new(),
@@ -257,35 +278,43 @@ impl WatchTable {
         self.child.remove_conn(conn);
     }
 
-    /// checkWatches (`DataTree.containsWatcher`): false → the reply is NoWatcher (-121).
-    pub fn check(&self, conn: ConnId, path: &str, watcher_type: WatcherType) -> bool {
-        match watcher_type {
-            WatcherType::Children => self.child.contains(path, conn, Some(STANDARD)),
-            WatcherType::Data => self.data.contains(path, conn, Some(STANDARD)),
-            WatcherType::Persistent => self.data.contains(path, conn, Some(PERSISTENT)),
-            WatcherType::PersistentRecursive => self.data.contains(path, conn, Some(RECURSIVE)),
-            WatcherType::Any => {
-                self.child.contains(path, conn, None) || self.data.contains(path, conn, None)
+    /// checkWatches as ZooKeeper 3.8.0 answers it (`DataTree.containsWatcher`): the reply's err. Types
+    /// other than Children (1), Data (2) and Any (3) are MarshallingError (3.8 has no persistent
+    /// WatcherType); a path watched by no connection is NoWatcher. A path watched by *another*
+    /// connection counts (3.8.0's `containsWatcher` does not look for the caller at the leaf).
+    pub fn check_watches(&self, conn: ConnId, path: &str, watcher_type: i32) -> i32 {
+        let found = match WatcherType::from_i32(watcher_type) {
+            Some(WatcherType::Children) => self.child.contains(path, conn),
+            Some(WatcherType::Data) => self.data.contains(path, conn),
+            Some(WatcherType::Any) => {
+                self.child.contains(path, conn) || self.data.contains(path, conn)
             }
+            _ => return ErrorCode::MarshallingError.into(),
+        };
+        if found {
+            0
+        } else {
+            ErrorCode::NoWatcher.into()
         }
     }
 
-    /// removeWatches (`DataTree.removeWatch`): false → the reply is NoWatcher (-121).
-    pub fn remove(&mut self, conn: ConnId, path: &str, watcher_type: WatcherType) -> bool {
-        match watcher_type {
-            WatcherType::Children => self.child.remove(path, conn, Some(STANDARD)),
-            WatcherType::Data => self.data.remove(path, conn, Some(STANDARD)),
-            WatcherType::Persistent => {
-                let a = self.child.remove(path, conn, Some(PERSISTENT));
-                let b = self.data.remove(path, conn, Some(PERSISTENT));
+    /// removeWatches as ZooKeeper 3.8.0 answers it (`DataTree.removeWatch`): the reply's err. The
+    /// connection's watch on `path` is dropped from the table(s) of the type whatever its mode.
+    pub fn remove_watches(&mut self, conn: ConnId, path: &str, watcher_type: i32) -> i32 {
+        let removed = match WatcherType::from_i32(watcher_type) {
+            Some(WatcherType::Children) => self.child.remove(path, conn),
+            Some(WatcherType::Data) => self.data.remove(path, conn),
+            Some(WatcherType::Any) => {
+                let a = self.child.remove(path, conn);
+                let b = self.data.remove(path, conn);
                 a || b
             }
-            WatcherType::PersistentRecursive => self.data.remove(path, conn, Some(RECURSIVE)),
-            WatcherType::Any => {
-                let a = self.child.remove(path, conn, None);
-                let b = self.data.remove(path, conn, None);
-                a || b
-            }
+            _ => return ErrorCode::MarshallingError.into(),
+        };
+        if removed {
+            0
+        } else {
+            ErrorCode::NoWatcher.into()
         }
     }
 
@@ -309,14 +338,14 @@ impl WatchTable {
                 Some(n) if n.stat.mzxid > rel => {
                     events.push(event(EventType::NodeDataChanged, path))
                 }
-                Some(_) => self.data.add(path, conn, STANDARD),
+                Some(_) => self.data.add(path, conn, Mode::Standard),
             }
         }
         for path in &req.exist_watches {
             if tree.contains(path) {
                 events.push(event(EventType::NodeCreated, path));
             } else {
-                self.data.add(path, conn, STANDARD);
+                self.data.add(path, conn, Mode::Standard);
             }
         }
         for path in &req.child_watches {
@@ -325,15 +354,16 @@ impl WatchTable {
                 Some(n) if n.stat.pzxid > rel => {
                     events.push(event(EventType::NodeChildrenChanged, path))
                 }
-                Some(_) => self.child.add(path, conn, STANDARD),
+                Some(_) => self.child.add(path, conn, Mode::Standard),
             }
         }
         for path in &req.persistent_watches {
-            self.child.add(path, conn, PERSISTENT);
-            self.data.add(path, conn, PERSISTENT);
+            self.child.add(path, conn, Mode::Persistent);
+            self.data.add(path, conn, Mode::Persistent);
         }
         for path in &req.persistent_recursive_watches {
-            self.data.add(path, conn, RECURSIVE);
+            self.child.add(path, conn, Mode::PersistentRecursive);
+            self.data.add(path, conn, Mode::PersistentRecursive);
         }
         events
     }
@@ -344,7 +374,7 @@ impl WatchTable {
         (
             self.data.by_conn.len(),
             self.data.by_path.len(),
-            self.data.by_conn.values().map(HashMap::len).sum(),
+            self.data.by_conn.values().map(HashSet::len).sum(),
         )
     }
 
@@ -359,7 +389,7 @@ impl WatchTable {
             .by_conn
             .iter()
             .map(|(c, paths)| {
-                let mut p: Vec<String> = paths.keys().map(|k| k.to_string()).collect();
+                let mut p: Vec<String> = paths.iter().map(|k| k.to_string()).collect();
                 p.sort();
                 (session_of(*c), *c, p)
             })

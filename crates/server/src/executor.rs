@@ -723,29 +723,23 @@ impl Executor {
                 }
                 (xid, zxid, 0, Response::Empty)
             }
-            Request::CheckWatches(w) | Request::RemoveWatches(w) => {
-                let ok = match WatcherType::from_i32(w.watcher_type) {
-                    None => false,
-                    Some(t) if matches!(req, Request::CheckWatches(_)) => {
-                        self.watches.check(conn, &w.path, t)
-                    }
-                    Some(t) => self.watches.remove(conn, &w.path, t),
-                };
-                let err = if ok { 0 } else { ErrorCode::NoWatcher as i32 };
+            Request::CheckWatches(w) => {
+                let err = self.watches.check_watches(conn, &w.path, w.watcher_type);
                 (xid, zxid, err, Response::Empty)
             }
+            Request::RemoveWatches(w) => {
+                let err = self.watches.remove_watches(conn, &w.path, w.watcher_type);
+                (xid, zxid, err, Response::Empty)
+            }
+            // ZooKeeper 3.8 does not validate the path; an unknown mode is MarshallingError (the
+            // IllegalArgumentException of `WatcherMode.fromZooDef`).
             Request::AddWatch(AddWatchRequest { path, mode }) => {
-                let kind = match AddWatchMode::from_i32(*mode) {
-                    Some(AddWatchMode::Persistent) => Some(WatchKind::Persistent),
-                    Some(AddWatchMode::PersistentRecursive) => Some(WatchKind::PersistentRecursive),
-                    None => None,
-                };
-                match kind {
-                    Some(k) if oxkeeper_core::path::validate_path(path).is_ok() => {
+                match WatchKind::from_add_watch_mode(*mode) {
+                    Some(k) => {
                         self.watches.add(conn, path, k);
                         (xid, zxid, 0, Response::ErrorResponse(0))
                     }
-                    _ => (xid, zxid, ErrorCode::BadArguments as i32, Response::Empty),
+                    None => (xid, zxid, ErrorCode::MarshallingError as i32, Response::Empty),
                 }
             }
             Request::WhoAmI => {
