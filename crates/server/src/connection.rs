@@ -210,9 +210,9 @@ async fn read_loop(
                 out: out.clone(),
             })
             .map_err(|_| ConnError::ExecutorGone)?;
-        // The executor writes the text and closes; wait for the client or the close.
-        let mut sink = [0u8; 256];
-        while rd.read(&mut sink).await? > 0 {}
+        // The executor writes the text and closes the socket, whatever the client does meanwhile (`nc`
+        // half-closes right after sending the word).
+        out.cancel.cancelled().await;
         return Ok(());
     }
     let payload =
