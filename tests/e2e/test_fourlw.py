@@ -216,3 +216,19 @@ def test_version_string(server):
     assert mntr(server.hostport)["zk_version"].startswith("3.9.3-oxkeeper-")
     assert srvr(server.hostport, "stat")["version"] == version
     assert f"zookeeper.version={version}" in four_letter(server.hostport, "envi")
+
+
+def test_answers_a_client_that_half_closes_after_the_word(server):
+    """`echo srvr | nc host port` sends the word and shuts its side down at once; the answer must still come."""
+    import socket
+    for _ in range(20):
+        with socket.create_connection((server.host, server.port), timeout=5) as s:
+            s.sendall(b"srvr")
+            s.shutdown(socket.SHUT_WR)
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        assert SRVR_RE.fullmatch(data.decode()), data
