@@ -24,7 +24,7 @@ step "end-to-end tests (raw protocol, bad input, four-letter words)"
 python3 -m pytest -q tests/e2e
 
 step "real clients against oxkeeper (Java, zkCli.sh, cli_mt, kazoo's suite)"
-python3 tests/lib/with_server.py oxkeeper -- tests/clients/run.sh
+python3 tests/clients/with_server.py --kind oxkeeper -- tests/clients/run.sh {}
 
 step "differential test against Apache ZooKeeper 3.8"
 if [ "${QUICK:-0}" = 1 ]; then export DIFF_SEEDS=3 DIFF_OPS=2000; fi

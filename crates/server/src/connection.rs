@@ -88,19 +88,38 @@ pub async fn serve(stream: TcpStream, conn: ConnId, remote: SocketAddr, shared: 
     };
     let writer = tokio::spawn(write_loop(wr, rx, cancel.clone()));
     let session = Arc::new(AtomicI64::new(0));
-    tokio::select! {
-        r = read_loop(rd, conn, remote, &shared, &out, &session) => {
+    let mut rd = rd;
+    let closed_by_us = tokio::select! {
+        r = read_loop(&mut rd, conn, remote, &shared, &out, &session) => {
             if let Err(e) = r {
                 tracing::debug!(conn, %remote, "connection closed: {e}");
             }
+            false
         }
-        _ = cancel.cancelled() => {}
-    }
+        _ = cancel.cancelled() => true,
+    };
     let _ = shared.exec.send(ExecMsg::Closed { conn });
     // Let the writer flush what the executor queued (e.g. a closeSession reply), then end it.
     out.close();
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    let _ = tokio::time::timeout(CLOSE_LINGER, writer).await;
+    if closed_by_us {
+        // Closing a socket whose receive buffer holds unread bytes makes the kernel send RST, which can
+        // destroy our last replies (an AUTHFAILED, a closeSession reply) before the client reads them.
+        // Our side is shut down; read and discard until the client closes too, for a bounded time.
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            let mut sink = [0u8; 4096];
+            while let Ok(n) = rd.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
 }
+
+/// How long a closing connection waits for its writer to flush, and then for the client to close its side.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 async fn write_loop(
     wr: tokio::net::tcp::OwnedWriteHalf,
@@ -184,7 +203,7 @@ async fn read_frame(
 }
 
 async fn read_loop(
-    mut rd: OwnedReadHalf,
+    rd: &mut OwnedReadHalf,
     conn: ConnId,
     remote: SocketAddr,
     shared: &Arc<Shared>,
@@ -216,7 +235,7 @@ async fn read_loop(
         return Ok(());
     }
     let payload =
-        match tokio::time::timeout(sessionless, read_frame(&mut rd, max, Some(first))).await {
+        match tokio::time::timeout(sessionless, read_frame(rd, max, Some(first))).await {
             Err(_) => return Err(ConnError::SessionlessTimeout),
             Ok(r) => match r? {
                 Some(p) => p,
@@ -238,7 +257,7 @@ async fn read_loop(
         .map_err(|_| ConnError::ExecutorGone)?;
 
     loop {
-        let Some(payload) = read_frame(&mut rd, max, None).await? else {
+        let Some(payload) = read_frame(rd, max, None).await? else {
             return Ok(());
         };
         let mut r = Reader::new(&payload);
