@@ -234,14 +234,13 @@ async fn read_loop(
         out.cancel.cancelled().await;
         return Ok(());
     }
-    let payload =
-        match tokio::time::timeout(sessionless, read_frame(rd, max, Some(first))).await {
-            Err(_) => return Err(ConnError::SessionlessTimeout),
-            Ok(r) => match r? {
-                Some(p) => p,
-                None => return Ok(()),
-            },
-        };
+    let payload = match tokio::time::timeout(sessionless, read_frame(rd, max, Some(first))).await {
+        Err(_) => return Err(ConnError::SessionlessTimeout),
+        Ok(r) => match r? {
+            Some(p) => p,
+            None => return Ok(()),
+        },
+    };
     let req = ConnectRequest::from_bytes(&payload)
         .or_else(|_| ConnectRequest::decode(&mut Reader::new(&payload)))
         .map_err(|e| ConnError::BadConnect(e.to_string()))?;

@@ -739,7 +739,12 @@ impl Executor {
                         self.watches.add(conn, path, k);
                         (xid, zxid, 0, Response::ErrorResponse(0))
                     }
-                    None => (xid, zxid, ErrorCode::MarshallingError as i32, Response::Empty),
+                    None => (
+                        xid,
+                        zxid,
+                        ErrorCode::MarshallingError as i32,
+                        Response::Empty,
+                    ),
                 }
             }
             Request::WhoAmI => {
