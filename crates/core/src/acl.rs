@@ -55,6 +55,17 @@ pub fn digest_id(user_password: &str) -> String {
     )
 }
 
+/// The `user` whoAmI reports for an auth id (`AuthUtil.getUser`): a digest id's user name (the part
+/// before the first `:`), an ip id as is, and `""` for schemes without an authentication provider
+/// (`super`).
+pub fn auth_user_name(id: &Id) -> String {
+    match id.scheme.as_str() {
+        "digest" => id.id.split(':').next().unwrap_or_default().to_owned(),
+        "ip" => id.id.clone(),
+        _ => String::new(),
+    }
+}
+
 /// `ZooKeeperServer.checkACL`: may a connection with the ids `auth` do `perm` on a node whose ACL is `acl`?
 ///
 /// An empty ACL allows everything, and so does any auth id of scheme `super`. Otherwise an entry sharing a
@@ -461,6 +472,19 @@ mod tests {
         ] {
             assert!(!is_valid_id("ip", bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn who_am_i_user_names_follow_the_providers() {
+        assert_eq!(auth_user_name(&id("digest", &digest_id("u1:p1"))), "u1");
+        assert_eq!(
+            auth_user_name(&id("digest", &digest_id("nocolon"))),
+            "nocolon"
+        );
+        assert_eq!(auth_user_name(&id("digest", &digest_id(""))), "");
+        assert_eq!(auth_user_name(&id("ip", "127.0.0.1")), "127.0.0.1");
+        // No provider for `super`: ZooKeeper reports an empty user.
+        assert_eq!(auth_user_name(&id("super", "")), "");
     }
 
     #[test]

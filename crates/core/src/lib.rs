@@ -6,6 +6,7 @@
 
 pub mod acl;
 pub mod path;
+pub mod quota;
 pub mod session;
 pub mod state;
 pub mod tracker;

@@ -7,7 +7,7 @@
 //! the command carries the leader's time.
 
 use crate::acl::{check_acl, fixup_acl, mask_digest_ids};
-use crate::path::{is_special_path, parent_of, validate_path};
+use crate::path::{self, is_special_path, parent_of, validate_path};
 use crate::session::{
     self, hmac_password, initial_session_counter, password_matches, zookeeper_password,
     SessionInfo, PASSWORD_LEN,
@@ -143,6 +143,36 @@ fn parent_for_delete(path: &str) -> Outcome<&str> {
 
 fn to_data(data: &Option<Vec<u8>>) -> Option<Arc<[u8]>> {
     data.as_deref().map(Arc::from)
+}
+
+/// The node map key a read looks up: `""` is the root.
+fn read_path(path: &str) -> &str {
+    if path.is_empty() {
+        path::ROOT
+    } else {
+        path
+    }
+}
+
+/// The create opcode a create inside a multi really runs as. ZooKeeper 3.8 rebuilds each sub-create
+/// as `Op.create(path, data, acl, flags[, ttl])`, whose opcode follows the create *mode* (invalid
+/// flags read as persistent here, and fail later as BadArguments): createTTL for the TTL modes (only a
+/// createTTL sub-op carries the TTL record; any other one makes the prep fail with a
+/// ClassCastException, a MarshallingError for the whole multi), createContainer for the container mode,
+/// create otherwise — so the sub-op's own opcode decides nothing else (a createContainer sub-op with
+/// the ephemeral flag makes an ephemeral node, a createTTL one with flags 0 a persistent node).
+fn multi_create_opcode(op: OpCode, flags: i32) -> Outcome<OpCode> {
+    match CreateMode::from_i32(flags) {
+        Some(mode) if mode.is_ttl() => {
+            if op == OpCode::CreateTtl {
+                Ok(OpCode::CreateTtl)
+            } else {
+                Err(ErrorCode::MarshallingError)
+            }
+        }
+        Some(mode) if mode.is_container() => Ok(OpCode::CreateContainer),
+        _ => Ok(OpCode::Create),
+    }
 }
 
 fn is_create_op(op: OpCode) -> bool {
@@ -515,6 +545,10 @@ impl StateMachine {
                 let node = self.set_acl(cmd, req)?;
                 Ok(Response::Stat(node.client_stat()))
             }
+            // A client's deleteContainer: ZooKeeper reads the path from the whole request buffer,
+            // header included, so it always holds a NUL and the request is BadArguments (zxid used).
+            // Only the reaper (session 0) deletes containers.
+            Request::DeleteContainer(_) if cmd.session_id != 0 => Err(ErrorCode::BadArguments),
             Request::DeleteContainer(path) => {
                 self.delete_container(zxid, path, triggers)?;
                 Ok(Response::Empty)
@@ -711,8 +745,9 @@ impl StateMachine {
     /// Multi: the ops run in order on the live state, each seeing the effects of the ones before. If one
     /// fails, the state goes back to what it was, nothing fires, and the results are ErrorResult(0) for
     /// the ops before it, its code, then RuntimeInconsistency; the reply header's err stays 0. Read ops
-    /// in a write multi make the whole request a MarshallingError (ZooKeeper cannot decode such a
-    /// multi).
+    /// in a write multi, and a TTL-mode sub-create that is not a createTTL (see
+    /// [`multi_create_opcode`]), make the whole request a MarshallingError with nothing changed
+    /// (ZooKeeper's prep fails with something other than a KeeperException); the zxid is still used.
     fn multi(
         &mut self,
         cmd: &Command,
@@ -734,6 +769,12 @@ impl StateMachine {
         for (i, op) in ops.iter().enumerate() {
             match self.multi_op(cmd, zxid, op, &mut multi_triggers) {
                 Ok(r) => results.push(r),
+                Err(ErrorCode::MarshallingError) => {
+                    // Not a per-op failure: the whole request fails (ZooKeeper's prep throws something
+                    // other than a KeeperException), its zxid still used.
+                    (self.tree, self.sessions) = before;
+                    return Err(ErrorCode::MarshallingError);
+                }
                 Err(code) => {
                     (self.tree, self.sessions) = before;
                     let mut failed: Vec<MultiResult> = vec![MultiResult::Error(0); i];
@@ -759,8 +800,9 @@ impl StateMachine {
     ) -> Outcome<MultiResult> {
         match op {
             MultiOp::Create { op, req } => {
-                let (path, node) = self.create(cmd, zxid, *op, req, triggers)?;
-                Ok(if *op == OpCode::Create {
+                let op = multi_create_opcode(*op, req.flags)?;
+                let (path, node) = self.create(cmd, zxid, op, req, triggers)?;
+                Ok(if op == OpCode::Create {
                     MultiResult::Create { path }
                 } else {
                     MultiResult::Create2 {
@@ -796,16 +838,36 @@ impl StateMachine {
     ///
     /// Watches are not registered here: the caller registers them, under the same serialization as
     /// apply, when [`crate::watches::watch_for_read`] says so (exists also on NoNode; never on NoAuth).
+    ///
+    /// The one error reply with a body: a multiRead of write operations only is MarshallingError with
+    /// an empty multi response (ZooKeeper fails on the first operation after creating the response);
+    /// one that mixes both kinds has none (ZooKeeper fails while decoding it).
     pub fn read(&self, session_id: i64, req: &Request, auth: &[Id]) -> (i32, Response) {
+        if let Request::MultiRead(ops) = req {
+            let reads = ops
+                .iter()
+                .filter(|op| matches!(op, MultiOp::GetChildren(_) | MultiOp::GetData(_)))
+                .count();
+            if reads == 0 && !ops.is_empty() {
+                return (
+                    ErrorCode::MarshallingError.into(),
+                    Response::Multi(Vec::new()),
+                );
+            }
+            if reads != ops.len() {
+                return (ErrorCode::MarshallingError.into(), Response::Empty);
+            }
+        }
         match self.read_inner(session_id, req, auth) {
             Ok(r) => (0, r),
             Err(code) => (code.into(), Response::Empty),
         }
     }
 
-    /// The readable node at `path`: NoNode if missing, NoAuth without `perm`.
+    /// The readable node at `path`: NoNode if missing, NoAuth without `perm`. Reads do not validate
+    /// paths; `""` is the root (ZooKeeper's node map holds the root under both `""` and `/`).
     fn readable(&self, path: &str, perm: i32, auth: &[Id]) -> Outcome<&Arc<Node>> {
-        let node = self.node(path)?;
+        let node = self.node(read_path(path))?;
         if !check_acl(&node.acl, perm, auth) {
             return Err(ErrorCode::NoAuth);
         }
@@ -819,10 +881,11 @@ impl StateMachine {
     fn read_inner(&self, session_id: i64, req: &Request, auth: &[Id]) -> Outcome<Response> {
         match req {
             Request::Exists(r) => {
+                // ZooKeeper 3.8.0 checks no ACL for exists (ZOOKEEPER-2590 added one in 3.8.1).
                 if r.path.contains('\0') {
                     return Err(ErrorCode::BadArguments);
                 }
-                let node = self.readable(&r.path, perms::READ, auth)?;
+                let node = self.node(read_path(&r.path))?;
                 Ok(Response::Stat(node.client_stat()))
             }
             Request::GetData(r) => {
@@ -859,7 +922,13 @@ impl StateMachine {
             }
             Request::GetAllChildrenNumber(path) => {
                 self.readable(path, perms::READ, auth)?;
-                let n = self.tree.descendant_count(path);
+                // `getAllChildrenNumber` counts the keys starting with `path + "/"`: for "" that is
+                // every node, the root included.
+                let n = if path.is_empty() {
+                    self.tree.descendant_count(path::ROOT) + 1
+                } else {
+                    self.tree.descendant_count(path)
+                };
                 Ok(Response::AllChildrenNumber(
                     i32::try_from(n).unwrap_or(i32::MAX),
                 ))

@@ -6,6 +6,7 @@
 //! the mutators here. No I/O.
 
 use crate::path::{self, child_name, parent_of};
+use crate::quota::{self, QuotaIndex};
 use imbl::{HashMap, OrdSet};
 use oxkeeper_proto::{Acl, ErrorCode, Stat, CONTAINER_EPHEMERAL_OWNER, TTL_EPHEMERAL_OWNER_MASK};
 use serde::{Deserialize, Serialize};
@@ -155,6 +156,8 @@ pub struct DataTree {
     ttls: OrdSet<Arc<str>>,
     /// Σ (path length + data length), as ZooKeeper's `approximateDataSize`.
     approximate_data_size: i64,
+    /// Quota prefixes (ZooKeeper's `pTrie`), derived from the `zookeeper_limits` nodes.
+    quotas: QuotaIndex,
 }
 
 impl Default for DataTree {
@@ -179,6 +182,7 @@ impl DataTree {
             containers: OrdSet::new(),
             ttls: OrdSet::new(),
             approximate_data_size: 0,
+            quotas: QuotaIndex::default(),
         };
         tree.insert_loaded(
             path::ROOT,
@@ -231,6 +235,7 @@ impl DataTree {
             _ => {}
         }
         self.approximate_data_size += node_size(path, node.data_len());
+        self.quotas.node_added(path);
     }
 
     pub fn get(&self, path: &str) -> Option<&Arc<Node>> {
@@ -332,6 +337,7 @@ impl DataTree {
         self.index(path, &node);
         let node = Arc::new(node);
         self.nodes.insert(Arc::from(path), node.clone());
+        quota::node_created(self, path, node.data_len());
         Ok((node, parent_acl))
     }
 
@@ -359,6 +365,8 @@ impl DataTree {
             _ => {}
         }
         self.approximate_data_size -= node_size(path, node.data_len());
+        self.quotas.node_removed(path);
+        quota::node_deleted(self, path, node.data_len());
         Some((node, parent_acl))
     }
 
@@ -381,7 +389,27 @@ impl DataTree {
         let new_len = node.data_len();
         let node = slot.clone();
         self.approximate_data_size += node_size("", new_len) - node_size("", old_len);
+        quota::data_set(self, path, old_len, new_len);
         Some(node)
+    }
+
+    /// Replaces a node's data and nothing else (ZooKeeper's quota code assigns `node.data` directly:
+    /// no version, mzxid or mtime change). Returns false if there is no such node.
+    pub(crate) fn set_data_keep_stat(&mut self, path: &str, data: Option<Arc<[u8]>>) -> bool {
+        let Some(slot) = self.nodes.get_mut(path) else {
+            return false;
+        };
+        let node = Arc::make_mut(slot);
+        let old_len = node.data_len();
+        node.data = data;
+        let new_len = node.data_len();
+        self.approximate_data_size += node_size("", new_len) - node_size("", old_len);
+        true
+    }
+
+    /// The quota prefixes, kept as ZooKeeper's `pTrie` (see [`crate::quota`]).
+    pub fn quotas(&self) -> &QuotaIndex {
+        &self.quotas
     }
 
     /// `DataTree.setACL`: new ACL and aversion (mzxid does not change).
@@ -413,7 +441,9 @@ impl DataTree {
         let mut containers = OrdSet::new();
         let mut ttls = OrdSet::new();
         let mut size = 0;
+        let mut quotas = QuotaIndex::default();
         for (p, n) in self.nodes.iter() {
+            quotas.node_added(p);
             if &**p != path::ROOT {
                 let parent = parent_of(p)
                     .and_then(|pp| self.nodes.get(pp))
@@ -440,6 +470,9 @@ impl DataTree {
         }
         if containers != self.containers || ttls != self.ttls {
             return Err("container/TTL index out of date".into());
+        }
+        if quotas != self.quotas {
+            return Err("quota index out of date".into());
         }
         if size != self.approximate_data_size {
             return Err(format!(
@@ -515,6 +548,7 @@ mod wire {
                 containers: OrdSet::new(),
                 ttls: OrdSet::new(),
                 approximate_data_size: 0,
+                quotas: QuotaIndex::default(),
             };
             for (i, n) in wire.nodes.into_iter().enumerate() {
                 if (i == 0) != (&*n.path == path::ROOT) {

@@ -253,7 +253,8 @@ impl WatchTable {
     ///
     /// The caller must still check, per connection, that the connection can READ `trigger.acl`
     /// ([`crate::acl::check_acl`]) and drop the event silently if not; the watch is consumed either way,
-    /// as in ZooKeeper. The notification's header zxid is `trigger.zxid`.
+    /// as in ZooKeeper (the CVE-2024-23944 fix of 3.8.4/3.9.2, which Debian's 3.8.0-11+deb12u2, the
+    /// differential test's reference, has too). The notification's header zxid is `trigger.zxid`.
     pub fn trigger(&mut self, trigger: &Trigger) -> Vec<(ConnId, WatcherEvent)> {
         let path = trigger.path.as_str();
         let conns = match trigger.event {
@@ -491,8 +492,8 @@ mod tests {
         w.add(3, "/", WatchKind::PersistentRecursive);
         w.add(3, "/a", WatchKind::Child);
         assert_eq!(fired(&mut w, "/a", EventType::NodeDeleted), [1, 2, 3]);
-        // Only the recursive watch is left.
-        assert_eq!(w.total_watch_count(), 1);
+        // Only the recursive watch is left, in both tables (3.8 puts it in both).
+        assert_eq!(w.total_watch_count(), 2);
     }
 
     #[test]
@@ -536,21 +537,36 @@ mod tests {
         }
         assert!(fired(&mut w, "/a", EventType::NodeChildrenChanged).is_empty());
         assert!(fired(&mut w, "/a/b", EventType::NodeChildrenChanged).is_empty());
-        assert_eq!(w.total_watch_count(), 1);
+        assert_eq!(w.total_watch_count(), 2);
         // A recursive watch on the root covers everything.
         w.add(2, "/", WatchKind::PersistentRecursive);
         assert_eq!(fired(&mut w, "/x/y", EventType::NodeCreated), [2]);
     }
 
     #[test]
-    fn standard_and_recursive_on_the_same_path_consume_only_the_standard_mode() {
+    fn a_later_watch_replaces_the_mode_of_the_same_path() {
+        // ZooKeeper 3.8 keeps one mode per (connection, path) and table: the last watch set wins.
         let mut w = WatchTable::new();
         w.add(1, "/a", WatchKind::Data);
         w.add(1, "/a", WatchKind::PersistentRecursive);
+        for _ in 0..2 {
+            assert_eq!(fired(&mut w, "/a", EventType::NodeDataChanged), [1]);
+            assert_eq!(fired(&mut w, "/a/b", EventType::NodeCreated), [1]);
+        }
+        // A getData watch over the recursive one makes the data table's watch one-shot again ...
+        w.add(1, "/a", WatchKind::Data);
         assert_eq!(fired(&mut w, "/a", EventType::NodeDataChanged), [1]);
-        assert!(!w.check(1, "/a", WatcherType::Data));
-        assert!(w.check(1, "/a", WatcherType::PersistentRecursive));
-        assert_eq!(fired(&mut w, "/a", EventType::NodeDataChanged), [1]);
+        assert!(fired(&mut w, "/a", EventType::NodeDataChanged).is_empty());
+        assert!(fired(&mut w, "/a/b", EventType::NodeCreated).is_empty());
+        // ... while the child table still has the recursive one: deletes below /a still fire.
+        assert_eq!(fired(&mut w, "/a/b", EventType::NodeDeleted), [1]);
+        assert_eq!(w.check_watches(1, "/a", 2), NO_WATCHER);
+        assert_eq!(w.check_watches(1, "/a", 1), 0);
+        // A persistent watch set over a standard one is not consumed.
+        w.add(2, "/p", WatchKind::Data);
+        w.add(2, "/p", WatchKind::Persistent);
+        assert_eq!(fired(&mut w, "/p", EventType::NodeDataChanged), [2]);
+        assert_eq!(fired(&mut w, "/p", EventType::NodeDataChanged), [2]);
     }
 
     #[test]
@@ -567,42 +583,62 @@ mod tests {
         assert_eq!(w.data.recursive, 0);
     }
 
+    const NO_WATCHER: i32 = ErrorCode::NoWatcher as i32;
+    const MARSHALLING: i32 = ErrorCode::MarshallingError as i32;
+
     #[test]
-    fn check_and_remove_follow_watcher_types() {
+    fn check_and_remove_follow_zookeeper_3_8_watcher_types() {
         let mut w = WatchTable::new();
         w.add(1, "/a", WatchKind::Data);
-        assert!(w.check(1, "/a", WatcherType::Data));
-        assert!(w.check(1, "/a", WatcherType::Any));
-        assert!(!w.check(1, "/a", WatcherType::Children));
-        assert!(!w.check(2, "/a", WatcherType::Data));
-        assert!(!w.remove(1, "/a", WatcherType::Children));
-        assert!(w.remove(1, "/a", WatcherType::Data));
-        assert!(!w.remove(1, "/a", WatcherType::Data));
-        assert!(!w.check(1, "/a", WatcherType::Any));
+        assert_eq!(w.check_watches(1, "/a", 2), 0);
+        assert_eq!(w.check_watches(1, "/a", 3), 0);
+        assert_eq!(w.check_watches(1, "/a", 1), NO_WATCHER);
+        assert_eq!(w.remove_watches(1, "/a", 1), NO_WATCHER);
+        assert_eq!(w.remove_watches(1, "/a", 2), 0);
+        assert_eq!(w.remove_watches(1, "/a", 2), NO_WATCHER);
+        assert_eq!(w.check_watches(1, "/a", 3), NO_WATCHER);
 
+        // 3.8 has no persistent WatcherType: 4 and 5 (and anything else) fail to convert.
         w.add(1, "/p", WatchKind::Persistent);
-        assert!(w.check(1, "/p", WatcherType::Persistent));
-        assert!(!w.check(1, "/p", WatcherType::Data));
-        assert!(!w.check(1, "/p", WatcherType::Children));
-        assert!(!w.check(1, "/p", WatcherType::PersistentRecursive));
-        assert!(w.check(1, "/p", WatcherType::Any));
-        assert!(w.remove(1, "/p", WatcherType::Persistent));
+        for t in [0, 4, 5, 6, -1] {
+            assert_eq!(w.check_watches(1, "/p", t), MARSHALLING);
+            assert_eq!(w.remove_watches(1, "/p", t), MARSHALLING);
+        }
+        // A persistent watch sits in both tables: Children and Data find it, and removing it from one
+        // table leaves the other.
+        assert_eq!(w.check_watches(1, "/p", 1), 0);
+        assert_eq!(w.check_watches(1, "/p", 2), 0);
+        assert_eq!(w.remove_watches(1, "/p", 1), 0);
+        assert_eq!(w.check_watches(1, "/p", 1), NO_WATCHER);
+        assert!(fired(&mut w, "/p", EventType::NodeChildrenChanged).is_empty());
+        assert_eq!(fired(&mut w, "/p", EventType::NodeDataChanged), [1]);
+        assert_eq!(w.remove_watches(1, "/p", 3), 0);
         assert_eq!(w.total_watch_count(), 0);
 
         w.add(1, "/r", WatchKind::PersistentRecursive);
-        assert!(!w.check(1, "/r", WatcherType::Persistent));
-        assert!(w.check(1, "/r", WatcherType::PersistentRecursive));
-        assert!(!w.remove(1, "/r", WatcherType::Data));
-        assert!(w.remove(1, "/r", WatcherType::PersistentRecursive));
-        assert_eq!(w.data.recursive, 0);
+        assert_eq!(w.remove_watches(1, "/r", 3), 0);
+        assert_eq!(w.data.recursive + w.child.recursive, 0);
+        assert!(fired(&mut w, "/r/x", EventType::NodeCreated).is_empty());
 
         w.add(1, "/x", WatchKind::Data);
         w.add(1, "/x", WatchKind::Child);
-        w.add(1, "/x", WatchKind::PersistentRecursive);
-        assert!(w.remove(1, "/x", WatcherType::Any));
+        assert_eq!(w.remove_watches(1, "/x", 3), 0);
         assert_eq!(w.total_watch_count(), 0);
-        assert_eq!(w.data.recursive, 0);
-        assert!(!w.remove(1, "/x", WatcherType::Any));
+        assert_eq!(w.remove_watches(1, "/x", 3), NO_WATCHER);
+    }
+
+    #[test]
+    fn check_watches_finds_another_connections_watch() {
+        // ZooKeeper 3.8.0's containsWatcher answers true as soon as the path has any watcher.
+        let mut w = WatchTable::new();
+        w.add(2, "/a", WatchKind::Data);
+        assert_eq!(w.check_watches(1, "/a", 2), 0);
+        assert_eq!(w.check_watches(1, "/a", 3), 0);
+        assert_eq!(w.check_watches(1, "/a", 1), NO_WATCHER);
+        // removeWatches does look for the caller.
+        assert_eq!(w.remove_watches(1, "/a", 2), NO_WATCHER);
+        assert_eq!(w.remove_watches(2, "/a", 2), 0);
+        assert_eq!(w.check_watches(1, "/a", 2), NO_WATCHER);
     }
 
     #[test]
@@ -719,13 +755,14 @@ mod tests {
         ]
         .map(|(e, p)| (i32::from(e), p.to_string()));
         assert_eq!(got, want);
-        assert!(w.check(9, "/same", WatcherType::Data));
-        assert!(w.check(9, "/missing", WatcherType::Data));
-        assert!(w.check(9, "/quiet", WatcherType::Children));
-        assert!(!w.check(9, "/parent", WatcherType::Children));
-        assert!(w.check(9, "/p", WatcherType::Persistent));
-        assert!(w.check(9, "/r", WatcherType::PersistentRecursive));
+        assert_eq!(w.check_watches(9, "/same", 2), 0);
+        assert_eq!(w.check_watches(9, "/missing", 2), 0);
+        assert_eq!(w.check_watches(9, "/quiet", 1), 0);
+        assert_eq!(w.check_watches(9, "/parent", 1), NO_WATCHER);
+        assert_eq!(w.check_watches(9, "/p", 1), 0);
+        assert_eq!(w.check_watches(9, "/r", 1), 0);
         assert_eq!(fired(&mut w, "/r/x", EventType::NodeCreated), [9]);
+        assert_eq!(fired(&mut w, "/r/x", EventType::NodeDeleted), [9]);
     }
 
     #[test]

@@ -44,8 +44,11 @@ impl MultiOp {
         }
     }
 
-    /// Decodes one operation of the given kind; any other type (including one of the other kind)
-    /// is an error, as in `MultiOperationRecord.deserialize`.
+    /// Decodes one operation: any of the seven types `MultiOperationRecord.deserialize` knows, in a
+    /// multi or a multiRead alike; any other type is an error. An operation of the wrong kind (a read in
+    /// a multi, a write in a multiRead, or both kinds mixed) is well-formed jute: ZooKeeper answers it
+    /// with MARSHALLINGERROR but keeps the connection, each request type in its own way, so the server
+    /// decides (see `oxkeeper_core`), not the decoder.
     fn decode(r: &mut Reader<'_>, op: i32, kind: MultiKind) -> Result<Self, DecodeError> {
         let bad = DecodeError::BadValue {
             what: match kind {
@@ -57,23 +60,20 @@ impl MultiOp {
         let Some(code) = OpCode::from_i32(op) else {
             return Err(bad);
         };
-        match (kind, code) {
-            (
-                MultiKind::Write,
-                OpCode::Create | OpCode::Create2 | OpCode::CreateContainer | OpCode::CreateTtl,
-            ) => Ok(MultiOp::Create {
-                op: code,
-                req: CreateRequest::decode_with(r, code == OpCode::CreateTtl)?,
-            }),
-            (MultiKind::Write, OpCode::Delete) => Ok(MultiOp::Delete(PathVersion::decode(r)?)),
-            (MultiKind::Write, OpCode::SetData) => Ok(MultiOp::SetData(SetDataRequest::decode(r)?)),
-            (MultiKind::Write, OpCode::Check) => Ok(MultiOp::Check(PathVersion::decode(r)?)),
+        match code {
+            OpCode::Create | OpCode::Create2 | OpCode::CreateContainer | OpCode::CreateTtl => {
+                Ok(MultiOp::Create {
+                    op: code,
+                    req: CreateRequest::decode_with(r, code == OpCode::CreateTtl)?,
+                })
+            }
+            OpCode::Delete => Ok(MultiOp::Delete(PathVersion::decode(r)?)),
+            OpCode::SetData => Ok(MultiOp::SetData(SetDataRequest::decode(r)?)),
+            OpCode::Check => Ok(MultiOp::Check(PathVersion::decode(r)?)),
             // The watch flag of GetChildrenRequest/GetDataRequest is read and dropped, as ZooKeeper
             // does (`Op.getChildren(gcr.getPath())`): a multiRead never sets watches.
-            (MultiKind::Read, OpCode::GetChildren) => {
-                Ok(MultiOp::GetChildren(PathWatch::decode(r)?.path))
-            }
-            (MultiKind::Read, OpCode::GetData) => Ok(MultiOp::GetData(PathWatch::decode(r)?.path)),
+            OpCode::GetChildren => Ok(MultiOp::GetChildren(PathWatch::decode(r)?.path)),
+            OpCode::GetData => Ok(MultiOp::GetData(PathWatch::decode(r)?.path)),
             _ => Err(bad),
         }
     }
@@ -380,27 +380,31 @@ mod tests {
     }
 
     #[test]
-    fn multi_rejects_read_ops_and_multi_read_rejects_write_ops() {
+    fn multis_decode_ops_of_either_kind_but_refuse_unknown_types() {
+        // Wrong-kind and mixed operations are well-formed: the server answers them (MARSHALLINGERROR
+        // without closing), so they decode.
         let reads = multi_body(&[(4, &path_watch)]);
         assert!(matches!(
             Request::decode(14, &reads),
-            Err(RequestDecodeError::Malformed {
-                op: OpCode::Multi,
-                err: DecodeError::BadValue { value: 4, .. }
-            })
+            Ok(Request::Multi(ops)) if ops == [MultiOp::GetData("/a".into())]
         ));
         let writes = multi_body(&[(2, &path_version)]);
         assert!(matches!(
             Request::decode(22, &writes),
-            Err(RequestDecodeError::Malformed {
-                op: OpCode::MultiRead,
-                err: DecodeError::BadValue { value: 2, .. }
-            })
+            Ok(Request::MultiRead(ops)) if matches!(ops[..], [MultiOp::Delete(_)])
         ));
         let mixed = multi_body(&[(8, &path_watch), (2, &path_version)]);
-        assert!(Request::decode(22, &mixed).is_err());
+        assert!(
+            matches!(Request::decode(22, &mixed), Ok(Request::MultiRead(ops)) if ops.len() == 2)
+        );
         let unknown = multi_body(&[(3, &path_watch)]);
-        assert!(Request::decode(14, &unknown).is_err());
+        assert!(matches!(
+            Request::decode(14, &unknown),
+            Err(RequestDecodeError::Malformed {
+                op: OpCode::Multi,
+                err: DecodeError::BadValue { value: 3, .. }
+            })
+        ));
         assert!(Request::decode(22, &unknown).is_err());
     }
 

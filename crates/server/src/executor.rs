@@ -21,9 +21,7 @@ use oxkeeper_proto::records::{
     AddWatchRequest, ClientInfo, ConnectRequest, ConnectResponse, Id, Record, ReplyHeader, Request,
     Response, WatcherEvent,
 };
-use oxkeeper_proto::{
-    perms, xid, AddWatchMode, ErrorCode, KeeperState, OpCode, WatcherType, Writer,
-};
+use oxkeeper_proto::{perms, xid, ErrorCode, KeeperState, OpCode, Writer};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -701,12 +699,13 @@ impl Executor {
                                 c.auth.push(id);
                             }
                         }
-                        (xid::AUTH, 0, 0, Response::Empty)
+                        // ZooKeeper echoes the request's xid (normally -4) with zxid 0.
+                        (xid, 0, 0, Response::Empty)
                     }
                     None => {
                         let mut w = Writer::frame();
                         ReplyHeader {
-                            xid: xid::AUTH,
+                            xid,
                             zxid: 0,
                             err: ErrorCode::AuthFailed as i32,
                         }
@@ -753,13 +752,18 @@ impl Executor {
                     .iter()
                     .map(|id| ClientInfo {
                         auth_scheme: id.scheme.clone(),
-                        user: id.id.clone(),
+                        user: oxkeeper_core::acl::auth_user_name(id),
                     })
                     .collect();
                 (xid, zxid, 0, Response::WhoAmI(infos))
             }
-            // No SASL server is configured: ZooKeeper 3.8 answers OK with a null token, zxid 0.
-            Request::Sasl(_) => (xid, 0, 0, Response::Sasl { token: None }),
+            // No SASL server is configured: ZooKeeper 3.8 answers OK with a null token, zxid 0; a null
+            // token in the request makes it fail and close the connection without a reply.
+            Request::Sasl(None) => {
+                self.close_conn(conn);
+                return;
+            }
+            Request::Sasl(Some(_)) => (xid, 0, 0, Response::Sasl { token: None }),
             _ => {
                 let (err, resp) = self.sm.read(c.session_id, &req, &c.auth);
                 match &req {
@@ -791,7 +795,8 @@ impl Executor {
         };
         let mut w = Writer::frame();
         ReplyHeader { xid, zxid, err }.encode(&mut w);
-        if err == 0 {
+        // An error reply normally has no body (Response::Empty); a few carry one (multiRead of writes).
+        if err == 0 || !matches!(resp, Response::Empty) {
             resp.encode(&mut w);
         }
         c.stats.sent += 1;
@@ -913,8 +918,9 @@ fn authenticate(
 ) -> Option<Vec<Id>> {
     match scheme {
         "digest" => {
-            // ZooKeeper decodes the bytes with replacement characters (`new String(bytes)`), never failing.
-            let text = String::from_utf8_lossy(auth.unwrap_or_default()).into_owned();
+            // ZooKeeper decodes the bytes with replacement characters (`new String(bytes)`), never failing
+            // on their content; null auth data is an exception there, hence AUTHFAILED.
+            let text = String::from_utf8_lossy(auth?).into_owned();
             let id = digest_id(&text);
             let mut ids = vec![Id {
                 scheme: "digest".into(),
