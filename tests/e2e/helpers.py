@@ -22,7 +22,7 @@ for _k in KINDS:
 
 # zoo.cfg keys that ZooKeeper reads as `zookeeper.<key>` system properties. ZooKeeper also turns unknown zoo.cfg
 # keys into such properties, but passing them as -D flags too makes the reference run independent of that.
-_ZK_SYSPROP_KEYS = ("nio.sessionlessCnxnTimeout", "DigestAuthenticationProvider.superDigest",
+_ZK_SYSPROP_KEYS = ("nio.sessionlessCnxnTimeout", "DigestAuthenticationProvider.superDigest", "globalOutstandingLimit",
                     "extendedTypesEnabled")
 
 

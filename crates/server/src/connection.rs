@@ -256,11 +256,13 @@ async fn read_loop(
         .map_err(|_| ConnError::ExecutorGone)?;
 
     loop {
+        shared.wait_below_outstanding_limit().await;
         let Some(payload) = read_frame(rd, max, None).await? else {
             return Ok(());
         };
         let mut r = Reader::new(&payload);
         let Ok(header) = RequestHeader::decode(&mut r) else {
+            shared.request_started();
             shared
                 .exec
                 .send(ExecMsg::Malformed { conn, xid: 0 })
@@ -299,6 +301,7 @@ async fn read_loop(
                 }
             }
         };
+        shared.request_started();
         shared.exec.send(msg).map_err(|_| ConnError::ExecutorGone)?;
     }
 }

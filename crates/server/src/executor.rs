@@ -103,6 +103,8 @@ pub struct Shared {
     pub stats: ServerStats,
     last_zxid: AtomicI64,
     next_conn: AtomicU64,
+    outstanding: std::sync::atomic::AtomicUsize,
+    outstanding_changed: tokio::sync::Notify,
     start: Instant,
 }
 
@@ -116,6 +118,8 @@ impl Shared {
             stats: ServerStats::default(),
             last_zxid: AtomicI64::new(0),
             next_conn: AtomicU64::new(1),
+            outstanding: std::sync::atomic::AtomicUsize::new(0),
+            outstanding_changed: tokio::sync::Notify::new(),
             start: Instant::now(),
         }
     }
@@ -126,6 +130,39 @@ impl Shared {
     pub fn last_zxid(&self) -> i64 {
         self.last_zxid.load(Ordering::Acquire)
     }
+    /// A connection hands the executor one more request.
+    pub fn request_started(&self) {
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// `n` requests are answered or dropped.
+    fn requests_finished(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let before = self
+            .outstanding
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(v.saturating_sub(n))
+            })
+            .unwrap_or(0);
+        if before.saturating_sub(n) < self.config.global_outstanding_limit {
+            self.outstanding_changed.notify_waiters();
+        }
+    }
+
+    /// Waits while the requests outstanding over all connections are at `globalOutstandingLimit`: like
+    /// ZooKeeper, a member past the limit stops reading from its clients until it has caught up.
+    pub async fn wait_below_outstanding_limit(&self) {
+        loop {
+            let changed = self.outstanding_changed.notified();
+            if self.outstanding.load(Ordering::Acquire) < self.config.global_outstanding_limit {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     pub fn next_conn_id(&self) -> ConnId {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
@@ -179,6 +216,8 @@ pub struct Executor {
     replicator: Replicator,
     member: u64,
     proposals: Vec<Envelope>,
+    /// Requests received and not yet answered (or dropped), over every connection: `globalOutstandingLimit`.
+    outstanding: usize,
 }
 
 impl Executor {
@@ -193,6 +232,7 @@ impl Executor {
             replicator,
             member,
             proposals: Vec::new(),
+            outstanding: 0,
         }
     }
 
@@ -348,14 +388,14 @@ impl Executor {
             ExecMsg::Request { conn, xid, req } => {
                 self.shared.stats.packet_received();
                 let Some(c) = self.conns.get_mut(&conn) else {
+                    self.shared.requests_finished(1);
                     return;
                 };
                 c.stats.received += 1;
-                if c.closing {
+                if c.closing || (c.session_id != 0 && !self.shared.touch(c.session_id)) {
+                    // A closing connection, or an unknown or closing session: dropped without a reply.
+                    self.shared.requests_finished(1);
                     return;
-                }
-                if c.session_id != 0 && !self.shared.touch(c.session_id) {
-                    return; // unknown or closing session: dropped without a reply
                 }
                 let item = if matches!(req, Request::Check(_)) {
                     // Only valid inside a multi (ZooKeeper 3.9: UNIMPLEMENTED, then close).
@@ -366,23 +406,31 @@ impl Executor {
                     Item::Local { xid, req }
                 };
                 c.waiting.push_back(item);
+                self.outstanding += 1;
                 self.pump(conn);
             }
             ExecMsg::Unknown { conn, xid, op } => {
                 tracing::debug!(conn, op, "unknown opcode");
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.waiting.push_back(Item::Unimplemented { xid });
+                    self.outstanding += 1;
                     self.pump(conn);
+                } else {
+                    self.shared.requests_finished(1);
                 }
             }
             ExecMsg::Malformed { conn, xid } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.waiting.push_back(Item::Malformed { xid });
+                    self.outstanding += 1;
                     self.pump(conn);
+                } else {
+                    self.shared.requests_finished(1);
                 }
             }
             ExecMsg::Closed { conn } => {
                 if let Some(c) = self.conns.remove(&conn) {
+                    self.retire(c.waiting.len() + c.inflight.len());
                     if c.session_id != 0 && self.session_conn.get(&c.session_id) == Some(&conn) {
                         self.session_conn.remove(&c.session_id);
                     }
@@ -395,7 +443,13 @@ impl Executor {
                 word,
                 out,
             } => {
-                let text = if self.shared.config.four_letter_allowed(word) {
+                let allowed = self.shared.config.four_letter_allowed(word);
+                match word {
+                    "crst" if allowed => self.conns.values_mut().for_each(|c| c.stats.reset()),
+                    "srst" if allowed => self.shared.stats.reset(),
+                    _ => {}
+                }
+                let text = if allowed {
                     crate::fourlw::run(word, &self.four_letter_view(conn, remote))
                 } else {
                     format!("{word} is not executed because it is not in the whitelist.\n")
@@ -425,6 +479,12 @@ impl Executor {
             let Some(item) = c.waiting.pop_front() else {
                 return;
             };
+            match item {
+                // A write stays outstanding until it is applied (it moves to `inflight`); the handshake is
+                // not a request.
+                Item::Write { .. } | Item::Connect(_) => {}
+                _ => self.retire(1),
+            }
             match item {
                 Item::Connect(req) => self.start_connect(conn, req),
                 Item::Write { xid, req } => self.propose_write(conn, xid, req),
@@ -662,6 +722,7 @@ impl Executor {
                 c.inflight.pop_front();
                 c.stats.completed(op, xid, applied.zxid, started.elapsed());
                 self.shared.stats.latency(started.elapsed());
+                self.retire(1);
             }
             _ => {
                 tracing::error!(
@@ -806,11 +867,23 @@ impl Executor {
         }
     }
 
+    /// `n` queued requests are answered or dropped.
+    fn retire(&mut self, n: usize) {
+        self.outstanding = self.outstanding.saturating_sub(n);
+        self.shared.requests_finished(n);
+    }
+
     fn close_conn(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.closing = true;
+            let dropped = c
+                .waiting
+                .iter()
+                .filter(|i| !matches!(i, Item::Connect(_)))
+                .count();
             c.waiting.clear();
             c.out.close();
+            self.retire(dropped);
         }
     }
 
@@ -865,11 +938,7 @@ impl Executor {
                 .collect(),
             self_conn: (conn, remote),
             last_zxid: self.shared.last_zxid(),
-            outstanding: self
-                .conns
-                .values()
-                .map(|c| c.inflight.len() + c.waiting.len())
-                .sum(),
+            outstanding: self.outstanding,
             clock: (self.shared.now_ms(), wall_ms()),
         }
     }
