@@ -66,6 +66,15 @@ pub async fn start(config: Config) -> Result<(Running, impl Future<Output = ()>)
             .await
             .map_err(ServerError::Recovery)?;
     }
+    let replicated = executor.state().settings().extended_types_enabled;
+    if replicated != shared.config.extended_types_enabled {
+        // Apply settings live in the replicated state (set at bootstrap) so members cannot diverge.
+        tracing::warn!(
+            configured = shared.config.extended_types_enabled,
+            in_effect = replicated,
+            "extendedTypesEnabled differs from the value this data directory was created with; the latter applies"
+        );
+    }
     executor.track_recovered_sessions();
     let addr = shared.config.client_addr();
     let listener = TcpListener::bind(addr)
