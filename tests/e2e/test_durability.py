@@ -158,3 +158,31 @@ def test_session_ids_never_repeat_across_restarts(kind):
             servers.append(new)
     finally:
         dispose(*reversed(servers))
+
+
+def test_enabling_extended_types_in_zoo_cfg_takes_effect_after_restart(kind):
+    """A setting that changes what apply does (extendedTypesEnabled) is read from zoo.cfg at every start, as
+    ZooKeeper reads it; oxkeeper carries it into the replicated state through the log."""
+    def create_ttl(c, path):
+        body = wire.create_body(path, b"t", flags=5) + wire.enc_long(60_000)
+        return c.call(21, body).err
+
+    off = dict(CFG, extendedTypesEnabled="false")
+    srv = launch(kind, off)
+    srv2 = srv3 = None
+    try:
+        c = wire.session(srv.hostport, 10000)
+        assert create_ttl(c, "/ttl-a") == wire.UNIMPLEMENTED
+        c.close()
+        halt(srv, signal.SIGTERM)
+        srv2 = launch(kind, dict(CFG, extendedTypesEnabled="true"), data_of=srv)
+        c = wire.session(srv2.hostport, 10000)
+        assert create_ttl(c, "/ttl-b") == wire.OK
+        c.close()
+        halt(srv2, signal.SIGTERM)
+        srv3 = launch(kind, off, data_of=srv2)
+        c = wire.session(srv3.hostport, 10000)
+        assert create_ttl(c, "/ttl-c") == wire.UNIMPLEMENTED
+        c.close()
+    finally:
+        dispose(*[s for s in (srv3, srv2, srv) if s is not None])

@@ -52,9 +52,13 @@ pub enum CommandOp {
     CloseSession,
     /// Create (any create opcode), Delete, SetData, SetAcl, Multi or DeleteContainer.
     Write(Request),
+    /// New apply settings (a member started with a config that says otherwise). Takes no zxid: it is not a
+    /// ZooKeeper transaction. Appended last so earlier variants keep their encoding.
+    UpdateSettings { settings: ApplySettings },
 }
 
-/// Settings that change the outcome of apply; they enter the state only through [`CommandOp::Bootstrap`].
+/// Settings that change the outcome of apply; they enter the state only through [`CommandOp::Bootstrap`]
+/// and [`CommandOp::UpdateSettings`], so members with different config files cannot diverge.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ApplySettings {
     /// `zookeeper.extendedTypesEnabled`: TTL nodes are allowed.
@@ -75,7 +79,7 @@ pub struct Trigger {
 /// What applying one command did.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Applied {
-    /// The zxid this command used (every command except Bootstrap uses one, failed writes too); for
+    /// The zxid this command used (every command except Bootstrap and UpdateSettings uses one, failed writes too); for
     /// Bootstrap, the unchanged last zxid.
     pub zxid: i64,
     /// `ReplyHeader.err` (0 for a failed multi: its results carry the errors).
@@ -371,6 +375,21 @@ impl StateMachine {
                 return Applied {
                     zxid: self.last_zxid,
                     err: err.map_or_else(i32::from, |()| 0),
+                    response: Response::Empty,
+                    triggers,
+                    session,
+                };
+            }
+            CommandOp::UpdateSettings { settings } => {
+                let err = if self.is_bootstrapped() {
+                    self.settings = settings.clone();
+                    0
+                } else {
+                    ErrorCode::SystemError as i32
+                };
+                return Applied {
+                    zxid: self.last_zxid,
+                    err,
                     response: Response::Empty,
                     triggers,
                     session,

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use oxkeeper_core::acl::{check_acl, digest_id};
-use oxkeeper_core::state::{Applied, Command, CommandOp, SessionChange, StateMachine};
+use oxkeeper_core::state::{
+    Applied, ApplySettings, Command, CommandOp, SessionChange, StateMachine,
+};
 use oxkeeper_core::tracker::SessionTracker;
 use oxkeeper_core::watches::{WatchKind, WatchTable};
 use oxkeeper_proto::records::{
@@ -263,26 +265,49 @@ impl Executor {
         &mut self,
         committed: &mut mpsc::UnboundedReceiver<Committed>,
         secret: Vec<u8>,
-        settings: oxkeeper_core::state::ApplySettings,
+        settings: ApplySettings,
+    ) -> Result<(), String> {
+        let op = CommandOp::Bootstrap {
+            secret,
+            member_id: self.member as u8,
+            settings,
+        };
+        self.propose_and_wait(committed, op, |sm| sm.is_bootstrapped())
+            .await
+    }
+
+    /// Makes the replicated apply settings those of this member's config, through the log.
+    pub async fn update_settings(
+        &mut self,
+        committed: &mut mpsc::UnboundedReceiver<Committed>,
+        settings: ApplySettings,
+    ) -> Result<(), String> {
+        let want = settings.clone();
+        let op = CommandOp::UpdateSettings { settings };
+        self.propose_and_wait(committed, op, move |sm| *sm.settings() == want)
+            .await
+    }
+
+    async fn propose_and_wait(
+        &mut self,
+        committed: &mut mpsc::UnboundedReceiver<Committed>,
+        op: CommandOp,
+        done: impl Fn(&StateMachine) -> bool,
     ) -> Result<(), String> {
         let cmd = Command {
             session_id: 0,
             cxid: 0,
             time_ms: wall_ms(),
             auth: vec![],
-            op: CommandOp::Bootstrap {
-                secret,
-                member_id: self.member as u8,
-                settings,
-            },
+            op,
         };
         self.replicator
             .propose(encode_batch(&[Envelope { origin: None, cmd }]))
             .await
             .map_err(|e| e.to_string())?;
-        while !self.sm.is_bootstrapped() {
+        while !done(&self.sm) {
             let Some(c) = committed.recv().await else {
-                return Err("log closed during bootstrap".into());
+                return Err("log closed before the command was applied".into());
             };
             self.apply_committed(c);
         }

@@ -62,18 +62,21 @@ pub async fn start(config: Config) -> Result<(Running, impl Future<Output = ()>)
         let mut secret = vec![0u8; 32];
         rand::thread_rng().fill_bytes(&mut secret);
         executor
-            .bootstrap(&mut committed, secret, settings)
+            .bootstrap(&mut committed, secret, settings.clone())
             .await
             .map_err(ServerError::Recovery)?;
     }
-    let replicated = executor.state().settings().extended_types_enabled;
-    if replicated != shared.config.extended_types_enabled {
-        // Apply settings live in the replicated state (set at bootstrap) so members cannot diverge.
-        tracing::warn!(
-            configured = shared.config.extended_types_enabled,
-            in_effect = replicated,
-            "extendedTypesEnabled differs from the value this data directory was created with; the latter applies"
+    if *executor.state().settings() != settings {
+        // Apply settings live in the replicated state, so members cannot diverge; a changed zoo.cfg reaches
+        // it through the log, as one command.
+        tracing::info!(
+            ?settings,
+            "zoo.cfg changes the apply settings: replicating them"
         );
+        executor
+            .update_settings(&mut committed, settings)
+            .await
+            .map_err(ServerError::Recovery)?;
     }
     executor.track_recovered_sessions();
     let addr = shared.config.client_addr();

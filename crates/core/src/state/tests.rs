@@ -126,7 +126,10 @@ impl H {
             auth: auth.to_vec(),
             op: op.clone(),
         });
-        if matches!(op, CommandOp::Bootstrap { .. }) {
+        if matches!(
+            op,
+            CommandOp::Bootstrap { .. } | CommandOp::UpdateSettings { .. }
+        ) {
             assert_eq!(a.zxid, before);
         } else {
             assert_eq!(a.zxid, before + 1, "every command takes exactly one zxid");
@@ -1934,4 +1937,44 @@ fn top_level_creates_follow_the_opcode() {
         h.err(s, create_op(OpCode::CreateTtl, "/t", 0, 1000)),
         BAD_ARGS
     );
+}
+
+#[test]
+fn update_settings_takes_no_zxid_and_changes_what_apply_allows() {
+    let mut h = H::new();
+    let s = h.session();
+    assert_eq!(
+        h.err(s, create_op(OpCode::CreateTtl, "/t", 5, 100)),
+        UNIMPLEMENTED
+    );
+    let before = h.sm.last_zxid();
+    let a = h.run(
+        0,
+        CommandOp::UpdateSettings {
+            settings: ApplySettings {
+                extended_types_enabled: true,
+            },
+        },
+    );
+    assert_eq!((a.err, a.zxid), (0, before));
+    assert_eq!(h.sm.last_zxid(), before);
+    h.ok(s, create_op(OpCode::CreateTtl, "/t", 5, 100));
+}
+
+#[test]
+fn update_settings_before_bootstrap_is_refused() {
+    let mut sm = StateMachine::new();
+    let a = sm.apply(&Command {
+        session_id: 0,
+        cxid: 0,
+        time_ms: 1,
+        auth: vec![],
+        op: CommandOp::UpdateSettings {
+            settings: ApplySettings {
+                extended_types_enabled: true,
+            },
+        },
+    });
+    assert_eq!(a.err, ErrorCode::SystemError as i32);
+    assert!(!sm.settings().extended_types_enabled);
 }
