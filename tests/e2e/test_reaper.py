@@ -54,3 +54,32 @@ def test_ttl_node_is_deleted_after_its_ttl_and_not_before(server):
         assert exists(c, long_)
     finally:
         c.close()
+
+
+def test_reaper_deletes_at_most_max_per_minute(kind):
+    """znode.container.maxPerMinute=60 lets the reaper delete one node a second: three containers emptied
+    together disappear over at least two seconds, never all at once."""
+    import time
+    props = {"znode.container.checkIntervalMs": "500", "znode.container.maxPerMinute": "60"}
+    srv = servers.start_zookeeper(jvm_props=props) if kind == "zookeeper" else servers.start_oxkeeper(extra_cfg=props)
+    c = wire.session(srv.hostport, 10000)
+    try:
+        paths = [unique("/rate") for _ in range(3)]
+        for p in paths:
+            assert c.call(19, wire.create_body(p, b"", flags=4)).err == wire.OK
+            assert c.create(f"{p}/x", b"").err == wire.OK
+        for p in paths:
+            assert c.call(wire.OP_DELETE, wire.delete_body(f"{p}/x")).err == wire.OK
+        gone_at = {}
+        deadline = time.monotonic() + 20
+        while len(gone_at) < len(paths) and time.monotonic() < deadline:
+            for p in paths:
+                if p not in gone_at and not exists(c, p):
+                    gone_at[p] = time.monotonic()
+            time.sleep(0.02)
+        assert len(gone_at) == len(paths), "not every emptied container was reaped"
+        spread = max(gone_at.values()) - min(gone_at.values())
+        assert spread >= 1.5, f"three deletions within {spread:.2f}s: the rate limit was not applied"
+    finally:
+        c.close()
+        dispose(srv)

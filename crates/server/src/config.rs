@@ -49,6 +49,8 @@ pub struct Config {
     /// Outbound messages queued per connection before that connection is closed as too slow.
     pub outbound_queue_max: usize,
     pub container_check_interval_ms: u64,
+    /// Containers and TTL nodes the reaper deletes per minute at most (`znode.container.maxPerMinute`).
+    pub container_max_per_minute: u32,
     pub unknown_keys: Vec<String>,
 }
 
@@ -72,6 +74,7 @@ impl Default for Config {
             force_sync: true,
             outbound_queue_max: 100_000,
             container_check_interval_ms: 60_000,
+            container_max_per_minute: 10_000,
             unknown_keys: Vec::new(),
         }
     }
@@ -198,6 +201,10 @@ impl Config {
                 "forceSync" => cfg.force_sync = flag()?,
                 "znode.container.checkIntervalMs" => {
                     cfg.container_check_interval_ms = num()?.max(1)
+                }
+                "znode.container.maxPerMinute" => {
+                    cfg.container_max_per_minute =
+                        u32::try_from(num()?.max(1)).map_err(|_| bad("too large"))?
                 }
                 // Accepted for compatibility; they have no effect on a standalone oxkeeper member.
                 "initLimit"

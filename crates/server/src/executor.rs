@@ -220,6 +220,8 @@ pub struct Executor {
     proposals: Vec<Envelope>,
     /// Requests received and not yet answered (or dropped), over every connection: `globalOutstandingLimit`.
     outstanding: usize,
+    /// Deletions the container reaper may still make (see `reap_containers`).
+    reaper_budget: f64,
 }
 
 impl Executor {
@@ -235,6 +237,7 @@ impl Executor {
             member,
             proposals: Vec::new(),
             outstanding: 0,
+            reaper_budget: 0.0,
         }
     }
 
@@ -929,8 +932,23 @@ impl Executor {
         }
     }
 
+    /// ZooKeeper's ContainerManager: deletes emptied containers and expired TTL nodes, at most
+    /// `znode.container.maxPerMinute` of them per minute so a mass expiry cannot flood the log.
     fn reap_containers(&mut self) {
-        for path in self.sm.container_candidates(wall_ms()) {
+        let cfg = &self.shared.config;
+        // A token bucket refilled at maxPerMinute, holding at most one pass's worth (or one deletion), so an idle
+        // period never turns into a burst: ZooKeeper likewise waits 60000/maxPerMinute ms between deletions.
+        let per_pass = f64::from(cfg.container_max_per_minute)
+            * cfg.container_check_interval_ms as f64
+            / 60_000.0;
+        self.reaper_budget = (self.reaper_budget + per_pass).min(per_pass.max(1.0));
+        let allowed = self.reaper_budget.floor() as usize;
+        if allowed == 0 {
+            return;
+        }
+        let candidates = self.sm.container_candidates(wall_ms());
+        self.reaper_budget -= candidates.len().min(allowed) as f64;
+        for path in candidates.into_iter().take(allowed) {
             let cmd = Command {
                 session_id: 0,
                 cxid: 0,
