@@ -462,7 +462,6 @@ impl Replicator {
         let log = LogStore::open(dir)?;
         let recovered_index = log.last_index();
         let wal = log.wal.clone();
-        let fresh = recovered_index.is_none() && log.lock().vote.is_none();
         let (tx, committed) = mpsc::unbounded_channel();
         let sm = StateMachineProxy {
             tx,
@@ -482,6 +481,12 @@ impl Replicator {
                 .map_err(|e| ReplicationError::Raft(e.to_string()))?,
         );
         let raft = Raft::new(member_id, config, NoNetwork, log, sm)
+            .await
+            .map_err(|e| ReplicationError::Raft(e.to_string()))?;
+        // Asked of openraft rather than guessed from our files: a crash between writing the vote and the
+        // first log entry must not leave a member that never initializes.
+        let fresh = !raft
+            .is_initialized()
             .await
             .map_err(|e| ReplicationError::Raft(e.to_string()))?;
         if fresh {
