@@ -197,8 +197,16 @@ async fn read_frame(
     if len < 0 || len as usize > max {
         return Err(ConnError::BadLength(len));
     }
-    let mut payload = vec![0u8; len as usize];
-    rd.read_exact(&mut payload).await?;
+    // Grow with what actually arrives: a client announcing 1 MiB and then stalling pins no memory.
+    let len = len as usize;
+    let mut payload = Vec::with_capacity(len.min(64 * 1024));
+    let got = (&mut *rd)
+        .take(len as u64)
+        .read_to_end(&mut payload)
+        .await?;
+    if got < len {
+        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+    }
     Ok(Some(payload))
 }
 
