@@ -738,6 +738,11 @@ impl Executor {
         }
         if let Some(o) = mine {
             self.complete_write(o, &applied);
+            if matches!(env.cmd.op, CommandOp::CloseSession) {
+                // The session was already gone (expired meanwhile): the client still expects the socket
+                // to close after the closeSession reply.
+                self.close_conn(o.conn);
+            }
         }
     }
 
