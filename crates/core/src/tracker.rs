@@ -5,8 +5,10 @@
 //! touch. Touching is O(1) when the bucket does not change, and an expiry pass costs only what expires.
 //! Time comes in as `now_ms`, a monotonic clock in milliseconds; nothing here reads a clock.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::hash::Hash;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// Elements bucketed by deadline (`ExpiryQueue`). A bucket whose elements all moved stays, empty, until
 /// its time passes, as ZooKeeper's does (the `dump` four-letter word shows it).
@@ -14,8 +16,11 @@ use std::hash::Hash;
 pub struct ExpiryQueue<E> {
     interval_ms: u64,
     /// Element → its bucket time. Polled elements keep their entry until removed, as in ZooKeeper.
-    elems: HashMap<E, u64>,
-    buckets: BTreeMap<u64, BTreeSet<E>>,
+    /// Session ids are allocated by the server, never chosen by a client, so a fast hash is safe here.
+    elems: FxHashMap<E, u64>,
+    /// Bucket time → its elements. There are few buckets (timeout / tick of them), so the ordered map costs
+    /// O(1) in practice; the sets are hash sets so moving an element between buckets is O(1).
+    buckets: BTreeMap<u64, FxHashSet<E>>,
 }
 
 /// A snapshot of an expiry queue for the `dump` four-letter word: `Sets (<buckets>)/(<elements>):`, then
@@ -31,7 +36,7 @@ impl<E: Copy + Eq + Hash + Ord> ExpiryQueue<E> {
     pub fn new(interval_ms: u64) -> Self {
         ExpiryQueue {
             interval_ms: interval_ms.max(1),
-            elems: HashMap::new(),
+            elems: FxHashMap::default(),
             buckets: BTreeMap::new(),
         }
     }
@@ -51,10 +56,14 @@ impl<E: Copy + Eq + Hash + Ord> ExpiryQueue<E> {
     /// did not change (then nothing was done).
     pub fn update(&mut self, elem: E, timeout_ms: u64, now_ms: u64) -> Option<u64> {
         let deadline = self.round_up(now_ms.saturating_add(timeout_ms));
-        let previous = self.elems.insert(elem, deadline);
-        if previous == Some(deadline) {
-            return None;
-        }
+        let previous = match self.elems.get_mut(&elem) {
+            Some(d) if *d == deadline => return None, // the common touch: nothing to do
+            Some(d) => Some(std::mem::replace(d, deadline)),
+            None => {
+                self.elems.insert(elem, deadline);
+                None
+            }
+        };
         self.buckets.entry(deadline).or_default().insert(elem);
         if let Some(prev) = previous {
             if let Some(bucket) = self.buckets.get_mut(&prev) {
@@ -90,7 +99,9 @@ impl<E: Copy + Eq + Hash + Ord> ExpiryQueue<E> {
             if *entry.key() > now_ms {
                 break;
             }
+            let start = out.len();
             out.extend(entry.remove());
+            out[start..].sort_unstable();
         }
         out
     }
@@ -109,7 +120,11 @@ impl<E: Copy + Eq + Hash + Ord> ExpiryQueue<E> {
             buckets: self
                 .buckets
                 .iter()
-                .map(|(t, set)| (*t, set.iter().copied().collect()))
+                .map(|(t, set)| {
+                    let mut elems: Vec<E> = set.iter().copied().collect();
+                    elems.sort_unstable();
+                    (*t, elems)
+                })
                 .collect(),
             elements: self.elems.len(),
         }
@@ -128,7 +143,7 @@ struct Tracked {
 #[derive(Debug, Clone)]
 pub struct SessionTracker {
     queue: ExpiryQueue<i64>,
-    sessions: HashMap<i64, Tracked>,
+    sessions: FxHashMap<i64, Tracked>,
 }
 
 impl SessionTracker {
@@ -136,7 +151,7 @@ impl SessionTracker {
     pub fn new(tick_ms: u64) -> Self {
         SessionTracker {
             queue: ExpiryQueue::new(tick_ms),
-            sessions: HashMap::new(),
+            sessions: FxHashMap::default(),
         }
     }
 
