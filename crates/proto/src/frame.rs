@@ -103,21 +103,17 @@ pub fn split_reply(payload: &[u8]) -> Result<(ReplyHeader, &[u8]), DecodeError> 
     Ok((header, r.rest()))
 }
 
-/// A whole reply frame: length, `ReplyHeader{xid, zxid, err}`, then the body when `err` is 0.
+/// A whole reply frame: length, `ReplyHeader{xid, zxid, err}`, then the body ([`Response::Empty`] is no
+/// bytes).
 ///
-/// When `err` is not 0 ZooKeeper sends the header alone, so callers pass [`Response::Empty`]; a failed
-/// multi is *not* such an error (it goes out with err 0 and the failures inside the body). The caller
-/// picks the xid and zxid: -2 and the last zxid for a ping, -4 and zxid 0 for an auth reply.
+/// When `err` is not 0 ZooKeeper almost always sends the header alone, so callers pass `Response::Empty`.
+/// The exception is a multiRead holding write ops: -5 with a body of just the multi terminator. A failed
+/// multi is not an error reply at all (err 0, the failures inside the body). The caller picks the xid and
+/// zxid: -2 and the last zxid for a ping, the request's xid and zxid 0 for an auth reply.
 pub fn encode_reply(xid: i32, zxid: i64, err: i32, resp: &Response) -> Vec<u8> {
-    debug_assert!(
-        err == 0 || *resp == Response::Empty,
-        "an error reply has no body"
-    );
     let mut w = Writer::frame();
     ReplyHeader { xid, zxid, err }.encode(&mut w);
-    if err == 0 {
-        resp.encode(&mut w);
-    }
+    resp.encode(&mut w);
     w.finish_frame()
 }
 

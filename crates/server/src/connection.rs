@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use oxkeeper_proto::frame::four_letter_word;
-use oxkeeper_proto::records::{ConnectRequest, Record, ReplyHeader, Request, RequestHeader};
-use oxkeeper_proto::{xid, OpCode, Reader, Writer};
+use oxkeeper_proto::frame::{encode_reply, four_letter_word};
+use oxkeeper_proto::records::{ConnectRequest, Record, Request, RequestHeader, Response};
+use oxkeeper_proto::{xid, OpCode, Reader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
@@ -66,14 +66,7 @@ impl Outbound {
 }
 
 pub fn ping_reply(zxid: i64) -> Vec<u8> {
-    let mut w = Writer::frame();
-    ReplyHeader {
-        xid: xid::PING,
-        zxid,
-        err: 0,
-    }
-    .encode(&mut w);
-    w.finish_frame()
+    encode_reply(xid::PING, zxid, 0, &Response::Empty)
 }
 
 /// Runs a connection to its end.
@@ -249,9 +242,9 @@ async fn read_loop(
             None => return Ok(()),
         },
     };
-    let req = ConnectRequest::from_bytes(&payload)
-        .or_else(|_| ConnectRequest::decode(&mut Reader::new(&payload)))
-        .map_err(|e| ConnError::BadConnect(e.to_string()))?;
+    // Trailing bytes are ignored, as ZooKeeper's reader ignores them.
+    let req =
+        ConnectRequest::from_prefix(&payload).map_err(|e| ConnError::BadConnect(e.to_string()))?;
     shared
         .exec
         .send(ExecMsg::Connect {

@@ -19,11 +19,12 @@ use oxkeeper_core::state::{
 };
 use oxkeeper_core::tracker::SessionTracker;
 use oxkeeper_core::watches::{WatchKind, WatchTable};
+use oxkeeper_proto::frame::{encode_connect_response, encode_notification, encode_reply};
 use oxkeeper_proto::records::{
-    AddWatchRequest, ClientInfo, ConnectRequest, ConnectResponse, Id, Record, ReplyHeader, Request,
-    Response, WatcherEvent,
+    AddWatchRequest, ClientInfo, ConnectRequest, ConnectResponse, Id, Request, Response,
+    WatcherEvent,
 };
-use oxkeeper_proto::{perms, xid, ErrorCode, KeeperState, OpCode, Writer};
+use oxkeeper_proto::{perms, xid, ErrorCode, OpCode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -616,7 +617,7 @@ impl Executor {
                 passwd: vec![0; 16],
                 read_only: c.read_only_byte.then_some(false),
             };
-            send_frame(c, |w| resp.encode(w));
+            send(c, encode_connect_response(&resp));
             self.close_conn(conn);
         }
     }
@@ -637,7 +638,7 @@ impl Executor {
             passwd,
             read_only: c.read_only_byte.then_some(false),
         };
-        send_frame(c, |w| resp.encode(w));
+        send(c, encode_connect_response(&resp));
         self.shared.stats.packet_sent();
         self.pump(conn);
     }
@@ -797,14 +798,8 @@ impl Executor {
                         (xid, 0, 0, Response::Empty)
                     }
                     None => {
-                        let mut w = Writer::frame();
-                        ReplyHeader {
-                            xid,
-                            zxid: 0,
-                            err: ErrorCode::AuthFailed as i32,
-                        }
-                        .encode(&mut w);
-                        c.out.send(w.finish_frame());
+                        let err = ErrorCode::AuthFailed as i32;
+                        send(c, encode_reply(xid, 0, err, &Response::Empty));
                         self.close_conn(conn);
                         return;
                     }
@@ -887,17 +882,9 @@ impl Executor {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let mut w = Writer::frame();
-        ReplyHeader { xid, zxid, err }.encode(&mut w);
-        // An error reply normally has no body (Response::Empty); a few carry one (multiRead of writes).
-        if err == 0 || !matches!(resp, Response::Empty) {
-            resp.encode(&mut w);
-        }
         c.stats.sent += 1;
         self.shared.stats.packet_sent();
-        if !c.out.send(w.finish_frame()) {
-            c.closing = true;
-        }
+        send(c, encode_reply(xid, zxid, err, resp));
     }
 
     /// `n` queued requests are answered or dropped.
@@ -1006,24 +993,15 @@ fn is_write(req: &Request) -> bool {
     )
 }
 
-fn send_frame(c: &mut Conn, f: impl FnOnce(&mut Writer)) {
-    let mut w = Writer::frame();
-    f(&mut w);
-    if !c.out.send(w.finish_frame()) {
+/// Enqueues a frame; a connection whose queue is full is marked closing (its writer closes it).
+fn send(c: &mut Conn, frame: Vec<u8>) {
+    if !c.out.send(frame) {
         c.closing = true;
     }
 }
 
 fn send_notification(c: &mut Conn, zxid: i64, ev: &WatcherEvent) {
-    send_frame(c, |w| {
-        ReplyHeader {
-            xid: xid::NOTIFICATION,
-            zxid,
-            err: 0,
-        }
-        .encode(w);
-        ev.encode(w);
-    });
+    send(c, encode_notification(zxid, ev));
 }
 
 /// The ids an AuthPacket adds, or `None` for an unknown scheme or bad credentials (AUTHFAILED, then close).
@@ -1057,8 +1035,4 @@ fn authenticate(
         }]),
         _ => None,
     }
-}
-
-pub fn connected_state() -> i32 {
-    KeeperState::SyncConnected as i32
 }

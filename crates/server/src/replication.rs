@@ -68,8 +68,6 @@ pub enum ReplicationError {
     Storage(String),
     #[error("raft: {0}")]
     Raft(String),
-    #[error("not the leader")]
-    NotLeader,
 }
 
 fn io_err(e: impl fmt::Display) -> io::Error {
@@ -450,8 +448,6 @@ pub struct Started {
     pub committed: mpsc::UnboundedReceiver<Committed>,
     /// Index of the last entry in the log at start: the executor has recovered once it applied this far.
     pub recovered_index: Option<u64>,
-    /// True when this member had no log: the caller bootstraps the replicated state.
-    pub fresh: bool,
 }
 
 impl Replicator {
@@ -508,7 +504,6 @@ impl Replicator {
             },
             committed,
             recovered_index,
-            fresh,
         })
     }
 
