@@ -115,15 +115,7 @@ def start_zookeeper(extra_cfg=None, jvm_props=None, port=None):
     props.update(jvm_props or {})
     cmd = ["java", "-Xmx512m", "-XX:+UseSerialGC"] + [f"-D{k}={v}" for k, v in props.items()]
     cmd += ["-cp", ZK_CLASSPATH, "org.apache.zookeeper.server.ZooKeeperServerMain", cfg]
-    log = open(os.path.join(workdir, "server.log"), "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-    srv = Server("zookeeper", proc, port, workdir)
-    try:
-        wait_serving(srv.hostport, proc)
-    except Exception:
-        srv.stop()
-        raise
-    return srv
+    return _launch("zookeeper", cmd, workdir, port)
 
 
 def oxkeeper_bin():
@@ -144,11 +136,16 @@ def start_oxkeeper(extra_cfg=None, port=None, workdir=None):
     extra = {"extendedTypesEnabled": "true"}
     extra.update(extra_cfg or {})
     cfg = _write_cfg(workdir, port, extra)
-    log = open(os.path.join(workdir, "server.log"), "a")
     env = dict(os.environ)
     env.setdefault("RUST_LOG", "info,openraft=warn")
-    proc = subprocess.Popen([oxkeeper_bin(), "--config", cfg], stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env)
-    srv = Server("oxkeeper", proc, port, workdir, keep=keep)
+    return _launch("oxkeeper", [oxkeeper_bin(), "--config", cfg], workdir, port, keep=keep, env=env)
+
+
+def _launch(name, cmd, workdir, port, keep=False, env=None):
+    """Start `cmd` with its output appended to workdir/server.log and wait until it serves on `port`."""
+    with open(os.path.join(workdir, "server.log"), "a") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env)
+    srv = Server(name, proc, port, workdir, keep=keep)
     try:
         wait_serving(srv.hostport, proc)
     except Exception:
