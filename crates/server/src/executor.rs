@@ -133,6 +133,11 @@ impl Shared {
     pub fn last_zxid(&self) -> i64 {
         self.last_zxid.load(Ordering::Acquire)
     }
+    /// Requests handed to the executor and not yet answered or dropped, over every connection.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Acquire)
+    }
+
     /// A connection hands the executor one more request.
     pub fn request_started(&self) {
         self.outstanding.fetch_add(1, Ordering::AcqRel);
@@ -219,8 +224,6 @@ pub struct Executor {
     replicator: Replicator,
     member: u64,
     proposals: Vec<Envelope>,
-    /// Requests received and not yet answered (or dropped), over every connection: `globalOutstandingLimit`.
-    outstanding: usize,
     /// Deletions the container reaper may still make (see `reap_containers`).
     reaper_budget: f64,
 }
@@ -237,7 +240,6 @@ impl Executor {
             replicator,
             member,
             proposals: Vec::new(),
-            outstanding: 0,
             reaper_budget: 0.0,
         }
     }
@@ -435,14 +437,12 @@ impl Executor {
                     Item::Local { xid, req }
                 };
                 c.waiting.push_back(item);
-                self.outstanding += 1;
                 self.pump(conn);
             }
             ExecMsg::Unknown { conn, xid, op } => {
                 tracing::debug!(conn, op, "unknown opcode");
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.waiting.push_back(Item::Unimplemented { xid });
-                    self.outstanding += 1;
                     self.pump(conn);
                 } else {
                     self.shared.requests_finished(1);
@@ -451,7 +451,6 @@ impl Executor {
             ExecMsg::Malformed { conn, xid } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.waiting.push_back(Item::Malformed { xid });
-                    self.outstanding += 1;
                     self.pump(conn);
                 } else {
                     self.shared.requests_finished(1);
@@ -459,7 +458,8 @@ impl Executor {
             }
             ExecMsg::Closed { conn } => {
                 if let Some(c) = self.conns.remove(&conn) {
-                    self.retire(c.waiting.len() + c.inflight.len());
+                    self.shared
+                        .requests_finished(c.waiting.len() + c.inflight.len());
                     if c.session_id != 0 && self.session_conn.get(&c.session_id) == Some(&conn) {
                         self.session_conn.remove(&c.session_id);
                     }
@@ -512,7 +512,7 @@ impl Executor {
                 // A write stays outstanding until it is applied (it moves to `inflight`); the handshake is
                 // not a request.
                 Item::Write { .. } | Item::Connect(_) => {}
-                _ => self.retire(1),
+                _ => self.shared.requests_finished(1),
             }
             match item {
                 Item::Connect(req) => self.start_connect(conn, req),
@@ -756,7 +756,7 @@ impl Executor {
                 c.inflight.pop_front();
                 c.stats.completed(op, xid, applied.zxid, started.elapsed());
                 self.shared.stats.latency(started.elapsed());
-                self.retire(1);
+                self.shared.requests_finished(1);
             }
             _ => {
                 tracing::error!(
@@ -887,12 +887,6 @@ impl Executor {
         send(c, encode_reply(xid, zxid, err, resp));
     }
 
-    /// `n` queued requests are answered or dropped.
-    fn retire(&mut self, n: usize) {
-        self.outstanding = self.outstanding.saturating_sub(n);
-        self.shared.requests_finished(n);
-    }
-
     fn close_conn(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.closing = true;
@@ -903,7 +897,7 @@ impl Executor {
                 .count();
             c.waiting.clear();
             c.out.close();
-            self.retire(dropped);
+            self.shared.requests_finished(dropped);
         }
     }
 
@@ -973,7 +967,7 @@ impl Executor {
                 .collect(),
             self_conn: (conn, remote),
             last_zxid: self.shared.last_zxid(),
-            outstanding: self.outstanding,
+            outstanding: self.shared.outstanding(),
             clock: (self.shared.now_ms(), wall_ms()),
         }
     }
