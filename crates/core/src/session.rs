@@ -31,7 +31,9 @@ pub struct SessionInfo {
     pub timeout_ms: i32,
     /// Paths of the session's ordinary ephemerals.
     pub ephemerals: OrdSet<Arc<str>>,
-    /// Unused for now: set by revalidation once sessions move between members.
+    /// The member and connection the session is attached to: set by its creation and by every successful
+    /// revalidation (reconnect); a write from anywhere else fails with SessionMoved. `None` only for a
+    /// session imported from ZooKeeper that has not been used since.
     pub owner: Option<Owner>,
     /// The password is ZooKeeper's `java.util.Random` derivation (a session imported from ZooKeeper).
     pub legacy_password: bool,
@@ -57,6 +59,17 @@ pub enum SessionChange {
         passwd: [u8; PASSWORD_LEN],
     },
     Closed {
+        id: i64,
+    },
+    /// A reconnect succeeded: the command's origin now owns the session; `previous` owned it before.
+    Revalidated {
+        id: i64,
+        timeout_ms: i32,
+        passwd: [u8; PASSWORD_LEN],
+        previous: Option<Owner>,
+    },
+    /// A reconnect was refused: the session is gone or the password is wrong (the owner is untouched).
+    RevalidateFailed {
         id: i64,
     },
 }

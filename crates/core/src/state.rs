@@ -9,7 +9,7 @@
 use crate::acl::{check_acl, fixup_acl, mask_digest_ids};
 use crate::path::{self, is_special_path, parent_of, validate_path};
 use crate::session::{
-    self, hmac_password, initial_session_counter, password_matches, zookeeper_password,
+    self, hmac_password, initial_session_counter, password_matches, zookeeper_password, Owner,
     SessionInfo, PASSWORD_LEN,
 };
 use crate::tree::{next_version, DataTree, Node, NodeKind};
@@ -55,6 +55,11 @@ pub enum CommandOp {
     /// New apply settings (a member started with a config that says otherwise). Takes no zxid: it is not a
     /// ZooKeeper transaction. Appended last so earlier variants keep their encoding.
     UpdateSettings { settings: ApplySettings },
+    /// A client reconnects to session `Command::session_id` with `password`: if the session is live and the
+    /// password right, the command's origin becomes the session's owner. Takes no zxid (ZooKeeper's
+    /// revalidation is not a transaction either). `timeout_ms` is the timeout negotiated for the new
+    /// connection; the stored one stays the original (a restart tracks the session with it).
+    Revalidate { password: Vec<u8>, timeout_ms: i32 },
 }
 
 /// Settings that change the outcome of apply; they enter the state only through [`CommandOp::Bootstrap`]
@@ -359,11 +364,41 @@ impl StateMachine {
     // ---------------------------------------------------------------------------------------------
     // Apply.
 
-    /// Applies one committed command. Pure: the same state and command always give the same result and
-    /// the same next state.
+    /// Applies one committed command that has no client connection as its origin (bootstrap, expiry, the
+    /// container reaper, tests). See [`StateMachine::apply_from`].
     pub fn apply(&mut self, cmd: &Command) -> Applied {
+        self.apply_from(cmd, None)
+    }
+
+    /// Applies one committed command sent by `origin` (the member and connection the client is attached to,
+    /// recorded in the log with the command). Pure: the same state, command and origin always give the same
+    /// result and the same next state.
+    ///
+    /// Ownership: creating or revalidating a session makes its origin the owner. A write whose origin is
+    /// not the owner fails with SessionMoved (ZooKeeper's `checkSession`), using a zxid as ZooKeeper's
+    /// error txn does; a close does not check (ZooKeeper's expirer and a client's own close both close).
+    pub fn apply_from(&mut self, cmd: &Command, origin: Option<Owner>) -> Applied {
         let mut triggers = Vec::new();
         let mut session = None;
+        if let (CommandOp::Write(_), Some(o)) = (&cmd.op, origin) {
+            if let Some(s) = self.sessions.get_mut(&cmd.session_id) {
+                match s.owner {
+                    Some(owner) if owner != o => {
+                        self.next_zxid();
+                        return Applied {
+                            zxid: self.last_zxid,
+                            err: ErrorCode::SessionMoved.into(),
+                            response: Response::Empty,
+                            triggers,
+                            session,
+                        };
+                    }
+                    Some(_) => {}
+                    // An imported session has no owner yet: its first writer becomes it, as in ZooKeeper.
+                    None => s.owner = Some(o),
+                }
+            }
+        }
         let outcome = match &cmd.op {
             CommandOp::Bootstrap {
                 secret,
@@ -395,9 +430,37 @@ impl StateMachine {
                     session,
                 };
             }
+            CommandOp::Revalidate {
+                password,
+                timeout_ms,
+            } => {
+                let id = cmd.session_id;
+                let change = match self.sessions.get(&id) {
+                    Some(_) if self.check_password(id, password) => {
+                        let passwd = self.session_password(id).unwrap_or([0; PASSWORD_LEN]);
+                        let s = self.sessions.get_mut(&id).expect("checked above");
+                        let previous = s.owner;
+                        s.owner = origin.or(previous);
+                        SessionChange::Revalidated {
+                            id,
+                            timeout_ms: *timeout_ms,
+                            passwd,
+                            previous,
+                        }
+                    }
+                    _ => SessionChange::RevalidateFailed { id },
+                };
+                return Applied {
+                    zxid: self.last_zxid,
+                    err: 0,
+                    response: Response::Empty,
+                    triggers,
+                    session: Some(change),
+                };
+            }
             CommandOp::CreateSession { timeout_ms } => {
                 self.next_zxid();
-                self.create_session(*timeout_ms).map(|change| {
+                self.create_session(*timeout_ms, origin).map(|change| {
                     session = Some(change);
                     Response::Empty
                 })
@@ -457,7 +520,7 @@ impl StateMachine {
         Ok(())
     }
 
-    fn create_session(&mut self, timeout_ms: i32) -> Outcome<SessionChange> {
+    fn create_session(&mut self, timeout_ms: i32, owner: Option<Owner>) -> Outcome<SessionChange> {
         let Some(secret) = &self.secret else {
             return Err(ErrorCode::SystemError);
         };
@@ -471,7 +534,9 @@ impl StateMachine {
                 break candidate;
             }
         };
-        self.sessions.insert(id, SessionInfo::new(timeout_ms));
+        let mut info = SessionInfo::new(timeout_ms);
+        info.owner = owner;
+        self.sessions.insert(id, info);
         Ok(SessionChange::Created {
             id,
             timeout_ms,

@@ -117,18 +117,37 @@ impl H {
     }
 
     fn run_as(&mut self, session_id: i64, auth: &[Id], op: CommandOp) -> Applied {
+        self.run_full(session_id, auth, op, None)
+    }
+
+    fn run_from(&mut self, session_id: i64, origin: Owner, op: CommandOp) -> Applied {
+        self.run_full(session_id, &[], op, Some(origin))
+    }
+
+    fn run_full(
+        &mut self,
+        session_id: i64,
+        auth: &[Id],
+        op: CommandOp,
+        origin: Option<Owner>,
+    ) -> Applied {
         self.time_ms += 10;
         let before = self.sm.last_zxid();
-        let a = self.sm.apply(&Command {
-            session_id,
-            cxid: 1,
-            time_ms: self.time_ms,
-            auth: auth.to_vec(),
-            op: op.clone(),
-        });
+        let a = self.sm.apply_from(
+            &Command {
+                session_id,
+                cxid: 1,
+                time_ms: self.time_ms,
+                auth: auth.to_vec(),
+                op: op.clone(),
+            },
+            origin,
+        );
         if matches!(
             op,
-            CommandOp::Bootstrap { .. } | CommandOp::UpdateSettings { .. }
+            CommandOp::Bootstrap { .. }
+                | CommandOp::UpdateSettings { .. }
+                | CommandOp::Revalidate { .. }
         ) {
             assert_eq!(a.zxid, before);
         } else {
@@ -723,6 +742,144 @@ fn writes_of_a_closed_session_fail() {
     assert_eq!(
         h.err(s, set_acl("/a", open_acl_unsafe(), -1)),
         SESSION_EXPIRED
+    );
+}
+
+const A: Owner = Owner {
+    member: 1,
+    conn: 10,
+};
+const B: Owner = Owner {
+    member: 1,
+    conn: 11,
+};
+const SESSION_MOVED: i32 = -118;
+
+fn revalidate(password: &[u8]) -> CommandOp {
+    CommandOp::Revalidate {
+        password: password.to_vec(),
+        timeout_ms: 6000,
+    }
+}
+
+fn owned_session(h: &mut H, origin: Owner) -> i64 {
+    match h
+        .run_from(0, origin, CommandOp::CreateSession { timeout_ms: 30_000 })
+        .session
+    {
+        Some(SessionChange::Created { id, .. }) => id,
+        other => panic!("no session: {other:?}"),
+    }
+}
+
+#[test]
+fn the_creating_connection_owns_the_session() {
+    let mut h = H::new();
+    let s = owned_session(&mut h, A);
+    assert_eq!(h.sm.session(s).unwrap().owner, Some(A));
+    let a = h.run_from(s, A, CommandOp::Write(create("/e", 1)));
+    assert_eq!(a.err, 0);
+}
+
+#[test]
+fn revalidate_with_the_right_password_moves_the_owner_and_takes_no_zxid() {
+    let mut h = H::new();
+    let s = owned_session(&mut h, A);
+    h.run_from(s, A, CommandOp::Write(create("/e", 1)));
+    let pw = h.sm.session_password(s).unwrap();
+    let a = h.run_from(s, B, revalidate(&pw));
+    assert_eq!(
+        a.session,
+        Some(SessionChange::Revalidated {
+            id: s,
+            timeout_ms: 6000,
+            passwd: pw,
+            previous: Some(A),
+        })
+    );
+    assert!(a.triggers.is_empty());
+    let info = h.sm.session(s).unwrap();
+    assert_eq!(info.owner, Some(B));
+    assert_eq!(
+        info.timeout_ms, 30_000,
+        "the stored timeout stays the original"
+    );
+    assert_eq!(
+        h.sm.ephemerals(s),
+        vec!["/e".to_string()],
+        "same session, same ephemerals"
+    );
+}
+
+#[test]
+fn revalidate_refuses_wrong_passwords_and_dead_sessions_without_touching_the_owner() {
+    let mut h = H::new();
+    let s = owned_session(&mut h, A);
+    let mut pw = h.sm.session_password(s).unwrap();
+    pw[0] ^= 1;
+    for bad in [&pw[..], &[][..], &[0u8; 16][..], &pw[..15]] {
+        let before = h.sm.clone();
+        let a = h.run_from(s, B, revalidate(bad));
+        assert_eq!(a.session, Some(SessionChange::RevalidateFailed { id: s }));
+        assert_eq!(h.sm, before, "a refused reconnect changes nothing");
+    }
+    assert_eq!(h.sm.session(s).unwrap().owner, Some(A));
+    assert_eq!(h.run_from(s, A, CommandOp::Write(create("/a", 0))).err, 0);
+    // A closed session cannot be revalidated, even with its right password.
+    let right = h.sm.session_password(s).unwrap();
+    h.run(s, CommandOp::CloseSession);
+    let a = h.run_from(s, B, revalidate(&right));
+    assert_eq!(a.session, Some(SessionChange::RevalidateFailed { id: s }));
+    // Nor an id that never existed.
+    let a = h.run_from(s + 1, B, revalidate(&right));
+    assert_eq!(
+        a.session,
+        Some(SessionChange::RevalidateFailed { id: s + 1 })
+    );
+}
+
+#[test]
+fn writes_from_the_previous_owner_fail_with_session_moved() {
+    let mut h = H::new();
+    let s = owned_session(&mut h, A);
+    h.run_from(s, A, CommandOp::Write(create("/a", 0)));
+    let pw = h.sm.session_password(s).unwrap();
+    h.run_from(s, B, revalidate(&pw));
+    let before = h.sm.tree().clone();
+    for req in [
+        create("/e", 1),
+        set_data("/a", b"x", -1),
+        delete("/a", -1),
+        Request::Multi(vec![MultiOp::Create {
+            op: OpCode::Create,
+            req: create_req("/m", None, open_acl_unsafe(), 1),
+        }]),
+    ] {
+        let a = h.run_from(s, A, CommandOp::Write(req));
+        assert_eq!(a.err, SESSION_MOVED);
+    }
+    assert_eq!(
+        h.sm.tree(),
+        &before,
+        "nothing a moved connection sent was applied"
+    );
+    assert_eq!(h.run_from(s, B, CommandOp::Write(create("/e", 1))).err, 0);
+    // A close is not checked (ZooKeeper's expirer is no owner either): it ends the session.
+    let a = h.run_from(s, A, CommandOp::CloseSession);
+    assert_eq!(a.session, Some(SessionChange::Closed { id: s }));
+    assert!(!h.sm.tree().contains("/e"));
+}
+
+#[test]
+fn a_session_without_owner_is_taken_by_its_first_writer() {
+    let mut h = H::new();
+    let s = h.session(); // created without an origin, like an imported session
+    assert_eq!(h.sm.session(s).unwrap().owner, None);
+    assert_eq!(h.run_from(s, B, CommandOp::Write(create("/x", 0))).err, 0);
+    assert_eq!(h.sm.session(s).unwrap().owner, Some(B));
+    assert_eq!(
+        h.run_from(s, A, CommandOp::Write(create("/y", 0))).err,
+        SESSION_MOVED
     );
 }
 
@@ -1679,19 +1836,31 @@ mod properties {
             ),
             2 => any::<i32>().prop_map(|timeout_ms| CommandOp::CreateSession { timeout_ms }),
             1 => Just(CommandOp::CloseSession),
+            // An empty password stands for the session's right one (resolved when the command runs).
+            2 => (prop_oneof![Just(vec![]), prop::collection::vec(any::<u8>(), 0..17)], any::<i32>())
+                .prop_map(|(password, timeout_ms)| CommandOp::Revalidate { password, timeout_ms }),
             12 => request().prop_map(CommandOp::Write),
         ]
     }
 
-    fn command() -> impl Strategy<Value = (SessionRef, Command)> {
+    /// The connection a command comes from: none (expiry, reaper) or one of a few, on two members.
+    fn origin() -> impl Strategy<Value = Option<Owner>> {
+        prop_oneof![
+            1 => Just(None),
+            4 => (1u64..3, 1u64..4).prop_map(|(member, conn)| Some(Owner { member, conn })),
+        ]
+    }
+
+    fn command() -> impl Strategy<Value = (SessionRef, Command, Option<Owner>)> {
         (
             session_ref(),
             any::<i32>(),
             any::<i64>(),
             auth(),
             command_op(),
+            origin(),
         )
-            .prop_map(|(session, cxid, time_ms, auth, op)| {
+            .prop_map(|(session, cxid, time_ms, auth, op, origin)| {
                 let cmd = Command {
                     session_id: 0,
                     cxid,
@@ -1699,7 +1868,7 @@ mod properties {
                     auth,
                     op,
                 };
-                (session, cmd)
+                (session, cmd, origin)
             })
     }
 
@@ -1746,12 +1915,39 @@ mod properties {
                 });
             }
             let mut twin = sm.clone();
-            for (session, cmd) in &cmds {
-                let cmd = &Command { session_id: resolve(&sm, session), ..cmd.clone() };
+            for (session, cmd, origin) in &cmds {
+                let session_id = resolve(&sm, session);
+                let op = match &cmd.op {
+                    CommandOp::Revalidate { password, timeout_ms } if password.is_empty() => CommandOp::Revalidate {
+                        password: sm.session_password(session_id).map(|p| p.to_vec()).unwrap_or_default(),
+                        timeout_ms: *timeout_ms,
+                    },
+                    op => op.clone(),
+                };
+                let cmd = &Command { session_id, op, ..cmd.clone() };
                 let before = sm.clone();
-                let a = sm.apply(cmd);
-                prop_assert_eq!(&twin.apply(cmd), &a, "apply is deterministic");
-                if matches!(cmd.op, CommandOp::Bootstrap { .. }) {
+                let a = sm.apply_from(cmd, *origin);
+                prop_assert_eq!(&twin.apply_from(cmd, *origin), &a, "apply is deterministic");
+                match (&cmd.op, a.session) {
+                    (CommandOp::Revalidate { .. }, Some(SessionChange::Revalidated { id, previous, .. })) => {
+                        prop_assert_eq!(previous, before.session(id).and_then(|s| s.owner));
+                        prop_assert_eq!(sm.session(id).and_then(|s| s.owner), origin.or(previous));
+                        prop_assert_eq!(sm.tree(), before.tree());
+                    }
+                    (CommandOp::Revalidate { .. }, Some(SessionChange::RevalidateFailed { .. })) => {
+                        prop_assert_eq!(&sm, &before, "a refused reconnect changes nothing");
+                    }
+                    (CommandOp::Revalidate { .. }, other) => {
+                        return Err(TestCaseError::fail(format!("revalidate gave {other:?}")));
+                    }
+                    _ => {}
+                }
+                let moved = matches!(cmd.op, CommandOp::Write(_))
+                    && before.session(session_id).and_then(|s| s.owner).zip(*origin).is_some_and(|(o, from)| o != from);
+                if moved {
+                    prop_assert_eq!(a.err, i32::from(ErrorCode::SessionMoved), "a write from a non-owner");
+                }
+                if matches!(cmd.op, CommandOp::Bootstrap { .. } | CommandOp::Revalidate { .. }) {
                     prop_assert_eq!(a.zxid, before.last_zxid());
                 } else {
                     prop_assert_eq!(a.zxid, before.last_zxid() + 1);
