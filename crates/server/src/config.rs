@@ -51,6 +51,10 @@ pub struct Config {
     pub container_check_interval_ms: u64,
     /// Containers and TTL nodes the reaper deletes per minute at most (`znode.container.maxPerMinute`).
     pub container_max_per_minute: u32,
+    /// `sessionExpiryRate` (oxkeeper's own): how many nodes expiry may remove per second, counting each
+    /// expired session as one plus its ephemerals. Mass expiry is spread out at this rate so that live
+    /// sessions' pings and requests are never starved.
+    pub session_expiry_rate: u64,
     pub unknown_keys: Vec<String>,
 }
 
@@ -75,6 +79,7 @@ impl Default for Config {
             outbound_queue_max: 100_000,
             container_check_interval_ms: 60_000,
             container_max_per_minute: 10_000,
+            session_expiry_rate: 100_000,
             unknown_keys: Vec::new(),
         }
     }
@@ -202,6 +207,7 @@ impl Config {
                 "znode.container.checkIntervalMs" => {
                     cfg.container_check_interval_ms = num()?.max(1)
                 }
+                "sessionExpiryRate" => cfg.session_expiry_rate = num()?.max(1),
                 "znode.container.maxPerMinute" => {
                     cfg.container_max_per_minute =
                         u32::try_from(num()?.max(1)).map_err(|_| bad("too large"))?

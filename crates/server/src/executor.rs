@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use oxkeeper_core::acl::{check_acl, digest_id};
+use oxkeeper_core::session::Owner;
 use oxkeeper_core::state::{
     Applied, ApplySettings, Command, CommandOp, SessionChange, StateMachine,
 };
@@ -28,6 +29,7 @@ use oxkeeper_proto::{perms, xid, ErrorCode, OpCode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::clock::SessionClock;
 use crate::config::Config;
 use crate::connection::{ConnId, Outbound};
 use crate::replication::{Committed, Payload, Replicator};
@@ -108,27 +110,30 @@ pub struct Shared {
     next_conn: AtomicU64,
     outstanding: std::sync::atomic::AtomicUsize,
     outstanding_changed: tokio::sync::Notify,
-    start: Instant,
+    pub clock: Arc<SessionClock>,
 }
 
 impl Shared {
     pub fn new(config: Config, exec: mpsc::UnboundedSender<ExecMsg>) -> Shared {
         let tracker = SessionTracker::new(config.tick_ms);
+        let clock = Arc::new(SessionClock::new());
+        clock.start_keeper();
         Shared {
             config,
             exec,
             tracker: Mutex::new(tracker),
             stats: ServerStats::default(),
             last_zxid: AtomicI64::new(0),
-            next_conn: AtomicU64::new(1),
+            // Connection ids name session owners in the replicated state: never reuse one across restarts.
+            next_conn: AtomicU64::new((wall_ms().max(0) as u64) << 20),
             outstanding: std::sync::atomic::AtomicUsize::new(0),
             outstanding_changed: tokio::sync::Notify::new(),
-            start: Instant::now(),
+            clock,
         }
     }
-    /// Monotonic milliseconds since this member started: the tracker's clock.
+    /// The tracker's clock: monotonic milliseconds that stand still while the member is stalled.
     pub fn now_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
+        self.clock.now_ms()
     }
     pub fn last_zxid(&self) -> i64 {
         self.last_zxid.load(Ordering::Acquire)
@@ -226,6 +231,11 @@ pub struct Executor {
     proposals: Vec<Envelope>,
     /// Deletions the container reaper may still make (see `reap_containers`).
     reaper_budget: f64,
+    /// Expired sessions (marked closing) whose CloseSession is not proposed yet, oldest first.
+    expiry_backlog: VecDeque<i64>,
+    /// Nodes expiry may still remove now (see `expire_sessions`), and when it was last refilled.
+    expiry_budget: f64,
+    expiry_refilled_ms: u64,
 }
 
 impl Executor {
@@ -241,6 +251,9 @@ impl Executor {
             member,
             proposals: Vec::new(),
             reaper_budget: 0.0,
+            expiry_backlog: VecDeque::new(),
+            expiry_budget: 0.0,
+            expiry_refilled_ms: 0,
         }
     }
 
@@ -334,8 +347,7 @@ impl Executor {
         mut rx: mpsc::UnboundedReceiver<ExecMsg>,
         mut committed: mpsc::UnboundedReceiver<Committed>,
     ) {
-        let tick = Duration::from_millis((self.shared.config.tick_ms / 4).clamp(10, 250));
-        let mut expiry = tokio::time::interval(tick);
+        let mut expiry = tokio::time::interval(self.expiry_period());
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reaper = tokio::time::interval(Duration::from_millis(
             self.shared.config.container_check_interval_ms,
@@ -361,7 +373,7 @@ impl Executor {
                     }
                     None => break,
                 },
-                _ = expiry.tick() => self.expire_sessions(),
+                _ = expiry.tick() => self.expire_sessions().await,
                 _ = reaper.tick() => self.reap_containers(),
             }
             self.flush_proposals().await;
@@ -579,47 +591,54 @@ impl Executor {
             });
             return;
         }
+        // A reconnect. Refused here without a log entry when it cannot succeed: an unknown, closed or
+        // expiring session, or a wrong password (checked in constant time; the owner is not disturbed).
+        // Otherwise the touch keeps the session from expiring meanwhile and the replicated Revalidate
+        // decides: it makes this connection the owner (see `apply_one`).
         let id = req.session_id;
         let pw = req.passwd.clone().unwrap_or_default();
-        let valid = self.sm.session_exists(id) && self.sm.check_password(id, &pw) && {
-            let now = self.shared.now_ms();
-            let mut t = self.shared.tracker();
-            // The newly negotiated timeout governs later touches; the stored one stays the original.
-            t.touch(id, now) && {
-                t.track(id, timeout as u64, now);
-                true
-            }
-        };
-        if valid {
-            if let Some(old) = self.session_conn.insert(id, conn) {
-                if old != conn {
-                    tracing::info!(
-                        session = format!("0x{id:x}"),
-                        "session reconnected: closing its previous connection"
-                    );
-                    self.close_conn(old);
-                }
-            }
-            let passwd = self
-                .sm
-                .session_password(id)
-                .map(|p| p.to_vec())
-                .unwrap_or_else(|| vec![0; 16]);
-            self.finish_connect(conn, id, timeout, passwd);
-        } else {
-            let Some(c) = self.conns.get_mut(&conn) else {
-                return;
-            };
-            let resp = ConnectResponse {
-                protocol_version: 0,
-                timeout_ms: 0,
-                session_id: 0,
-                passwd: vec![0; 16],
-                read_only: c.read_only_byte.then_some(false),
-            };
-            send(c, encode_connect_response(&resp));
-            self.close_conn(conn);
+        let plausible =
+            self.sm.session_exists(id) && self.sm.check_password(id, &pw) && self.shared.touch(id);
+        if !plausible {
+            self.refuse_connect(conn);
+            return;
         }
+        c.connecting = true;
+        let cmd = Command {
+            session_id: id,
+            cxid: 0,
+            time_ms: wall_ms(),
+            auth: vec![],
+            op: CommandOp::Revalidate {
+                password: pw,
+                timeout_ms: timeout,
+            },
+        };
+        self.proposals.push(Envelope {
+            origin: Some(Origin {
+                member: self.member,
+                conn,
+                xid: 0,
+            }),
+            cmd,
+        });
+    }
+
+    /// Answers a ConnectRequest for a session that cannot be resumed with timeout 0 (clients read it as
+    /// SESSION_EXPIRED), then closes the connection.
+    fn refuse_connect(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let resp = ConnectResponse {
+            protocol_version: 0,
+            timeout_ms: 0,
+            session_id: 0,
+            passwd: vec![0; 16],
+            read_only: c.read_only_byte.then_some(false),
+        };
+        send(c, encode_connect_response(&resp));
+        self.close_conn(conn);
     }
 
     fn finish_connect(&mut self, conn: ConnId, id: i64, timeout: i32, passwd: Vec<u8>) {
@@ -691,7 +710,11 @@ impl Executor {
     }
 
     fn apply_one(&mut self, env: Envelope) {
-        let applied: Applied = self.sm.apply(&env.cmd);
+        let origin = env.origin.map(|o| Owner {
+            member: o.member,
+            conn: o.conn,
+        });
+        let applied: Applied = self.sm.apply_from(&env.cmd, origin);
         if !matches!(env.cmd.op, CommandOp::Bootstrap { .. }) {
             self.shared.last_zxid.store(applied.zxid, Ordering::Release);
         }
@@ -722,6 +745,50 @@ impl Executor {
                 }
                 return;
             }
+            Some(SessionChange::Revalidated {
+                id,
+                timeout_ms,
+                passwd,
+                previous,
+            }) => {
+                // The newly negotiated timeout governs later touches; the stored one stays the original.
+                let now = self.shared.now_ms();
+                self.shared.tracker().track(id, timeout_ms as u64, now);
+                // The session moved: the connection that owned it, if it is one of ours, is closed (its
+                // further writes would fail with SessionMoved anyway).
+                let new_conn = mine.map(|o| o.conn);
+                if let Some(p) = previous.filter(|p| p.member == self.member) {
+                    if Some(p.conn) != new_conn {
+                        tracing::info!(
+                            session = format!("0x{id:x}"),
+                            "session reconnected: closing its previous connection"
+                        );
+                        self.close_conn(p.conn);
+                    }
+                }
+                match new_conn {
+                    Some(conn) if self.conns.contains_key(&conn) => {
+                        self.session_conn.insert(id, conn);
+                        self.finish_connect(conn, id, timeout_ms, passwd.to_vec());
+                    }
+                    _ => {
+                        if self
+                            .session_conn
+                            .get(&id)
+                            .is_some_and(|c| Some(c) != new_conn.as_ref())
+                        {
+                            self.session_conn.remove(&id);
+                        }
+                    }
+                }
+                return;
+            }
+            Some(SessionChange::RevalidateFailed { .. }) => {
+                if let Some(o) = mine {
+                    self.refuse_connect(o.conn);
+                }
+                return;
+            }
             Some(SessionChange::Closed { id }) => {
                 self.shared.tracker().remove(id);
                 if let Some(owner) = self.session_conn.remove(&id) {
@@ -739,6 +806,11 @@ impl Executor {
         }
         if let Some(o) = mine {
             self.complete_write(o, &applied);
+            if applied.err == ErrorCode::SessionMoved as i32 {
+                // The session is owned by another connection now: a connection-level error, as in
+                // ZooKeeper (ZOOKEEPER-710), so this one is closed after the reply.
+                self.close_conn(o.conn);
+            }
             if matches!(env.cmd.op, CommandOp::CloseSession) {
                 // The session was already gone (expired meanwhile): the client still expects the socket
                 // to close after the closeSession reply.
@@ -901,21 +973,74 @@ impl Executor {
         }
     }
 
-    fn expire_sessions(&mut self) {
+    /// The expiry pass. Only a leader that has applied everything committed before its term expires
+    /// sessions, and its CloseSession proposals are conditioned on it still leading. Due sessions are
+    /// marked closing at once (their requests are dropped, a reconnect is refused) and queued; their
+    /// CloseSessions are proposed at no more than `sessionExpiryRate` nodes per second (a session counts
+    /// one plus its ephemerals), so a mass expiry — after a restart, or when thousands of clients are cut
+    /// off together — never floods the log and the executor ahead of live sessions' requests. An expired
+    /// session's ephemerals are therefore gone within T + tick + backlog / rate of its last touch.
+    async fn expire_sessions(&mut self) {
+        let Some(leadership) = self.replicator.leadership() else {
+            return;
+        };
         let now = self.shared.now_ms();
-        let expired = self.shared.tracker().expire(now);
-        for id in expired {
-            tracing::info!(session = format!("0x{id:x}"), "session expired");
-            self.shared.tracker().set_closing(id);
-            let cmd = Command {
-                session_id: id,
-                cxid: 0,
-                time_ms: wall_ms(),
-                auth: vec![],
-                op: CommandOp::CloseSession,
-            };
-            self.proposals.push(Envelope { origin: None, cmd });
+        {
+            let mut t = self.shared.tracker();
+            for id in t.expire(now) {
+                t.set_closing(id);
+                self.expiry_backlog.push_back(id);
+            }
         }
+        let rate = self.shared.config.session_expiry_rate as f64;
+        let elapsed = now.saturating_sub(self.expiry_refilled_ms) as f64 / 1000.0;
+        self.expiry_refilled_ms = now;
+        // At most one pass's worth is saved up (at least one session), so idle time never becomes a burst.
+        let cap = (rate * self.expiry_period().as_secs_f64()).max(1.0);
+        self.expiry_budget = (self.expiry_budget + rate * elapsed).min(cap);
+        let mut batch = Vec::new();
+        while self.expiry_budget >= 1.0 {
+            let Some(id) = self.expiry_backlog.pop_front() else {
+                break;
+            };
+            let Some(info) = self.sm.session(id) else {
+                continue; // closed meanwhile
+            };
+            tracing::info!(session = format!("0x{id:x}"), "session expired");
+            // A session with more ephemerals than one pass allows still goes out whole, and the debt is
+            // paid by the next passes.
+            self.expiry_budget -= 1.0 + info.ephemerals.len() as f64;
+            batch.push(Envelope {
+                origin: None,
+                cmd: Command {
+                    session_id: id,
+                    cxid: 0,
+                    time_ms: wall_ms(),
+                    auth: vec![],
+                    op: CommandOp::CloseSession,
+                },
+            });
+        }
+        if self.expiry_backlog.is_empty() {
+            self.expiry_budget = self.expiry_budget.max(0.0);
+        }
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = self
+            .replicator
+            .propose_as(&leadership, encode_batch(&batch))
+            .await
+        {
+            // No longer the leader (or the log is gone): the next leader expires these sessions. Here
+            // they stay marked closing; this member stops serving them when the close commits.
+            tracing::warn!("session expiry not proposed: {e}");
+        }
+    }
+
+    /// How often the expiry pass runs: a quarter tick, between 10 and 250 ms.
+    fn expiry_period(&self) -> Duration {
+        Duration::from_millis((self.shared.config.tick_ms / 4).clamp(10, 250))
     }
 
     /// ZooKeeper's ContainerManager: deletes emptied containers and expired TTL nodes, at most

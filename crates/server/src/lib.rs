@@ -2,6 +2,7 @@
 //! commands and serves reads, replication through openraft (a one-member cluster when standalone),
 //! four-letter words and configuration.
 
+pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod executor;

@@ -30,7 +30,7 @@ use openraft::type_config::alias::{
 use openraft::{
     BasicNode, EntryPayload, OptionalSend, RaftLogReader, RaftSnapshotBuilder, ServerState,
 };
-use oxkeeper_storage::{read_file, write_atomic, RealDisk, Wal, WalOptions, WalWriter};
+use oxkeeper_storage::{read_file, write_atomic, Disk, RealDisk, Wal, WalOptions, WalWriter};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -61,6 +61,10 @@ type Entry = <TypeConfig as openraft::RaftTypeConfig>::Entry;
 type LogId = LogIdOf<TypeConfig>;
 type Vote = VoteOf<TypeConfig>;
 pub type Raft = openraft::Raft<TypeConfig, StateMachineProxy>;
+
+/// A term in which this member leads (see [`Replicator::leadership`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership(openraft::type_config::alias::CommittedLeaderIdOf<TypeConfig>);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
@@ -95,7 +99,12 @@ pub struct LogStore {
 impl LogStore {
     /// Opens the WAL under `dir`, replaying what it holds into memory.
     pub fn open(dir: &Path) -> Result<LogStore, ReplicationError> {
-        let disk = RealDisk;
+        Self::open_on(RealDisk, dir)
+    }
+
+    /// `open`, with the WAL on `disk` (tests wrap `RealDisk` to stall or fail its syncs). The vote file
+    /// stays on the real file system.
+    pub fn open_on<D: Disk>(disk: D, dir: &Path) -> Result<LogStore, ReplicationError> {
         let (wal, recovered) = Wal::open(disk, &dir.join("log"), WalOptions::default())
             .map_err(|e| ReplicationError::Storage(e.to_string()))?;
         if let Some((file, offset)) = &recovered.truncated_tail {
@@ -453,9 +462,18 @@ pub struct Started {
 impl Replicator {
     /// Opens the log under `dir` and starts a one-member Raft on it, waiting until this member leads.
     pub async fn start_standalone(dir: &Path, member_id: u64) -> Result<Started, ReplicationError> {
+        Self::start_standalone_on(RealDisk, dir, member_id).await
+    }
+
+    /// `start_standalone`, with the log's WAL on `disk`.
+    pub async fn start_standalone_on<D: Disk>(
+        disk: D,
+        dir: &Path,
+        member_id: u64,
+    ) -> Result<Started, ReplicationError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| ReplicationError::Storage(format!("{}: {e}", dir.display())))?;
-        let log = LogStore::open(dir)?;
+        let log = LogStore::open_on(disk, dir)?;
         let recovered_index = log.last_index();
         let wal = log.wal.clone();
         let (tx, committed) = mpsc::unbounded_channel();
@@ -527,6 +545,32 @@ impl Replicator {
 
     pub fn is_leader(&self) -> bool {
         self.raft.is_leader()
+    }
+
+    /// This member's leadership, if it leads and has applied everything committed before its term (its
+    /// last applied entry was proposed in its own term: openraft commits a blank entry when a term starts).
+    /// Only then may it act on the state it holds, e.g. expire sessions.
+    pub fn leadership(&self) -> Option<Leadership> {
+        let leader = self.raft.as_leader().ok()?;
+        let id = leader.to_committed_leader_id();
+        use openraft::async_runtime::WatchReceiver;
+        let metrics = self.raft.metrics();
+        let applied = metrics.borrow_watched().last_applied?;
+        (applied.leader_id == id).then_some(Leadership(id))
+    }
+
+    /// Proposes `payload` only if this member still holds `leadership` when openraft appends it: a deposed
+    /// leader's proposals (its session expiries) can never commit.
+    pub async fn propose_as(
+        &self,
+        leadership: &Leadership,
+        payload: Payload,
+    ) -> Result<(), ReplicationError> {
+        self.raft
+            .write(payload)
+            .with_leader(leadership.0)
+            .await
+            .map_err(|e| ReplicationError::Raft(e.to_string()))
     }
 
     pub async fn shutdown(&self) {
