@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use oxkeeper_core::acl::{check_acl, digest_id};
+use oxkeeper_core::pacer::Pacer;
 use oxkeeper_core::session::Owner;
 use oxkeeper_core::state::{
     Applied, ApplySettings, Command, CommandOp, SessionChange, StateMachine,
@@ -229,18 +230,29 @@ pub struct Executor {
     replicator: Replicator,
     member: u64,
     proposals: Vec<Envelope>,
-    /// Deletions the container reaper may still make (see `reap_containers`).
-    reaper_budget: f64,
+    /// Paces the container reaper's deletions (`znode.container.maxPerMinute`).
+    reaper_pacer: Pacer,
     /// Expired sessions (marked closing) whose CloseSession is not proposed yet, oldest first.
     expiry_backlog: VecDeque<i64>,
-    /// Nodes expiry may still remove now (see `expire_sessions`), and when it was last refilled.
-    expiry_budget: f64,
-    expiry_refilled_ms: u64,
+    /// Paces expiry (`sessionExpiryRate` nodes per second, see `expire_sessions`).
+    expiry_pacer: Pacer,
 }
 
 impl Executor {
     pub fn new(shared: Arc<Shared>, replicator: Replicator) -> Executor {
         let member = replicator.member_id;
+        let cfg = &shared.config;
+        let (reaper_pacer, expiry_pacer) = (
+            // ZooKeeper's ContainerManager likewise waits 60000/maxPerMinute ms between deletions.
+            Pacer::new(
+                f64::from(cfg.container_max_per_minute) / 60.0,
+                cfg.container_check_interval_ms,
+            ),
+            Pacer::new(
+                cfg.session_expiry_rate as f64,
+                expiry_period(cfg).as_millis() as u64,
+            ),
+        );
         Executor {
             shared,
             sm: StateMachine::new(),
@@ -250,10 +262,9 @@ impl Executor {
             replicator,
             member,
             proposals: Vec::new(),
-            reaper_budget: 0.0,
+            reaper_pacer,
             expiry_backlog: VecDeque::new(),
-            expiry_budget: 0.0,
-            expiry_refilled_ms: 0,
+            expiry_pacer,
         }
     }
 
@@ -347,7 +358,7 @@ impl Executor {
         mut rx: mpsc::UnboundedReceiver<ExecMsg>,
         mut committed: mpsc::UnboundedReceiver<Committed>,
     ) {
-        let mut expiry = tokio::time::interval(self.expiry_period());
+        let mut expiry = tokio::time::interval(expiry_period(&self.shared.config));
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reaper = tokio::time::interval(Duration::from_millis(
             self.shared.config.container_check_interval_ms,
@@ -992,14 +1003,9 @@ impl Executor {
                 self.expiry_backlog.push_back(id);
             }
         }
-        let rate = self.shared.config.session_expiry_rate as f64;
-        let elapsed = now.saturating_sub(self.expiry_refilled_ms) as f64 / 1000.0;
-        self.expiry_refilled_ms = now;
-        // At most one pass's worth is saved up (at least one session), so idle time never becomes a burst.
-        let cap = (rate * self.expiry_period().as_secs_f64()).max(1.0);
-        self.expiry_budget = (self.expiry_budget + rate * elapsed).min(cap);
+        self.expiry_pacer.refill(now);
         let mut batch = Vec::new();
-        while self.expiry_budget >= 1.0 {
+        while self.expiry_pacer.admits() {
             let Some(id) = self.expiry_backlog.pop_front() else {
                 break;
             };
@@ -1009,7 +1015,7 @@ impl Executor {
             tracing::info!(session = format!("0x{id:x}"), "session expired");
             // A session with more ephemerals than one pass allows still goes out whole, and the debt is
             // paid by the next passes.
-            self.expiry_budget -= 1.0 + info.ephemerals.len() as f64;
+            self.expiry_pacer.spend(1.0 + info.ephemerals.len() as f64);
             batch.push(Envelope {
                 origin: None,
                 cmd: Command {
@@ -1022,7 +1028,7 @@ impl Executor {
             });
         }
         if self.expiry_backlog.is_empty() {
-            self.expiry_budget = self.expiry_budget.max(0.0);
+            self.expiry_pacer.idle();
         }
         if batch.is_empty() {
             return;
@@ -1038,28 +1044,21 @@ impl Executor {
         }
     }
 
-    /// How often the expiry pass runs: a quarter tick, between 10 and 250 ms.
-    fn expiry_period(&self) -> Duration {
-        Duration::from_millis((self.shared.config.tick_ms / 4).clamp(10, 250))
-    }
-
     /// ZooKeeper's ContainerManager: deletes emptied containers and expired TTL nodes, at most
     /// `znode.container.maxPerMinute` of them per minute so a mass expiry cannot flood the log.
     fn reap_containers(&mut self) {
-        let cfg = &self.shared.config;
-        // A token bucket refilled at maxPerMinute, holding at most one pass's worth (or one deletion), so an idle
-        // period never turns into a burst: ZooKeeper likewise waits 60000/maxPerMinute ms between deletions.
-        let per_pass = f64::from(cfg.container_max_per_minute)
-            * cfg.container_check_interval_ms as f64
-            / 60_000.0;
-        self.reaper_budget = (self.reaper_budget + per_pass).min(per_pass.max(1.0));
-        let allowed = self.reaper_budget.floor() as usize;
-        if allowed == 0 {
+        if self.replicator.leadership().is_none() {
             return;
         }
-        let candidates = self.sm.container_candidates(wall_ms());
-        self.reaper_budget -= candidates.len().min(allowed) as f64;
-        for path in candidates.into_iter().take(allowed) {
+        self.reaper_pacer.refill(self.shared.now_ms());
+        if !self.reaper_pacer.admits() {
+            return;
+        }
+        for path in self.sm.container_candidates(wall_ms()) {
+            if !self.reaper_pacer.admits() {
+                break;
+            }
+            self.reaper_pacer.spend(1.0);
             let cmd = Command {
                 session_id: 0,
                 cxid: 0,
@@ -1096,6 +1095,11 @@ impl Executor {
             clock: (self.shared.now_ms(), wall_ms()),
         }
     }
+}
+
+/// How often the expiry pass runs: a quarter tick, between 10 and 250 ms.
+fn expiry_period(cfg: &Config) -> Duration {
+    Duration::from_millis((cfg.tick_ms / 4).clamp(10, 250))
 }
 
 fn is_write(req: &Request) -> bool {
