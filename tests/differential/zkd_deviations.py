@@ -29,6 +29,7 @@ class Deviations:
         self.ignore_reply = set()
         self.ignore_fields = []
         self.sort_events = False
+        self.pings_at_once = False  # used by test_sessions_diff.py only
         self.equal_errors = {}  # kind -> {code: canonical code}
         self.source = None
         self.directives = []
@@ -72,6 +73,9 @@ class Deviations:
             self.ignore_fields.extend(args)
         elif d == "sort-events":
             self.sort_events = True
+        elif d == "pings-answered-at-once":
+            # test_sessions_diff.py: a ping reply may come ahead of the replies to requests sent before it
+            self.pings_at_once = True
         elif d == "equal-errors":
             if len(args) < 3 or args[0] not in REPLY_KINDS:
                 raise DeviationError(f"equal-errors KIND CODE CODE...: {line!r}")
