@@ -20,6 +20,9 @@ export OXKEEPER_BIN="$PWD/target/release/oxkeeper"
 step "unit and integration tests"
 cargo test --workspace --locked --release --all-targets
 
+step "load test: 10,000 sessions x 100 ephemerals expire at once beside a live client"
+cargo test -p oxkeeper-server --locked --release --test mass_expiry_load -- --ignored --nocapture
+
 step "end-to-end tests (raw protocol, bad input, four-letter words)"
 python3 -m pytest -q tests/e2e
 

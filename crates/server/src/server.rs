@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use oxkeeper_core::state::ApplySettings;
+use oxkeeper_storage::{Disk, RealDisk};
 use rand::RngCore;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -46,7 +47,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
 /// Recovers and binds; returns the running member and its accept loop.
 pub async fn start(config: Config) -> Result<(Running, impl Future<Output = ()>), ServerError> {
-    let started = Replicator::start_standalone(&config.data_log_dir, 1).await?;
+    start_on(config, RealDisk).await
+}
+
+/// `start`, with the log's WAL on `disk`: tests wrap `RealDisk` to stall its fdatasync.
+pub async fn start_on<D: Disk>(
+    config: Config,
+    disk: D,
+) -> Result<(Running, impl Future<Output = ()>), ServerError> {
+    let started = Replicator::start_standalone_on(disk, &config.data_log_dir, 1).await?;
     let (exec_tx, exec_rx) = mpsc::unbounded_channel();
     let settings = ApplySettings {
         extended_types_enabled: config.extended_types_enabled,
