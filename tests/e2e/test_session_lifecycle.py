@@ -26,6 +26,7 @@ from kazoo.retry import KazooRetry
 
 from . import wire
 from .helpers import HERE, dispose, halt, launch, server_log_tail, unique, wait_until
+from .helpers import servers
 
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "clients", "climt"))
 from cutproxy import CutProxy  # noqa: E402
@@ -826,6 +827,12 @@ def test_server_stall_does_not_expire_returning_sessions(kind, clients, java):
         assert gone and obs["dead_gone_after_s"] <= t_s + tick_ms / 1000 + 1, obs
         assert obs["kazoo_same_session_after_T"] and obs["java_same_session_after_T"], obs
         assert obs["ephemerals_at_end"] == ["java", "kazoo"], obs
+        if kind == "oxkeeper":
+            # The member saw its own stall (mntr's oxkeeper-only keys, DEVIATIONS.md).
+            stats = dict(line.split("\t", 1) for line in
+                         servers.four_letter(srv.hostport, "mntr").splitlines() if "\t" in line)
+            assert int(stats["zk_oxkeeper_stall_count"]) >= 1, stats
+            assert int(stats["zk_oxkeeper_longest_stall_ms"]) >= 2 * t_s * 1000 - 500, stats
         probe.close_session()
     except AssertionError:
         print(f"\n[{kind}] stall observations: {obs}\n{server_log_tail(srv, 40)}")

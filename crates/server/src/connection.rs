@@ -6,9 +6,9 @@
 //! executor. A connection's first frame is a ConnectRequest or a four-letter word.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use oxkeeper_proto::frame::{encode_reply, four_letter_word};
 use oxkeeper_proto::records::{ConnectRequest, Record, Request, RequestHeader, Response};
@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::executor::{ExecMsg, Shared};
+use crate::stats::Counter;
 
 pub type ConnId = u64;
 
@@ -37,6 +38,9 @@ pub enum Out {
 pub struct Outbound {
     tx: mpsc::Sender<Out>,
     cancel: CancellationToken,
+    /// The server closes the connection (it decided to, or a closeSession was read): an end of stream from
+    /// the client after this is not a drop.
+    closing: Arc<AtomicBool>,
 }
 
 impl Outbound {
@@ -56,6 +60,7 @@ impl Outbound {
     }
     /// Closes after everything queued so far is written.
     pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
         if self.tx.try_send(Out::Close).is_err() {
             self.cancel.cancel();
         }
@@ -78,20 +83,43 @@ pub async fn serve(stream: TcpStream, conn: ConnId, remote: SocketAddr, shared: 
     let out = Outbound {
         tx,
         cancel: cancel.clone(),
+        closing: Arc::default(),
     };
     let writer = tokio::spawn(write_loop(wr, rx, cancel.clone()));
     let session = Arc::new(AtomicI64::new(0));
+    shared.stats.cnxn_opened(
+        conn,
+        remote,
+        session.clone(),
+        shared.config.sessionless_cnxn_timeout_ms,
+        shared.now_ms(),
+    );
+    let (fwd, fwd_rx) = mpsc::channel(HELD_REQUESTS);
+    tokio::spawn(forward(fwd_rx, shared.clone()));
     let mut rd = rd;
     let closed_by_us = tokio::select! {
-        r = read_loop(&mut rd, conn, remote, &shared, &out, &session) => {
+        r = read_loop(&mut rd, conn, remote, &shared, &out, &session, &fwd) => {
             if let Err(e) = r {
                 tracing::debug!(conn, %remote, "connection closed: {e}");
+                match e {
+                    ConnError::SessionlessTimeout => shared.stats.count(Counter::SessionlessConnectionExpired),
+                    e if e.is_end_of_stream()
+                        && !cancel.is_cancelled()
+                        && !out.closing.load(Ordering::Acquire) =>
+                    {
+                        shared.stats.count(Counter::ConnectionDrop)
+                    }
+                    _ => {}
+                }
             }
             false
         }
         _ = cancel.cancelled() => true,
     };
-    let _ = shared.exec.send(ExecMsg::Closed { conn });
+    shared.stats.cnxn_closed(conn);
+    // Through the forwarder, behind the requests the client sent before it went.
+    let _ = fwd.send(ExecMsg::Closed { conn }).await;
+    drop(fwd);
     // Let the writer flush what the executor queued (e.g. a closeSession reply), then end it.
     out.close();
     let _ = tokio::time::timeout(CLOSE_LINGER, writer).await;
@@ -160,6 +188,8 @@ async fn write_loop(
 enum ConnError {
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the client closed the connection")]
+    ClientClosed,
     #[error("invalid frame length {0}")]
     BadLength(i32),
     #[error("no ConnectRequest within the sessionless connection timeout")]
@@ -168,6 +198,17 @@ enum ConnError {
     BadConnect(String),
     #[error("executor stopped")]
     ExecutorGone,
+}
+
+impl ConnError {
+    /// The client closed its side, between frames or within one (ZooKeeper's `connection_drop_count`).
+    fn is_end_of_stream(&self) -> bool {
+        match self {
+            ConnError::ClientClosed => true,
+            ConnError::Io(e) => e.kind() == std::io::ErrorKind::UnexpectedEof,
+            _ => false,
+        }
+    }
 }
 
 async fn read_frame(
@@ -181,7 +222,9 @@ async fn read_frame(
             let mut b = [0u8; 4];
             match rd.read_exact(&mut b).await {
                 Ok(_) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Err(ConnError::ClientClosed)
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -203,6 +246,46 @@ async fn read_frame(
     Ok(Some(payload))
 }
 
+/// ZooKeeper's counters of a parsed ConnectRequest: every one is a connection request; one that names a
+/// session is a revalidation unless it is refused first for a lastZxidSeen ahead of ours (the executor
+/// refuses those). From here on the connection's timeout is the session timeout it will get.
+fn count_connect_request(shared: &Shared, conn: ConnId, req: &ConnectRequest) {
+    let stats = &shared.stats;
+    stats.count(Counter::ConnectionRequest);
+    if req.last_zxid_seen > shared.last_zxid() {
+        return;
+    }
+    if req.session_id != 0 {
+        stats.count(Counter::ConnectionRevalidate);
+    }
+    let cfg = &shared.config;
+    let timeout_ms = (req.timeout_ms.max(0) as u64)
+        .max(cfg.min_session_timeout_ms())
+        .min(cfg.max_session_timeout_ms());
+    stats.cnxn_session_timeout(conn, timeout_ms, shared.now_ms());
+}
+
+/// Requests of one connection read while the member is at `globalOutstandingLimit` and not yet handed to
+/// the executor. Up to this many, the reader goes on reading, so the connection's pings are still answered
+/// while its requests wait; beyond it the reader stops, as ZooKeeper's does at the limit.
+const HELD_REQUESTS: usize = 16;
+
+/// Hands a connection's requests to the executor in order, each only once the requests outstanding over
+/// all connections are below `globalOutstandingLimit` (ZooKeeper's throttle). Pings never pass here: the
+/// reader answers them itself, so a member at its limit (a stalled disk, a flood of closes) still answers
+/// every connection's pings as long as that connection holds fewer than `HELD_REQUESTS` requests.
+async fn forward(mut rx: mpsc::Receiver<ExecMsg>, shared: Arc<Shared>) {
+    while let Some(m) = rx.recv().await {
+        if !matches!(m, ExecMsg::Closed { .. }) {
+            shared.wait_below_outstanding_limit().await;
+            shared.request_started();
+        }
+        if shared.exec.send(m).is_err() {
+            return;
+        }
+    }
+}
+
 async fn read_loop(
     rd: &mut OwnedReadHalf,
     conn: ConnId,
@@ -210,17 +293,26 @@ async fn read_loop(
     shared: &Arc<Shared>,
     out: &Outbound,
     session: &Arc<AtomicI64>,
+    fwd: &mpsc::Sender<ExecMsg>,
 ) -> Result<(), ConnError> {
     let max = shared.config.max_buffer_bytes;
     let sessionless = Duration::from_millis(shared.config.sessionless_cnxn_timeout_ms);
+    let stats = &shared.stats;
     let mut first = [0u8; 4];
     match tokio::time::timeout(sessionless, rd.read_exact(&mut first)).await {
         Err(_) => return Err(ConnError::SessionlessTimeout),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(ConnError::ClientClosed)
+        }
         Ok(Err(e)) => return Err(e.into()),
         Ok(Ok(_)) => {}
     }
+    stats.cnxn_touched(conn, shared.now_ms());
     if let Some(word) = four_letter_word(first) {
+        // A packet of 4 bytes in and, once the text is written, one out, as ZooKeeper counts them.
+        stats.cnxn_four_letter(conn);
+        stats.add(Counter::BytesReceived, 4);
+        stats.packet_received();
         shared
             .exec
             .send(ExecMsg::FourLetter {
@@ -233,18 +325,22 @@ async fn read_loop(
         // The executor writes the text and closes the socket, whatever the client does meanwhile (`nc`
         // half-closes right after sending the word).
         out.cancel.cancelled().await;
+        stats.packet_sent();
         return Ok(());
     }
     let payload = match tokio::time::timeout(sessionless, read_frame(rd, max, Some(first))).await {
         Err(_) => return Err(ConnError::SessionlessTimeout),
         Ok(r) => match r? {
             Some(p) => p,
-            None => return Ok(()),
+            None => return Err(ConnError::ClientClosed),
         },
     };
+    stats.cnxn_touched(conn, shared.now_ms());
+    stats.add(Counter::BytesReceived, 4 + payload.len() as u64);
     // Trailing bytes are ignored, as ZooKeeper's reader ignores them.
     let req =
         ConnectRequest::from_prefix(&payload).map_err(|e| ConnError::BadConnect(e.to_string()))?;
+    count_connect_request(shared, conn, &req);
     shared
         .exec
         .send(ExecMsg::Connect {
@@ -257,28 +353,36 @@ async fn read_loop(
         .map_err(|_| ConnError::ExecutorGone)?;
 
     loop {
-        shared.wait_below_outstanding_limit().await;
         let Some(payload) = read_frame(rd, max, None).await? else {
-            return Ok(());
+            return Err(ConnError::ClientClosed);
         };
+        stats.cnxn_touched(conn, shared.now_ms());
+        stats.add(Counter::BytesReceived, 4 + payload.len() as u64);
         let mut r = Reader::new(&payload);
         let Ok(header) = RequestHeader::decode(&mut r) else {
-            shared.request_started();
-            shared
-                .exec
-                .send(ExecMsg::Malformed { conn, xid: 0 })
+            fwd.send(ExecMsg::Malformed { conn, xid: 0 })
+                .await
                 .map_err(|_| ConnError::ExecutorGone)?;
             continue;
         };
         let body = &payload[r.position()..];
+        if header.op == OpCode::CloseSession as i32 {
+            // The server closes after the reply; a client that closes as soon as it has the reply is
+            // not dropping the connection (ZooKeeper queues the close before writing the reply).
+            out.closing.store(true, Ordering::Release);
+        }
         if header.op == OpCode::Ping as i32 {
             let sid = session.load(Ordering::Acquire);
             if sid != 0 {
                 // Answered here, at once; dropped (no reply) if the session is unknown or closing.
+                let started = Instant::now();
+                stats.packet_received();
                 if shared.touch(sid) {
-                    out.send(ping_reply(shared.last_zxid()));
-                    shared.stats.packet_received();
-                    shared.stats.packet_sent();
+                    let zxid = shared.last_zxid();
+                    out.send(ping_reply(zxid));
+                    stats.packet_sent();
+                    stats.latency(started.elapsed());
+                    stats.cnxn_pinged(conn, zxid, started.elapsed());
                 }
                 continue;
             }
@@ -302,7 +406,6 @@ async fn read_loop(
                 }
             }
         };
-        shared.request_started();
-        shared.exec.send(msg).map_err(|_| ConnError::ExecutorGone)?;
+        fwd.send(msg).await.map_err(|_| ConnError::ExecutorGone)?;
     }
 }

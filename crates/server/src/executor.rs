@@ -395,7 +395,20 @@ impl Executor {
         if self.proposals.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.proposals);
+        let mut batch = std::mem::take(&mut self.proposals);
+        // A handshake whose connection is already gone (a client that gave up on it: after a stall the
+        // kernel hands over many such abandoned attempts at once) is not proposed: it would create a session
+        // nobody holds, or move a session to a dead connection and close the client's live one.
+        let conns = &self.conns;
+        batch.retain(|e| match (&e.cmd.op, e.origin) {
+            (CommandOp::CreateSession { .. } | CommandOp::Revalidate { .. }, Some(o)) => {
+                conns.get(&o.conn).is_some_and(|c| !c.closing)
+            }
+            _ => true,
+        });
+        if batch.is_empty() {
+            return;
+        }
         if let Err(e) = self.replicator.propose(encode_batch(&batch)).await {
             // The outcome of these writes is unknown: close their connections (clients see CONNECTION_LOSS).
             tracing::error!("proposal failed: {e}");
@@ -648,6 +661,8 @@ impl Executor {
             passwd: vec![0; 16],
             read_only: c.read_only_byte.then_some(false),
         };
+        c.stats.sent += 1;
+        self.shared.stats.packet_sent();
         send(c, encode_connect_response(&resp));
         self.close_conn(conn);
     }
@@ -668,6 +683,7 @@ impl Executor {
             passwd,
             read_only: c.read_only_byte.then_some(false),
         };
+        c.stats.sent += 1;
         send(c, encode_connect_response(&resp));
         self.shared.stats.packet_sent();
         self.pump(conn);
@@ -734,7 +750,7 @@ impl Executor {
             for (conn, ev) in self.watches.trigger(t) {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     if check_acl(&t.acl, perms::READ, &c.auth) {
-                        send_notification(c, t.zxid, &ev);
+                        send_notification(c, &self.shared.stats, t.zxid, &ev);
                     }
                 }
             }
@@ -749,7 +765,8 @@ impl Executor {
                 let now = self.shared.now_ms();
                 self.shared.tracker().track(id, timeout_ms as u64, now);
                 if let Some(o) = mine {
-                    if self.conns.contains_key(&o.conn) {
+                    if let Some(c) = self.conns.get_mut(&o.conn) {
+                        c.stats.session_created(applied.zxid);
                         self.session_conn.insert(id, o.conn);
                         self.finish_connect(o.conn, id, timeout_ms, passwd.to_vec());
                     }
@@ -890,7 +907,7 @@ impl Executor {
             }
             Request::SetWatches { req: sw, .. } => {
                 for ev in self.watches.set_watches(conn, sw, self.sm.tree()) {
-                    send_notification(c, -1, &ev);
+                    send_notification(c, &self.shared.stats, -1, &ev);
                 }
                 (xid, zxid, 0, Response::Empty)
             }
@@ -999,6 +1016,9 @@ impl Executor {
         {
             let mut t = self.shared.tracker();
             for id in t.expire(now) {
+                self.shared
+                    .stats
+                    .count(crate::stats::Counter::StaleSessionExpired);
                 t.set_closing(id);
                 self.expiry_backlog.push_back(id);
             }
@@ -1083,7 +1103,8 @@ impl Executor {
                 .map(|(id, c)| crate::fourlw::ConnView {
                     id: *id,
                     remote: c.remote,
-                    queued: c.out.queued(),
+                    queued: c.waiting.len() + c.inflight.len(),
+                    out_queued: c.out.queued(),
                     session_id: c.session_id,
                     timeout_ms: c.timeout_ms,
                     stats: &c.stats,
@@ -1093,13 +1114,17 @@ impl Executor {
             last_zxid: self.shared.last_zxid(),
             outstanding: self.shared.outstanding(),
             clock: (self.shared.now_ms(), wall_ms()),
+            stalls: self.shared.clock.stall_stats(),
+            expiry_backlog: self.expiry_backlog.len(),
         }
     }
 }
 
-/// How often the expiry pass runs: a quarter tick, between 10 and 250 ms.
+/// How often the expiry pass runs: a tenth of a tick, between 10 and 50 ms, so a bucket is expired at most
+/// 50 ms after its time (ZooKeeper's expirer thread wakes exactly at it). A pass with nothing due costs a
+/// few nanoseconds in the tracker.
 fn expiry_period(cfg: &Config) -> Duration {
-    Duration::from_millis((cfg.tick_ms / 4).clamp(10, 250))
+    Duration::from_millis((cfg.tick_ms / 10).clamp(10, 50))
 }
 
 fn is_write(req: &Request) -> bool {
@@ -1123,7 +1148,10 @@ fn send(c: &mut Conn, frame: Vec<u8>) {
     }
 }
 
-fn send_notification(c: &mut Conn, zxid: i64, ev: &WatcherEvent) {
+/// A watch event; ZooKeeper counts it as a packet sent.
+fn send_notification(c: &mut Conn, stats: &ServerStats, zxid: i64, ev: &WatcherEvent) {
+    c.stats.sent += 1;
+    stats.packet_sent();
     send(c, encode_notification(zxid, ev));
 }
 

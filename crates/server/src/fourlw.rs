@@ -2,6 +2,7 @@
 //!
 //! Built from a read-only view the executor hands over, so the text is consistent with one point in time.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -12,16 +13,20 @@ use oxkeeper_core::watches::WatchTable;
 
 use crate::config::Config;
 use crate::connection::ConnId;
-use crate::stats::{ConnStats, ServerStats};
+use crate::stats::{fmt_addr, ConnStats, Counter, LiveConnView, ServerStats};
 
 /// The ZooKeeper release whose feature set we implement; clients parse it from `srvr` and `envi`.
 pub const ZK_VERSION: &str = concat!("3.9.3-oxkeeper-", env!("CARGO_PKG_VERSION"));
 pub const BUILT_ON: &str = "2026-11-21 00:00 UTC";
 
+/// A connection the executor serves (it sent a ConnectRequest).
 pub struct ConnView<'a> {
     pub id: ConnId,
     pub remote: SocketAddr,
+    /// Requests received and not yet answered (ZooKeeper's `queued=`).
     pub queued: usize,
+    /// Frames waiting in the outbound queue (ZooKeeper then also selects the socket for writing).
+    pub out_queued: usize,
     pub session_id: i64,
     pub timeout_ms: i32,
     pub stats: &'a ConnStats,
@@ -33,13 +38,19 @@ pub struct View<'a> {
     pub sm: &'a StateMachine,
     pub watches: &'a WatchTable,
     pub tracker: &'a Mutex<SessionTracker>,
+    /// The connections the executor serves; `stats` knows every open one, including those without a
+    /// session and the four-letter word's own, which ZooKeeper counts and lists too.
     pub conns: Vec<ConnView<'a>>,
-    /// The four-letter word's own connection, which ZooKeeper counts and lists too.
+    /// The four-letter word's own connection.
     pub self_conn: (ConnId, SocketAddr),
     pub last_zxid: i64,
     pub outstanding: usize,
     /// (monotonic ms of the tracker's clock, wall-clock ms) at the same instant, to print tracker deadlines.
     pub clock: (u64, i64),
+    /// Stalls of this member (see `clock.rs`).
+    pub stalls: crate::clock::StallStats,
+    /// Expired sessions whose close is paced and not proposed yet.
+    pub expiry_backlog: usize,
 }
 
 /// Java's `Date.toString()` in UTC: `EEE MMM dd HH:mm:ss zzz yyyy`.
@@ -75,8 +86,12 @@ pub fn run(word: &str, v: &View<'_>) -> String {
         "isro" => "rw".into(),
         "srvr" => server_stats(v, false),
         "stat" => server_stats(v, true),
-        "cons" => connections(v, false),
-        "crst" => "Connection stats reset.\n".into(),
+        "cons" => connections(v),
+        "crst" => {
+            // The executor has reset its figures of each connection; the readers' are reset here.
+            v.stats.reset_connection_stats();
+            "Connection stats reset.\n".into()
+        }
         "srst" => "Server stats reset.\n".into(),
         "dump" => dump(v),
         "envi" => environment(v),
@@ -146,16 +161,12 @@ fn dir_size(p: &std::path::Path) -> u64 {
 
 fn server_stats(v: &View<'_>, with_clients: bool) -> String {
     let mut s = format!("Zookeeper version: {ZK_VERSION}, built on {BUILT_ON}\n");
+    let lines = connection_lines(v, true);
     if with_clients {
         s.push_str("Clients:\n");
-        for c in &v.conns {
-            let _ = writeln!(s, "{}", conn_line(c, true));
+        for line in &lines {
+            let _ = writeln!(s, "{line}");
         }
-        let _ = writeln!(
-            s,
-            " {}[0](queued=0,recved=1,sent=0)",
-            fmt_addr(v.self_conn.1)
-        );
         s.push('\n');
     }
     let (min, avg, max) = v.stats.latency_min_avg_max();
@@ -165,16 +176,12 @@ fn server_stats(v: &View<'_>, with_clients: bool) -> String {
         fmt_double(avg),
         v.stats.received(),
         v.stats.sent(),
-        v.conns.len() + 1,
+        lines.len(),
         v.outstanding,
         v.last_zxid,
         v.sm.tree().node_count(),
     );
     s
-}
-
-fn fmt_addr(a: SocketAddr) -> String {
-    format!("/{}:{}", a.ip(), a.port())
 }
 
 /// Java's Double.toString for the small values we print: at least one decimal, at most 4 (ZooKeeper rounds).
@@ -188,10 +195,41 @@ fn fmt_double(x: f64) -> String {
     }
 }
 
-fn conn_line(c: &ConnView<'_>, brief: bool) -> String {
-    let st = c.stats;
+/// One line per open connection, as ZooKeeper's `ServerCnxn.dumpConnectionInfo` prints it (`brief` for
+/// `stat`, full for `cons`): ` /<ip>:<port>[<interest ops>](queued=..,recved=..,sent=..[,sid=0x..,...])`.
+/// A connection without a session has only the brief part.
+fn connection_lines(v: &View<'_>, brief: bool) -> Vec<String> {
+    let served: HashMap<ConnId, &ConnView<'_>> = v.conns.iter().map(|c| (c.id, c)).collect();
+    let mut live = v.stats.live_connections();
+    if !live.iter().any(|l| l.id == v.self_conn.0) {
+        live.push(LiveConnView {
+            id: v.self_conn.0,
+            remote: v.self_conn.1,
+            established_ms: 0,
+            session_id: 0,
+            four_letter: true,
+            pings: ConnStats::cleared(),
+        });
+    }
+    live.iter()
+        .map(|l| match served.get(&l.id) {
+            Some(c) => conn_line(c, l, brief),
+            // Not selected while its command runs, one packet (the word) in.
+            None if l.four_letter => {
+                format!(" {}[0](queued=0,recved=1,sent=0)", fmt_addr(l.remote))
+            }
+            // Accepted, no ConnectRequest yet: selected for reading.
+            None => format!(" {}[1](queued=0,recved=0,sent=0)", fmt_addr(l.remote)),
+        })
+        .collect()
+}
+
+fn conn_line(c: &ConnView<'_>, live: &LiveConnView, brief: bool) -> String {
+    let st = c.stats.with_pings(&live.pings);
+    // Interest ops: read, plus write while output is pending.
+    let ops = if c.out_queued > 0 { 5 } else { 1 };
     let mut s = format!(
-        " {}[1](queued={},recved={},sent={}",
+        " {}[{ops}](queued={},recved={},sent={}",
         fmt_addr(c.remote),
         c.queued,
         st.received,
@@ -201,44 +239,35 @@ fn conn_line(c: &ConnView<'_>, brief: bool) -> String {
         let _ = write!(
             s,
             ",sid=0x{:x},lop={},est={},to={}",
-            c.session_id, st.last_op, st.established_ms, c.timeout_ms
+            c.session_id, st.last_op, live.established_ms, c.timeout_ms
         );
         if st.last_cxid >= 0 {
             let _ = write!(s, ",lcxid=0x{:x}", st.last_cxid);
         }
-        let (min, avg, max) = if st.count == 0 {
-            (0, 0, 0)
-        } else {
-            (
-                st.min_latency_ms,
-                st.total_latency_ms / st.count,
-                st.max_latency_ms,
-            )
-        };
+        let (min, avg, max) = st.latency_min_avg_max();
         let _ = write!(
             s,
-            ",lzxid=0x{:x},lresp={},llat={},minlat={},avglat={},maxlat={}",
-            st.last_zxid, st.last_response_ms, st.last_latency_ms, min, avg, max
+            ",lzxid=0x{:x},lresp={},llat={},minlat={min},avglat={avg},maxlat={max}",
+            st.last_zxid, st.last_response_ms, st.last_latency_ms
         );
     }
     s.push(')');
     s
 }
 
-fn connections(v: &View<'_>, _brief: bool) -> String {
+/// `cons`: one full line per connection, then an empty line.
+fn connections(v: &View<'_>) -> String {
     let mut s = String::new();
-    for c in &v.conns {
-        let _ = writeln!(s, "{}", conn_line(c, false));
+    for line in connection_lines(v, false) {
+        let _ = writeln!(s, "{line}");
     }
-    let _ = writeln!(
-        s,
-        " {}[0](queued=0,recved=1,sent=0)",
-        fmt_addr(v.self_conn.1)
-    );
     s.push('\n');
     s
 }
 
+/// `dump`: the session tracker's expiry buckets, the ephemerals by session and the connections' expiry
+/// buckets, in the formats of ZooKeeper's `SessionTrackerImpl.dumpSessions`, `DataTree.dumpEphemerals`
+/// and `NIOServerCnxnFactory.dumpConnections`.
 fn dump(v: &View<'_>) -> String {
     let mut s = String::from("SessionTracker dump:\n");
     let (now_mono, now_wall) = v.clock;
@@ -250,11 +279,7 @@ fn dump(v: &View<'_>) -> String {
             .dump_text(date),
     );
     s.push_str("ephemeral nodes dump:\n");
-    let sessions: Vec<(i64, Vec<String>)> =
-        v.sm.sessions()
-            .map(|(id, _)| (id, v.sm.ephemerals(id)))
-            .filter(|(_, e)| !e.is_empty())
-            .collect();
+    let sessions = v.sm.sessions_with_ephemerals();
     let _ = writeln!(s, "Sessions with Ephemerals ({}):", sessions.len());
     for (id, paths) in sessions {
         let _ = writeln!(s, "0x{id:x}:");
@@ -263,6 +288,7 @@ fn dump(v: &View<'_>) -> String {
         }
     }
     s.push_str("Connections dump:\n");
+    s.push_str(&v.stats.dump_connections(now_mono, date));
     s
 }
 
@@ -304,13 +330,13 @@ fn conf(v: &View<'_>) -> String {
     )
 }
 
+/// `mntr`: ZooKeeper's `zk_<key>\t<value>` lines, version and state first. Besides the server gauges, the
+/// session and connection metrics of ZooKeeper 3.8 under its names. Those that only TLS (Netty), a quorum
+/// or the optional `WatchManagerOptimized` can move are printed too, with the value they have in a
+/// standalone plain-socket server, which is ours: 0.
 fn monitor(v: &View<'_>) -> String {
     let (min, avg, max) = v.stats.latency_min_avg_max();
     let (_, watch_paths, _) = v.watches.data_watch_summary();
-    let ephemerals: usize =
-        v.sm.sessions()
-            .map(|(id, _)| v.sm.ephemerals(id).len())
-            .sum();
     let fds = std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
         .unwrap_or(0);
@@ -320,27 +346,93 @@ fn monitor(v: &View<'_>) -> String {
     };
     kv("version", format!("{ZK_VERSION}, built on {BUILT_ON}"));
     kv("server_state", "standalone".into());
+    kv("uptime", v.stats.uptime_ms().to_string());
     kv("avg_latency", fmt_double(avg));
     kv("max_latency", max.to_string());
     kv("min_latency", min.to_string());
     kv("packets_received", v.stats.received().to_string());
     kv("packets_sent", v.stats.sent().to_string());
-    kv("num_alive_connections", (v.conns.len() + 1).to_string());
+    kv(
+        "num_alive_connections",
+        v.stats.alive_connections().to_string(),
+    );
     kv("outstanding_requests", v.outstanding.to_string());
     kv("znode_count", v.sm.tree().node_count().to_string());
     kv("watch_count", v.watches.total_watch_count().to_string());
     kv("watch_paths", watch_paths.to_string());
-    kv("ephemerals_count", ephemerals.to_string());
+    kv("ephemerals_count", v.sm.ephemerals_count().to_string());
     kv(
         "approximate_data_size",
         v.sm.tree().approximate_data_size().to_string(),
     );
-    kv("global_sessions", v.sm.sessions().count().to_string());
+    kv("global_sessions", v.sm.session_count().to_string());
+    // No local sessions (ZooKeeper's localSessionsEnabled is off by default, and oxkeeper has none).
     kv("local_sessions", "0".into());
     kv("open_file_descriptor_count", fds.to_string());
     kv("max_file_descriptor_count", max_fds().to_string());
     kv("last_zxid", v.last_zxid.to_string());
+    // No connection throttle (BlueThrottle) is configured: nothing is dropped at random.
+    kv("connection_drop_probability", "0.0".into());
+    for counter in Counter::ALL {
+        kv(counter.mntr_name(), v.stats.counter(counter).to_string());
+    }
+    // Followers revalidating their clients' sessions with a leader: none standalone.
+    kv("revalidate_count", "0".into());
+    // Netty only (accepting before the server runs, TLS handshakes, client certificates).
+    for k in [
+        "cnxn_closed_without_zk_server_running",
+        "unsuccessful_handshake",
+        "tls_handshake_exceeded",
+        "outstanding_tls_handshake",
+        "auth_failed_count",
+        "non_mtls_remote_conn_count",
+        "non_mtls_local_conn_count",
+    ] {
+        kv(k, "0".into());
+    }
+    // The WatcherCleaner of WatchManagerOptimized: watches of a closed connection are removed at once here,
+    // as by ZooKeeper's default WatchManager, so nothing is ever queued for it.
+    for k in [
+        "dead_watchers_queued",
+        "dead_watchers_cleared",
+        "add_dead_watcher_stall_time",
+    ] {
+        kv(k, "0".into());
+    }
+    // Summaries (avg/min/max/cnt/sum, plus percentiles for ZooKeeper's "advanced" ones). The connection
+    // throttle records its token deficit, 0 without a throttle, once per connection request.
+    summary(
+        &mut kv,
+        "connection_token_deficit",
+        v.stats.counter(Counter::ConnectionRequest),
+        false,
+    );
+    summary(&mut kv, "dead_watchers_cleaner_latency", 0, true);
+    // oxkeeper's own (DEVIATIONS.md: stalls, paced expiry).
+    kv("oxkeeper_stall_count", v.stalls.stalls.to_string());
+    kv("oxkeeper_stalled_ms", v.stalls.stalled_ms.to_string());
+    kv("oxkeeper_longest_stall_ms", v.stalls.longest_ms.to_string());
+    kv(
+        "oxkeeper_session_expiry_backlog",
+        v.expiry_backlog.to_string(),
+    );
     s
+}
+
+/// A ZooKeeper summary whose every sample is 0: `avg_`, `min_`, `max_`, `cnt_`, `sum_` and, for an
+/// advanced one, `p50_`, `p95_`, `p99_`, `p999_`.
+fn summary(kv: &mut impl FnMut(&str, String), name: &str, count: u64, advanced: bool) {
+    kv(&format!("avg_{name}"), "0.0".into());
+    for stat in ["min", "max"] {
+        kv(&format!("{stat}_{name}"), "0".into());
+    }
+    kv(&format!("cnt_{name}"), count.to_string());
+    kv(&format!("sum_{name}"), "0".into());
+    if advanced {
+        for p in ["p50", "p95", "p99", "p999"] {
+            kv(&format!("{p}_{name}"), "0".into());
+        }
+    }
 }
 
 fn max_fds() -> u64 {

@@ -108,6 +108,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
                 tracing::warn!("accept failed: {e}");
+                shared
+                    .stats
+                    .count(crate::stats::Counter::ConnectionRejected);
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
@@ -118,6 +121,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             let n = m.entry(remote.ip()).or_insert(0);
             if max > 0 && *n >= max {
                 tracing::warn!(%remote, max, "too many connections from this address (maxClientCnxns): closing");
+                shared
+                    .stats
+                    .count(crate::stats::Counter::ConnectionRejected);
                 continue;
             }
             *n += 1;

@@ -36,10 +36,9 @@ async fn pings_are_answered_while_writes_are_stuck_in_the_log() {
     pings_answered_during_a_stall(200).await;
 }
 
-/// A flood of closes at least as large as globalOutstandingLimit (1000): the connection readers stop reading
-/// at the limit, pings included, so this fails on the current server (a design question, not a flake).
+/// A flood of closes at least as large as globalOutstandingLimit (1000): the member is at its limit, so the
+/// connections' requests wait in their readers' hands, but their pings are still read and answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails today: readers stop reading (pings included) at globalOutstandingLimit"]
 async fn pings_are_answered_while_closes_beyond_the_outstanding_limit_are_stuck() {
     pings_answered_during_a_stall(1000).await;
 }
