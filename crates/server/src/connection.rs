@@ -75,7 +75,15 @@ pub fn ping_reply(zxid: i64) -> Vec<u8> {
 }
 
 /// Runs a connection to its end.
-pub async fn serve(stream: TcpStream, conn: ConnId, remote: SocketAddr, shared: Arc<Shared>) {
+/// Serves one client connection until it closes. `slot` (its place in the `maxClientCnxns` count) is given
+/// back as soon as the connection is closed, before the close linger.
+pub async fn serve(
+    stream: TcpStream,
+    conn: ConnId,
+    remote: SocketAddr,
+    shared: Arc<Shared>,
+    slot: crate::server::IpSlot,
+) {
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel(shared.config.outbound_queue_max.max(16));
@@ -120,6 +128,7 @@ pub async fn serve(stream: TcpStream, conn: ConnId, remote: SocketAddr, shared: 
     // Through the forwarder, behind the requests the client sent before it went.
     let _ = fwd.send(ExecMsg::Closed { conn }).await;
     drop(fwd);
+    drop(slot);
     // Let the writer flush what the executor queued (e.g. a closeSession reply), then end it.
     out.close();
     let _ = tokio::time::timeout(CLOSE_LINGER, writer).await;

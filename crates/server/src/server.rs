@@ -100,6 +100,24 @@ pub async fn start_on<D: Disk>(
     Ok((Running { local_addr, shared }, accept))
 }
 
+/// One connection's place in the per-address count (`maxClientCnxns`), given back when dropped.
+pub struct IpSlot {
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut m = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     loop {
@@ -128,18 +146,12 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
             *n += 1;
         }
+        let slot = IpSlot {
+            per_ip: per_ip.clone(),
+            ip: remote.ip(),
+        };
         let shared = shared.clone();
-        let per_ip = per_ip.clone();
         let conn = shared.next_conn_id();
-        tokio::spawn(async move {
-            crate::connection::serve(stream, conn, remote, shared).await;
-            let mut m = per_ip.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = m.get_mut(&remote.ip()) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    m.remove(&remote.ip());
-                }
-            }
-        });
+        tokio::spawn(crate::connection::serve(stream, conn, remote, shared, slot));
     }
 }
