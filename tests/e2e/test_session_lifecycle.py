@@ -845,3 +845,49 @@ def test_server_stall_does_not_expire_returning_sessions(kind, clients, java):
             probe.close()
         clients.close()
         dispose(srv)
+
+
+@pytest.mark.deviation("A stalled server does not expire its sessions when it resumes")
+def test_burst_of_queued_reconnects_after_a_stall(kind):
+    """While the server is stopped, a client tries six times to reconnect its session: each attempt's TCP
+    handshake is completed by the kernel and its ConnectRequest waits in the socket; the client gives up on the
+    first five (closes them) and keeps the last. On resume the server gets the whole burst at once: the last
+    attempt must end up owning the session (same id, ephemeral kept, writes work), the old connection is closed,
+    and no abandoned attempt takes the session away from it afterwards."""
+    t_ms = 2000
+    srv = launch(kind, {"tickTime": str(TICK_MS)})
+    attempts = []
+    owner = None
+    try:
+        owner = wire.session(srv.hostport, t_ms)
+        base = unique("/lc-burst")
+        assert owner.create(base, b"").err == wire.OK
+        assert owner.create(base + "/e", b"", wire.EPHEMERAL).err == wire.OK
+        sid, pw = owner.session_id, owner.passwd
+        srv.proc.send_signal(signal.SIGSTOP)
+        try:
+            for _ in range(6):
+                c = wire.Conn(srv.hostport)
+                c.send_frame(wire.connect_request(t_ms, sid, pw))
+                attempts.append(c)
+            for c in attempts[:-1]:
+                c.close()
+            time.sleep(2 * t_ms / 1000)  # the stall itself is the stimulus: stopped for a fixed 2T
+        finally:
+            srv.proc.send_signal(signal.SIGCONT)
+        last = attempts[-1]
+        resp = wire.decode_connect_response(last.read_frame(timeout=5))
+        assert resp.session_id == sid and resp.timeout == t_ms, resp
+        owner.wait_closed(5)
+        rep = last.get_data(base + "/e")
+        assert rep.err == wire.OK and wire.decode_get_data(rep.body)[1].ephemeral_owner == sid
+        assert last.create(base + "/e2", b"", wire.EPHEMERAL).err == wire.OK
+        # Half a timeout later the last attempt still holds the session: pings and writes work.
+        time.sleep(t_ms / 2000)  # a fixed quiet period in which a stray takeover would show
+        assert last.ping().err == wire.OK
+        assert last.set_data(base + "/e2", b"x").err == wire.OK
+        assert last.close_session().err == wire.OK
+    finally:
+        for c in attempts + ([owner] if owner else []):
+            c.close()
+        dispose(srv)
