@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use oxkeeper_server::replication::{Payload, Replicator};
+use oxkeeper_server::replication::{Payload, Replicator, ToExecutor};
 use tokio::sync::{mpsc, oneshot};
 
 fn cpu_seconds() -> f64 {
@@ -44,7 +44,10 @@ async fn main() {
     {
         let applied = applied.clone();
         tokio::spawn(async move {
-            while let Some(c) = committed.recv().await {
+            while let Some(m) = committed.recv().await {
+                let ToExecutor::Committed(c) = m else {
+                    continue; // snapshots are off here
+                };
                 for (_, p) in &c.entries {
                     let n = u64::from_be_bytes(p.0[..8].try_into().expect("8 bytes"));
                     applied.fetch_add(n, Ordering::Relaxed);

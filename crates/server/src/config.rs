@@ -55,6 +55,10 @@ pub struct Config {
     /// expired session as one plus its ephemerals. Mass expiry is spread out at this rate so that live
     /// sessions' pings and requests are never starved.
     pub session_expiry_rate: u64,
+    /// `snapCount`: a snapshot is taken every this many log entries (each holds one or more transactions).
+    pub snap_count: u64,
+    /// `autopurge.snapRetainCount`: snapshots kept (at least 3, as ZooKeeper).
+    pub snap_retain_count: usize,
     pub unknown_keys: Vec<String>,
 }
 
@@ -80,6 +84,8 @@ impl Default for Config {
             container_check_interval_ms: 60_000,
             container_max_per_minute: 10_000,
             session_expiry_rate: 100_000,
+            snap_count: 100_000,
+            snap_retain_count: 3,
             unknown_keys: Vec::new(),
         }
     }
@@ -208,6 +214,10 @@ impl Config {
                     cfg.container_check_interval_ms = num()?.max(1)
                 }
                 "sessionExpiryRate" => cfg.session_expiry_rate = num()?.max(1),
+                "snapCount" => cfg.snap_count = num()?.max(2),
+                "autopurge.snapRetainCount" => {
+                    cfg.snap_retain_count = usize::try_from(num()?.max(3)).map_err(|_| bad("too large"))?
+                }
                 "znode.container.maxPerMinute" => {
                     cfg.container_max_per_minute =
                         u32::try_from(num()?.max(1)).map_err(|_| bad("too large"))?
@@ -219,9 +229,8 @@ impl Config {
                 | "admin.serverPort"
                 | "standaloneEnabled"
                 | "reconfigEnabled"
-                | "autopurge.snapRetainCount"
+                // The log is purged as soon as a snapshot covers it (see DEVIATIONS.md).
                 | "autopurge.purgeInterval"
-                | "snapCount"
                 | "preAllocSize"
                 | "clientPortListenBacklog"
                 | "metricsProvider.className" => {}

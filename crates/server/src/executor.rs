@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use crate::clock::SessionClock;
 use crate::config::Config;
 use crate::connection::{ConnId, Outbound};
-use crate::replication::{Committed, Payload, Replicator};
+use crate::replication::{Committed, Payload, Replicator, SnapshotSource, ToExecutor};
 use crate::stats::{ConnStats, ServerStats};
 
 /// Where a command came from, so the member holding that connection sends the reply.
@@ -58,6 +58,24 @@ pub fn encode_batch(batch: &[Envelope]) -> Payload {
     let mut out = vec![PAYLOAD_FORMAT_V1];
     out.extend(postcard::to_allocvec(batch).expect("commands always serialize"));
     Payload(out)
+}
+
+/// Format version of a serialized state (a snapshot's data), its first byte.
+const STATE_FORMAT_V1: u8 = 1;
+
+/// Serializes the replicated state for a snapshot.
+pub fn encode_state(sm: &StateMachine) -> Vec<u8> {
+    let mut out = vec![STATE_FORMAT_V1];
+    out.extend(postcard::to_allocvec(sm).expect("the state always serializes"));
+    out
+}
+
+pub fn decode_state(bytes: &[u8]) -> Result<StateMachine, String> {
+    match bytes.split_first() {
+        Some((&STATE_FORMAT_V1, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
+        Some((v, _)) => Err(format!("unknown state format version {v}")),
+        None => Err("empty state".into()),
+    }
 }
 
 pub fn decode_batch(p: &Payload) -> Result<Vec<Envelope>, String> {
@@ -236,6 +254,8 @@ pub struct Executor {
     expiry_backlog: VecDeque<i64>,
     /// Paces expiry (`sessionExpiryRate` nodes per second, see `expire_sessions`).
     expiry_pacer: Pacer,
+    /// The log index of the snapshot the state was restored from.
+    restored_index: Option<u64>,
 }
 
 impl Executor {
@@ -265,6 +285,7 @@ impl Executor {
             reaper_pacer,
             expiry_backlog: VecDeque::new(),
             expiry_pacer,
+            restored_index: None,
         }
     }
 
@@ -272,28 +293,66 @@ impl Executor {
         &self.sm
     }
 
+    /// Starts from a snapshot: the state as of log index `index`, as `snapshot_state` encoded it.
+    pub fn restore(&mut self, index: u64, bytes: &[u8]) -> Result<(), String> {
+        self.sm = decode_state(bytes)
+            .map_err(|e| format!("the snapshot of log index {index} does not decode: {e}"))?;
+        self.sm
+            .check_invariants()
+            .map_err(|e| format!("the snapshot of log index {index} is inconsistent: {e}"))?;
+        self.shared
+            .last_zxid
+            .store(self.sm.last_zxid(), Ordering::Release);
+        self.restored_index = Some(index);
+        Ok(())
+    }
+
     /// Applies committed entries until the log position `upto` (recovery at start).
     pub async fn recover(
         &mut self,
-        committed: &mut mpsc::UnboundedReceiver<Committed>,
+        committed: &mut mpsc::UnboundedReceiver<ToExecutor>,
         upto: Option<u64>,
     ) -> Result<(), String> {
         let Some(upto) = upto else { return Ok(()) };
-        let mut applied = 0u64;
+        let mut applied = self.restored_index.unwrap_or(0);
         while applied < upto {
-            let Some(c) = committed.recv().await else {
+            let Some(m) = committed.recv().await else {
                 return Err("log closed during recovery".into());
             };
-            applied = c.last_index;
-            self.apply_committed(c);
+            if let Some(index) = self.handle_replicated(m) {
+                applied = index;
+            }
         }
         Ok(())
+    }
+
+    /// Applies committed entries or answers a snapshot request; returns the log index applied up to.
+    fn handle_replicated(&mut self, m: ToExecutor) -> Option<u64> {
+        match m {
+            ToExecutor::Committed(c) => {
+                let index = c.last_index;
+                self.apply_committed(c);
+                Some(index)
+            }
+            ToExecutor::Snapshot(reply) => {
+                // O(1): the maps are structurally shared; the copy is serialized on another thread.
+                let started = Instant::now();
+                let sm = self.sm.clone();
+                let source: SnapshotSource = Box::new(move || encode_state(&sm));
+                let _ = reply.send(source);
+                tracing::debug!(
+                    took_us = started.elapsed().as_micros() as u64,
+                    "state copied for a snapshot"
+                );
+                None
+            }
+        }
     }
 
     /// Proposes the first command of a new cluster and waits until it is applied.
     pub async fn bootstrap(
         &mut self,
-        committed: &mut mpsc::UnboundedReceiver<Committed>,
+        committed: &mut mpsc::UnboundedReceiver<ToExecutor>,
         secret: Vec<u8>,
         settings: ApplySettings,
     ) -> Result<(), String> {
@@ -309,7 +368,7 @@ impl Executor {
     /// Makes the replicated apply settings those of this member's config, through the log.
     pub async fn update_settings(
         &mut self,
-        committed: &mut mpsc::UnboundedReceiver<Committed>,
+        committed: &mut mpsc::UnboundedReceiver<ToExecutor>,
         settings: ApplySettings,
     ) -> Result<(), String> {
         let want = settings.clone();
@@ -320,7 +379,7 @@ impl Executor {
 
     async fn propose_and_wait(
         &mut self,
-        committed: &mut mpsc::UnboundedReceiver<Committed>,
+        committed: &mut mpsc::UnboundedReceiver<ToExecutor>,
         op: CommandOp,
         done: impl Fn(&StateMachine) -> bool,
     ) -> Result<(), String> {
@@ -336,10 +395,10 @@ impl Executor {
             .await
             .map_err(|e| e.to_string())?;
         while !done(&self.sm) {
-            let Some(c) = committed.recv().await else {
+            let Some(m) = committed.recv().await else {
                 return Err("log closed before the command was applied".into());
             };
-            self.apply_committed(c);
+            self.handle_replicated(m);
         }
         Ok(())
     }
@@ -356,7 +415,7 @@ impl Executor {
     pub async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<ExecMsg>,
-        mut committed: mpsc::UnboundedReceiver<Committed>,
+        mut committed: mpsc::UnboundedReceiver<ToExecutor>,
     ) {
         let mut expiry = tokio::time::interval(expiry_period(&self.shared.config));
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -368,7 +427,9 @@ impl Executor {
             tokio::select! {
                 biased;
                 c = committed.recv() => match c {
-                    Some(c) => self.apply_committed(c),
+                    Some(m) => {
+                        self.handle_replicated(m);
+                    }
                     None => break,
                 },
                 m = rx.recv() => match m {
@@ -519,6 +580,10 @@ impl Executor {
                 } else {
                     format!("{word} is not executed because it is not in the whitelist.\n")
                 };
+                // Gone from the connection table before the client can see the end of the text (as with
+                // ZooKeeper, which closes it before the next command runs): a command that follows at once
+                // must not count or list it.
+                self.shared.stats.cnxn_closed(conn);
                 out.send(text.into_bytes());
                 out.close();
             }

@@ -30,6 +30,9 @@ use openraft::type_config::alias::{
 use openraft::{
     BasicNode, EntryPayload, OptionalSend, RaftLogReader, RaftSnapshotBuilder, ServerState,
 };
+use oxkeeper_storage::snapshot::{
+    list_snapshots, read_snapshot, retain_snapshots, write_snapshot, SnapshotFile,
+};
 use oxkeeper_storage::{read_file, write_atomic, Disk, RealDisk, Wal, WalOptions, WalWriter};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -105,6 +108,16 @@ impl LogStore {
     /// `open`, with the WAL on `disk` (tests wrap `RealDisk` to stall or fail its syncs). The vote file
     /// stays on the real file system.
     pub fn open_on<D: Disk>(disk: D, dir: &Path) -> Result<LogStore, ReplicationError> {
+        Self::open_after(disk, dir, None)
+    }
+
+    /// Opens the log, which must continue the snapshot that covers it up to `snapshot` (the newest
+    /// snapshot's last log id): entries up to there count as purged.
+    fn open_after<D: Disk>(
+        disk: D,
+        dir: &Path,
+        snapshot: Option<LogId>,
+    ) -> Result<LogStore, ReplicationError> {
         let (wal, recovered) = Wal::open(disk, &dir.join("log"), WalOptions::default())
             .map_err(|e| ReplicationError::Storage(e.to_string()))?;
         if let Some((file, offset)) = &recovered.truncated_tail {
@@ -127,8 +140,21 @@ impl LogStore {
                     .map_err(|e| ReplicationError::Storage(format!("vote file: {e}")))?,
             ),
         };
+        // The log continues the snapshot: its first entry is at most one past the snapshot (openraft's first
+        // entry, the initial membership, has index 0).
+        let covered = snapshot.map_or(0, |l| l.index() + 1);
+        if let Some(&first) = log.keys().next() {
+            if first > covered {
+                return Err(ReplicationError::Storage(format!(
+                    "the log in {} starts at entry {first}, but the newest valid snapshot covers only the \
+                     entries before {covered}: entries are missing. Restore the missing snapshot file (or the \
+                     whole data directory from a backup).",
+                    dir.display()
+                )));
+            }
+        }
         let inner = LogInner {
-            last_purged: None,
+            last_purged: snapshot,
             log,
             vote,
         };
@@ -269,6 +295,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 // ---------------------------------------------------------------------------------------------------------
 // State machine proxy
 
+/// What the state machine asks of the executor, in order.
+pub enum ToExecutor {
+    /// Apply these committed entries.
+    Committed(Committed),
+    /// Take a point-in-time copy of the state (everything applied so far, nothing more) and return a function
+    /// that serializes it; it runs on another thread, so apply is not held up while it does.
+    Snapshot(oneshot::Sender<SnapshotSource>),
+}
+
+/// Serializes a point-in-time copy of the replicated state.
+pub type SnapshotSource = Box<dyn FnOnce() -> Vec<u8> + Send + Sync>;
+
 /// What the state machine hands the executor: committed payloads in log order, and an ack to send once they
 /// are applied.
 pub struct Committed {
@@ -284,12 +322,54 @@ struct Applied {
     membership: StoredMembershipOf<TypeConfig>,
 }
 
-/// openraft's state machine: forwards committed entries to the executor and waits until it applied them.
-#[derive(Clone)]
+/// openraft's state machine: forwards committed entries to the executor and waits until it applied them;
+/// asks it for point-in-time copies to build snapshots, which it writes to `snapshots`.
 pub struct StateMachineProxy {
-    tx: mpsc::UnboundedSender<Committed>,
+    tx: mpsc::UnboundedSender<ToExecutor>,
     applied: Arc<Mutex<Applied>>,
+    snapshots: Arc<SnapshotDir>,
+    /// Filled by `get_snapshot_builder`: the copy the next `build_snapshot` serializes, with its position.
+    pending: Option<(
+        SnapshotSource,
+        Option<LogId>,
+        StoredMembershipOf<TypeConfig>,
+    )>,
 }
+
+impl Clone for StateMachineProxy {
+    /// A clone shares everything but a pending snapshot copy (that one belongs to its builder).
+    fn clone(&self) -> Self {
+        StateMachineProxy {
+            tx: self.tx.clone(),
+            applied: self.applied.clone(),
+            snapshots: self.snapshots.clone(),
+            pending: None,
+        }
+    }
+}
+
+/// Where snapshots live and how many are kept (`autopurge.snapRetainCount`).
+struct SnapshotDir {
+    dir: PathBuf,
+    retain: usize,
+}
+
+/// Raft's part of a snapshot file (`meta` in the storage crate's terms); the state is `data`.
+fn encode_meta(meta: &SnapshotMetaOf<TypeConfig>) -> io::Result<Vec<u8>> {
+    let mut out = vec![SNAPSHOT_META_V1];
+    out.extend(postcard::to_allocvec(meta).map_err(io_err)?);
+    Ok(out)
+}
+
+fn decode_meta(bytes: &[u8]) -> Result<SnapshotMetaOf<TypeConfig>, String> {
+    match bytes.split_first() {
+        Some((&SNAPSHOT_META_V1, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
+        Some((v, _)) => Err(format!("unknown snapshot metadata version {v}")),
+        None => Err("empty snapshot metadata".into()),
+    }
+}
+
+const SNAPSHOT_META_V1: u8 = 1;
 
 impl StateMachineProxy {
     fn lock(&self) -> std::sync::MutexGuard<'_, Applied> {
@@ -300,13 +380,40 @@ impl StateMachineProxy {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineProxy {
     type SnapshotData = Cursor<Vec<u8>>;
 
+    /// Serializes the copy taken by `get_snapshot_builder` and writes it: temporary file, fsync, rename,
+    /// directory fsync; then removes the snapshots beyond `autopurge.snapRetainCount`.
     async fn build_snapshot(
         &mut self,
     ) -> Result<SnapshotOf<TypeConfig, Self::SnapshotData>, io::Error> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "snapshots are not built yet (snapshot policy is Never)",
-        ))
+        let Some((source, last_log_id, last_membership)) = self.pending.take() else {
+            return Err(io_err("build_snapshot without get_snapshot_builder"));
+        };
+        let meta = SnapshotMetaOf::<TypeConfig> {
+            last_log_id,
+            last_membership,
+        };
+        let meta_bytes = encode_meta(&meta)?;
+        let index = last_log_id.map_or(0, |l| l.index());
+        let dir = self.snapshots.clone();
+        let started = std::time::Instant::now();
+        let data = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
+            let data = source();
+            write_snapshot(&RealDisk, &dir.dir, index, &meta_bytes, &data).map_err(io_err)?;
+            retain_snapshots(&RealDisk, &dir.dir, dir.retain).map_err(io_err)?;
+            Ok(data)
+        })
+        .await
+        .map_err(io_err)??;
+        tracing::info!(
+            index,
+            bytes = data.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "snapshot written"
+        );
+        Ok(SnapshotOf::<TypeConfig, Self::SnapshotData> {
+            meta,
+            snapshot: Cursor::new(data),
+        })
     }
 }
 
@@ -346,11 +453,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineProxy {
         if let Some(last_index) = last.as_ref().map(|l| l.index()) {
             let (ack, done) = oneshot::channel();
             self.tx
-                .send(Committed {
+                .send(ToExecutor::Committed(Committed {
                     entries: batch,
                     last_index,
                     applied: ack,
-                })
+                }))
                 .map_err(|_| io_err("executor is gone"))?;
             done.await
                 .map_err(|_| io_err("executor stopped before applying"))?;
@@ -370,8 +477,21 @@ impl RaftStateMachine<TypeConfig> for StateMachineProxy {
         Ok(())
     }
 
+    /// Called between applies: the executor's state is exactly what was applied up to `applied.last`, and
+    /// copying it is O(1) (structurally shared maps), so apply is held up only for that hand-off.
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.clone()
+        let (last, membership) = {
+            let a = self.lock();
+            (a.last, a.membership.clone())
+        };
+        let (tx, rx) = oneshot::channel();
+        let mut builder = self.clone();
+        if self.tx.send(ToExecutor::Snapshot(tx)).is_ok() {
+            if let Ok(source) = rx.await {
+                builder.pending = Some((source, last, membership));
+            }
+        }
+        builder
     }
 
     async fn install_snapshot(
@@ -388,7 +508,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineProxy {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<SnapshotOf<TypeConfig, Self::SnapshotData>>, io::Error> {
-        Ok(None)
+        let dir = self.snapshots.dir.clone();
+        let newest = tokio::task::spawn_blocking(move || newest_valid_snapshot(&dir))
+            .await
+            .map_err(io_err)?
+            .map_err(io_err)?;
+        Ok(newest.map(
+            |(meta, file)| SnapshotOf::<TypeConfig, Self::SnapshotData> {
+                meta,
+                snapshot: Cursor::new(file.data),
+            },
+        ))
     }
 }
 
@@ -451,10 +581,48 @@ pub struct Replicator {
     pub member_id: u64,
 }
 
+/// Where the log and the snapshots live, and the snapshot policy.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// The log (`dataLogDir`).
+    pub log_dir: PathBuf,
+    /// The snapshots (`dataDir`/snapshots).
+    pub snapshot_dir: PathBuf,
+    /// Take a snapshot every this many log entries (`snapCount`); `None`: never.
+    pub snap_count: Option<u64>,
+    /// Snapshots kept (`autopurge.snapRetainCount`).
+    pub snap_retain: usize,
+}
+
+/// The newest snapshot in `dir` that reads back whole, with its metadata. A damaged newer one is skipped
+/// with a warning (the log store then refuses to start if the log does not reach back to the older one).
+fn newest_valid_snapshot(
+    dir: &Path,
+) -> Result<Option<(SnapshotMetaOf<TypeConfig>, SnapshotFile)>, ReplicationError> {
+    let storage = |e: &dyn fmt::Display| ReplicationError::Storage(e.to_string());
+    for (index, path) in list_snapshots(&RealDisk, dir).map_err(|e| storage(&e))? {
+        let file = match read_snapshot(&RealDisk, index, &path) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!("skipping a damaged snapshot: {e}");
+                continue;
+            }
+        };
+        match decode_meta(&file.meta) {
+            Ok(meta) => return Ok(Some((meta, file))),
+            Err(e) => tracing::warn!(path = %path.display(), "skipping a snapshot: {e}"),
+        }
+    }
+    Ok(None)
+}
+
 pub struct Started {
     pub replicator: Replicator,
-    /// Committed entries, in order, for the executor.
-    pub committed: mpsc::UnboundedReceiver<Committed>,
+    /// Committed entries and snapshot requests, in order, for the executor.
+    pub committed: mpsc::UnboundedReceiver<ToExecutor>,
+    /// The newest valid snapshot at start: the log index it covers and the state it holds; the executor
+    /// starts from it, and the log replays what follows.
+    pub snapshot: Option<(u64, Vec<u8>)>,
     /// Index of the last entry in the log at start: the executor has recovered once it applied this far.
     pub recovered_index: Option<u64>,
 }
@@ -462,31 +630,62 @@ pub struct Started {
 impl Replicator {
     /// Opens the log under `dir` and starts a one-member Raft on it, waiting until this member leads.
     pub async fn start_standalone(dir: &Path, member_id: u64) -> Result<Started, ReplicationError> {
-        Self::start_standalone_on(RealDisk, dir, member_id).await
+        let opts = LogOptions {
+            log_dir: dir.to_path_buf(),
+            snapshot_dir: dir.join("snapshots"),
+            snap_count: None,
+            snap_retain: 3,
+        };
+        Self::start_standalone_on(RealDisk, &opts, member_id).await
     }
 
-    /// `start_standalone`, with the log's WAL on `disk`.
+    /// `start_standalone`, with the log's WAL on `disk` and the given options.
     pub async fn start_standalone_on<D: Disk>(
         disk: D,
-        dir: &Path,
+        opts: &LogOptions,
         member_id: u64,
     ) -> Result<Started, ReplicationError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| ReplicationError::Storage(format!("{}: {e}", dir.display())))?;
-        let log = LogStore::open_on(disk, dir)?;
+        let dir = &opts.log_dir;
+        for d in [dir, &opts.snapshot_dir] {
+            std::fs::create_dir_all(d)
+                .map_err(|e| ReplicationError::Storage(format!("{}: {e}", d.display())))?;
+        }
+        let snapshot = newest_valid_snapshot(&opts.snapshot_dir)?;
+        let log = LogStore::open_after(
+            disk,
+            dir,
+            snapshot.as_ref().and_then(|(m, _)| m.last_log_id),
+        )?;
         let recovered_index = log.last_index();
         let wal = log.wal.clone();
         let (tx, committed) = mpsc::unbounded_channel();
+        let applied = match &snapshot {
+            Some((meta, _)) => Applied {
+                last: meta.last_log_id,
+                membership: meta.last_membership.clone(),
+            },
+            None => Applied::default(),
+        };
         let sm = StateMachineProxy {
             tx,
-            applied: Arc::default(),
+            applied: Arc::new(Mutex::new(applied)),
+            snapshots: Arc::new(SnapshotDir {
+                dir: opts.snapshot_dir.clone(),
+                retain: opts.snap_retain,
+            }),
+            pending: None,
         };
         let config = openraft::Config {
             cluster_name: "oxkeeper".to_string(),
             heartbeat_interval: 100,
             election_timeout_min: 200,
             election_timeout_max: 400,
-            snapshot_policy: openraft::SnapshotPolicy::Never,
+            snapshot_policy: match opts.snap_count {
+                Some(n) => openraft::SnapshotPolicy::LogsSinceLast(n.max(1)),
+                None => openraft::SnapshotPolicy::Never,
+            },
+            // Entries a snapshot covers are not needed by a member of one: purge them at once.
+            max_in_snapshot_log_to_keep: 0,
             ..Default::default()
         };
         let config = Arc::new(
@@ -521,6 +720,8 @@ impl Replicator {
                 member_id,
             },
             committed,
+            snapshot: snapshot
+                .map(|(meta, file)| (meta.last_log_id.map_or(0, |l| l.index()), file.data)),
             recovered_index,
         })
     }

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::executor::{Executor, Shared};
-use crate::replication::Replicator;
+use crate::replication::{LogOptions, Replicator};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -55,7 +55,13 @@ pub async fn start_on<D: Disk>(
     config: Config,
     disk: D,
 ) -> Result<(Running, impl Future<Output = ()>), ServerError> {
-    let started = Replicator::start_standalone_on(disk, &config.data_log_dir, 1).await?;
+    let opts = LogOptions {
+        log_dir: config.data_log_dir.clone(),
+        snapshot_dir: config.data_dir.join("snapshots"),
+        snap_count: Some(config.snap_count),
+        snap_retain: config.snap_retain_count,
+    };
+    let started = Replicator::start_standalone_on(disk, &opts, 1).await?;
     let (exec_tx, exec_rx) = mpsc::unbounded_channel();
     let settings = ApplySettings {
         extended_types_enabled: config.extended_types_enabled,
@@ -63,6 +69,12 @@ pub async fn start_on<D: Disk>(
     let shared = Arc::new(Shared::new(config, exec_tx));
     let mut executor = Executor::new(shared.clone(), started.replicator.clone());
     let mut committed = started.committed;
+    if let Some((index, state)) = &started.snapshot {
+        executor
+            .restore(*index, state)
+            .map_err(ServerError::Recovery)?;
+        tracing::info!(index, "state restored from the newest snapshot");
+    }
     executor
         .recover(&mut committed, started.recovered_index)
         .await

@@ -10,6 +10,7 @@ mod disk;
 mod error;
 mod format;
 mod recovery;
+pub mod snapshot;
 #[cfg(any(test, feature = "sim"))]
 mod sim;
 mod wal;
@@ -21,4 +22,4 @@ pub use error::WalError;
 #[cfg(any(test, feature = "sim"))]
 pub use sim::{SimDisk, SimFault, SimFile};
 pub use wal::{Recovered, Wal, WalOptions};
-pub use writer::{Completion, WalWriter, WalWriterStats};
+pub use writer::{Completion, WalHealth, WalWriter, WalWriterStats};
