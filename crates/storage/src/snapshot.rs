@@ -149,7 +149,7 @@ pub fn list_snapshots<D: Disk>(disk: &D, dir: &Path) -> Result<Vec<(u64, PathBuf
             Some((digits.parse().ok()?, p))
         })
         .collect();
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|s| std::cmp::Reverse(s.0));
     Ok(out)
 }
 
