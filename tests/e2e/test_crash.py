@@ -26,6 +26,10 @@ from .helpers import dispose, halt, launch, server_log_tail, servers, wait_until
 
 TICK_MS = 2000  # session timeouts in [4000, 40000] ms
 CFG = {"tickTime": str(TICK_MS)}
+# The kill cycles also take snapshots often (every 300 log entries, several per cycle), so kills land while a
+# snapshot is being written too and restarts go through snapshot + log replay. ZooKeeper reads snapCount as
+# transactions; it then snapshots every few hundred writes as well.
+KILL_CFG = {**CFG, "snapCount": "300"}
 LONG_T = 40000  # the session whose ephemerals must survive every restart
 WRITER_T = 10000
 
@@ -387,7 +391,7 @@ def test_sigkill_cycles_under_pipelined_load(kind):
     n_writers, window, ops_per_cycle = 3, 48, 2500
     kill_max = 0.4 if kind == "oxkeeper" else 1.0
     t_start = time.monotonic()
-    first = launch(kind, CFG)
+    first = launch(kind, KILL_CFG)
     srvs = [first]
     srv = first
     writers = [Writer(k) for k in range(n_writers)]
@@ -426,15 +430,15 @@ def test_sigkill_cycles_under_pipelined_load(kind):
 
             # Sometimes kill it again while it starts up (recovering the log, before or just after serving).
             if kind == "oxkeeper" and rng.random() < 0.2:
-                early = spawn_oxkeeper(srv.workdir, srv.port, CFG)
+                early = spawn_oxkeeper(srv.workdir, srv.port, KILL_CFG)
                 time.sleep(rng.uniform(0.0, 0.15))  # the stimulus again
                 halt(early)
                 stats["startup_kills"] += 1
             if kind == "oxkeeper":
-                srv = spawn_oxkeeper(srv.workdir, srv.port, CFG)
+                srv = spawn_oxkeeper(srv.workdir, srv.port, KILL_CFG)
                 servers.wait_serving(srv.hostport, srv.proc, 30)
             else:
-                srv = launch(kind, CFG, data_of=first)  # ZooKeeper: a new workdir, the first data dir
+                srv = launch(kind, KILL_CFG, data_of=first)  # ZooKeeper: a new workdir, the first data dir
             srvs.append(srv)
 
             # The long session comes back with the highest zxid any reply carried: a server that went back in
@@ -493,6 +497,12 @@ def test_sigkill_cycles_under_pipelined_load(kind):
         # Not vacuous: a good share of the kills land while writes are unanswered (here about two thirds: a
         # cycle's 7,500 writes take about as long as the longest kill delay).
         assert stats["in_flight"] >= cycles // 4, f"only {stats['in_flight']} kills hit writes in flight"
+        if kind == "oxkeeper":
+            # Snapshots were taken throughout, and restarts went through the newest one plus the log after it.
+            log = log_since(first, 0)
+            restored = log.count("state restored from the newest snapshot")
+            print(f"{log.count('snapshot written')} snapshots written, {restored} restarts from a snapshot")
+            assert restored >= cycles // 2, f"only {restored} restarts started from a snapshot"
     except AssertionError as e:
         raise AssertionError(f"[crash seed {SEED}] {e}") from None
     finally:
