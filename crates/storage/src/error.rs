@@ -1,9 +1,10 @@
 //! `WalError`, the one error type of this crate.
 //!
-//! It keeps the distinctions the server must act on differently: `NoSpace` (ENOSPC: wait for space and
-//! retry), `Io` (EIO and the rest: the kernel may have dropped dirty pages, so fail-stop), and `Corrupt`
-//! (refuse to start, naming the file and offset). It is `Clone` so one failed batch can fail every
-//! submission it carried.
+//! It keeps the distinctions the server must act on differently: `NoSpace` (ENOSPC on a write,
+//! preallocation or create, which left the log as it was: wait for space and retry; `WalWriter` does),
+//! `Io` (EIO, and any error from fdatasync, ENOSPC included: the kernel may have dropped dirty pages, so
+//! fail-stop), and `Corrupt` (refuse to start, naming the file and offset). It is `Clone` so one failed
+//! batch can fail every submission it carried.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,10 @@ use std::sync::Arc;
 /// An error of the write-ahead log or of the small metadata files.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WalError {
-    /// The device is full (ENOSPC or EDQUOT) while `op` on `path`. Nothing was acknowledged.
+    /// The device is full (ENOSPC or EDQUOT) while `op` on `path`: a write, a preallocation or a create,
+    /// never a sync. Nothing was acknowledged and the log is as it was before the call, so the same call
+    /// may be retried once space returns. Until a later append or truncation succeeds, a power loss may
+    /// still bring the failed batch back, as it could for a call the crash interrupted.
     #[error("no space left on device while {op} {}: {source}", path.display())]
     NoSpace {
         op: &'static str,
@@ -21,7 +25,8 @@ pub enum WalError {
         source: Arc<io::Error>,
     },
 
-    /// Any other I/O error (EIO from fdatasync among them) while `op` on `path`.
+    /// Any other I/O error while `op` on `path`, and every error of fdatasync (ENOSPC included): after a
+    /// failed fdatasync the kernel may have dropped the unsynced pages, so the log stops for good.
     #[error("I/O error while {op} {}: {source}", path.display())]
     Io {
         op: &'static str,
@@ -98,13 +103,23 @@ impl WalError {
         move |e| WalError::io(op, path, e)
     }
 
-    /// True for ENOSPC/EDQUOT, also when wrapped in `Stopped`.
-    pub fn is_no_space(&self) -> bool {
-        match self {
-            WalError::NoSpace { .. } => true,
-            WalError::Stopped(cause) => cause.is_no_space(),
-            _ => false,
+    /// Maps an `io::Error` from an operation that may not be retried whatever the cause (fdatasync, a
+    /// directory sync, a removal): always `Io`, never `NoSpace`.
+    pub(crate) fn fatal_at<'a>(
+        op: &'static str,
+        path: &'a Path,
+    ) -> impl FnOnce(io::Error) -> WalError + 'a {
+        move |source| WalError::Io {
+            op,
+            path: path.to_path_buf(),
+            source: Arc::new(source),
         }
+    }
+
+    /// True for `NoSpace`: the call failed for lack of space, changed nothing that matters, and may be
+    /// retried. A log stopped by some other error (`Stopped`) is never retryable.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, WalError::NoSpace { .. })
     }
 
     /// True when the log found damaged durable data (also for an unknown format version).
@@ -147,6 +162,15 @@ mod tests {
         assert!(!e.is_no_space());
         let stopped = WalError::Stopped(Box::new(e));
         assert_eq!(stopped.raw_os_error(), Some(libc::EIO));
+    }
+
+    #[test]
+    fn enospc_from_a_sync_is_fatal_not_no_space() {
+        let path = Path::new("/x/log.0000000000000001");
+        let e = WalError::fatal_at("syncing", path)(io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(matches!(e, WalError::Io { .. }), "{e}");
+        assert!(!e.is_no_space());
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
     }
 
     #[test]

@@ -10,9 +10,9 @@ mod disk;
 mod error;
 mod format;
 mod recovery;
-pub mod snapshot;
 #[cfg(any(test, feature = "sim"))]
 mod sim;
+pub mod snapshot;
 mod wal;
 mod writer;
 

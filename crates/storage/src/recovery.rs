@@ -212,6 +212,8 @@ impl<D: Disk> Scan<'_, D> {
             last_index: *last_index,
             salt: header.salt,
             end: at as u64,
+            // A torn tail was zeroed above.
+            dirty_end: at as u64,
             file: is_last.then_some(file),
         });
         Ok(())
@@ -271,10 +273,10 @@ impl<D: Disk> Scan<'_, D> {
         tracing::info!(file = %path.display(), "removing a write-ahead log segment that never held a durable entry");
         self.disk
             .remove(path)
-            .map_err(WalError::at("removing", path))?;
+            .map_err(WalError::fatal_at("removing", path))?;
         self.disk
             .sync_dir(self.dir)
-            .map_err(WalError::at("syncing directory", self.dir))
+            .map_err(WalError::fatal_at("syncing directory", self.dir))
     }
 }
 
@@ -318,5 +320,6 @@ fn zero<F: DiskFile>(file: &mut F, path: &Path, from: usize, to: usize) -> Resul
             .map_err(WalError::at("cutting off the torn tail of", path))?;
         at += n;
     }
-    file.sync_data().map_err(WalError::at("syncing", path))
+    file.sync_data()
+        .map_err(WalError::fatal_at("syncing", path))
 }

@@ -4,7 +4,9 @@
 //! for `sync_dir`. `power_loss` keeps a random part of the unsynced work (nothing, all, a prefix torn
 //! mid-write, or random 512-byte sectors as a disk that reorders writes would) and forgets the rest.
 //! Crash tests with SIGKILL cannot find a missing fsync (the page cache survives them); this can.
-//! Test-only: built with `cfg(test)` or the `sim` feature. Deterministic for a given rng.
+//! Faults (`SimFault`: a full device, EIO on a write or on fdatasync) can be injected until cleared or
+//! for the next few operations they apply to. Test-only: built with `cfg(test)` or the `sim` feature.
+//! Deterministic for a given rng.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -17,13 +19,38 @@ use crate::disk::{Disk, DiskFile};
 
 const SECTOR_BYTES: u64 = 512;
 
-/// A fault `SimDisk` injects into every later operation of its kind until cleared.
+/// A fault `SimDisk` injects into the operations of its kind, until cleared (`set_fault`) or for a
+/// number of them (`set_fault_times`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SimFault {
     /// `write_at`, `allocate` and growing `set_len` fail with ENOSPC and change nothing.
     NoSpace,
+    /// As `NoSpace`, but as a full device may: a write stores the first half of its bytes (unsynced)
+    /// and an allocation grows the file half the way before failing with ENOSPC.
+    NoSpaceTorn,
+    /// `write_at` fails with EIO and changes nothing.
+    WriteIo,
     /// `sync_data` fails with EIO and makes nothing durable.
     SyncIo,
+}
+
+/// The kinds of file operation a fault may hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FaultedOp {
+    Write,
+    /// A growing `set_len` or `allocate`.
+    Grow,
+    Sync,
+}
+
+impl SimFault {
+    fn applies(self, op: FaultedOp) -> bool {
+        match self {
+            SimFault::NoSpace | SimFault::NoSpaceTorn => op != FaultedOp::Sync,
+            SimFault::WriteIo => op == FaultedOp::Write,
+            SimFault::SyncIo => op == FaultedOp::Sync,
+        }
+    }
 }
 
 /// The in-memory disk. Clones share the same contents (like two handles on one device).
@@ -55,6 +82,10 @@ struct State {
     sync_data_calls: u64,
     sync_dir_calls: u64,
     fault: Option<SimFault>,
+    /// Operations `fault` still hits before it clears by itself; `None`: until `set_fault(None)`.
+    fault_left: Option<u64>,
+    /// Operations a fault has failed so far.
+    fault_hits: u64,
     /// Mutating operations left before the simulated crash.
     crash_countdown: Option<u64>,
     crashed: bool,
@@ -158,12 +189,18 @@ impl State {
         }
     }
 
-    fn no_space(&self) -> io::Result<()> {
-        if self.fault == Some(SimFault::NoSpace) {
-            Err(io::Error::from_raw_os_error(libc::ENOSPC))
-        } else {
-            Ok(())
+    /// The fault that fails this operation, if any (and counts it).
+    fn fault(&mut self, op: FaultedOp) -> Option<SimFault> {
+        let fault = self.fault.filter(|fault| fault.applies(op))?;
+        self.fault_hits += 1;
+        if let Some(left) = &mut self.fault_left {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                self.fault = None;
+                self.fault_left = None;
+            }
         }
+        Some(fault)
     }
 
     fn inode(&mut self, inode: u64) -> &mut Inode {
@@ -223,6 +260,7 @@ impl SimDisk {
         state.crashed = false;
         state.crash_countdown = None;
         state.fault = None;
+        state.fault_left = None;
     }
 
     /// After `ops` more successful mutating operations (write, set_len, allocate, sync, create,
@@ -242,8 +280,29 @@ impl SimDisk {
         self.lock().crashed
     }
 
+    /// Injects `fault` into every operation of its kind until `set_fault(None)` (for `NoSpace`: until
+    /// space returns). Replaces any earlier fault.
     pub fn set_fault(&self, fault: Option<SimFault>) {
-        self.lock().fault = fault;
+        let mut state = self.lock();
+        state.fault = fault;
+        state.fault_left = None;
+    }
+
+    /// Injects `fault` into the next `times` operations of its kind only; then it clears by itself.
+    pub fn set_fault_times(&self, fault: SimFault, times: u64) {
+        let mut state = self.lock();
+        state.fault = (times > 0).then_some(fault);
+        state.fault_left = Some(times);
+    }
+
+    /// The fault in force, if any.
+    pub fn fault(&self) -> Option<SimFault> {
+        self.lock().fault
+    }
+
+    /// How many operations an injected fault has failed so far.
+    pub fn fault_hits(&self) -> u64 {
+        self.lock().fault_hits
     }
 
     /// How many `sync_data` calls succeeded so far.
@@ -448,19 +507,35 @@ impl SimFile {
     fn change(&mut self, change: Change) -> io::Result<()> {
         let mut state = self.lock()?;
         state.alive()?;
-        let grows = match &change {
-            Change::Write { .. } => true,
-            Change::SetLen(len) => *len > state.inodes[&self.inode].volatile.len() as u64,
+        let len = state.inodes[&self.inode].volatile.len() as u64;
+        let op = match &change {
+            Change::Write { .. } => Some(FaultedOp::Write),
+            Change::SetLen(new_len) if *new_len > len => Some(FaultedOp::Grow),
+            Change::SetLen(_) => None,
         };
-        if grows {
-            state.no_space()?;
-        }
+        let (change, error) = match op.and_then(|op| state.fault(op)) {
+            None => (change, None),
+            Some(SimFault::NoSpace) => return Err(io::Error::from_raw_os_error(libc::ENOSPC)),
+            Some(SimFault::WriteIo) | Some(SimFault::SyncIo) => {
+                return Err(io::Error::from_raw_os_error(libc::EIO))
+            }
+            Some(SimFault::NoSpaceTorn) => {
+                let half = match change {
+                    Change::Write { offset, mut data } => {
+                        data.truncate(data.len() / 2);
+                        Change::Write { offset, data }
+                    }
+                    Change::SetLen(new_len) => Change::SetLen(len + (new_len - len) / 2),
+                };
+                (half, Some(io::Error::from_raw_os_error(libc::ENOSPC)))
+            }
+        };
         let crash = state.mutation()?;
         state.change(self.inode, change);
         if crash {
             return Err(powered_off());
         }
-        Ok(())
+        error.map_or(Ok(()), Err)
     }
 }
 
@@ -498,7 +573,7 @@ impl DiskFile for SimFile {
     fn sync_data(&mut self) -> io::Result<()> {
         let mut state = self.lock()?;
         state.alive()?;
-        if state.fault == Some(SimFault::SyncIo) {
+        if state.fault(FaultedOp::Sync).is_some() {
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
         if state.mutation()? {
@@ -620,5 +695,32 @@ mod tests {
         assert_eq!(f.sync_data().unwrap_err().raw_os_error(), Some(libc::EIO));
         disk.set_fault(None);
         f.sync_data().unwrap();
+    }
+
+    #[test]
+    fn a_counted_fault_clears_itself_and_a_torn_one_leaves_half_behind() {
+        let disk = SimDisk::new();
+        disk.create_dir_all(&dir()).unwrap();
+        let path = dir().join("f");
+        let mut f = disk.open(&path, true).unwrap();
+        disk.set_fault_times(SimFault::NoSpaceTorn, 2);
+        let e = f.write_at(0, b"abcdefgh").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(disk.contents(&path).unwrap(), b"abcd");
+        let e = f.allocate(104).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(f.len().unwrap(), 54, "half the growth");
+        // Space is back by itself.
+        assert_eq!(disk.fault(), None);
+        f.write_at(0, b"abcdefgh").unwrap();
+        assert_eq!(disk.fault_hits(), 2);
+        disk.set_fault_times(SimFault::WriteIo, 1);
+        assert_eq!(
+            f.write_at(0, b"x").unwrap_err().raw_os_error(),
+            Some(libc::EIO)
+        );
+        assert_eq!(&disk.contents(&path).unwrap()[..8], b"abcdefgh");
+        f.sync_data().unwrap();
+        f.set_len(4).unwrap();
     }
 }

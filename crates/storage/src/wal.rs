@@ -7,8 +7,16 @@
 //!
 //! Invariant kept for recovery: at most one batch is ever written but not yet synced, and it is the
 //! last one. So a damaged batch that is not last was durable, which is corruption, not a torn write.
+//!
+//! Out of space (ENOSPC on a write, a preallocation or a create) a call fails with `WalError::NoSpace`
+//! and leaves the log as it was, so the same call can be retried when space returns (`WalWriter`
+//! does). A write cut short may leave bytes past the end of the last segment: they are zeroed before
+//! the next batch is written there, and before a roll to a new segment, and made durable with it, so
+//! they never sit before a durable batch. A half-made new segment is removed again. Any other
+//! failure, and every failed fdatasync, stops the log for good.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::disk::{Disk, DiskFile};
 use crate::error::WalError;
@@ -29,6 +37,10 @@ pub struct WalOptions {
     pub batch_bytes_max: usize,
     /// ... and up to this many entries.
     pub batch_entries_max: usize,
+    /// While the device is full, `WalWriter` retries the held batch after this delay, doubling it up
+    /// to `no_space_retry_max`.
+    pub no_space_retry_min: Duration,
+    pub no_space_retry_max: Duration,
 }
 
 impl Default for WalOptions {
@@ -37,6 +49,8 @@ impl Default for WalOptions {
             segment_bytes: 64 << 20,
             batch_bytes_max: 1 << 20,
             batch_entries_max: 4096,
+            no_space_retry_min: Duration::from_millis(100),
+            no_space_retry_max: Duration::from_secs(1),
         }
     }
 }
@@ -69,6 +83,10 @@ pub(crate) struct Segment<F> {
     pub salt: u64,
     /// Byte offset where the next batch goes.
     pub end: u64,
+    /// Bytes in `end..dirty_end` may hold what a write that failed for lack of space left behind
+    /// (unsynced); they are zeroed before anything durable follows them. Equal to `end` otherwise, and
+    /// always in every segment but the last.
+    pub dirty_end: u64,
     pub file: Option<F>,
 }
 
@@ -83,9 +101,8 @@ pub struct Wal<D: Disk> {
     synced_index: Option<u64>,
     /// The error that stopped the log. After a failed write or fdatasync the state of the file is
     /// unknown (the kernel may have dropped dirty pages after EIO), so no later write may be
-    /// acknowledged. ENOSPC (`WalError::NoSpace`) could be retried instead: a failed call leaves the
-    /// segment list and `end` as they were, so a retry rewrites the same batch at the same offset (a
-    /// retry that rolls to a new segment must first zero what the failed write left behind).
+    /// acknowledged. ENOSPC (`WalError::NoSpace`) does not stop it: the failed call left the segment
+    /// list and `end` as they were, and a retry writes at the same offset.
     stopped: Option<WalError>,
     /// Scratch space for encoding one batch.
     buf: Vec<u8>,
@@ -125,9 +142,18 @@ impl<D: Disk> Wal<D> {
         let Some(encoded) = format::encode_entries(&mut self.buf, expected, entries)? else {
             return Ok(None);
         };
+        let last_before = self.last_index();
         match self.write_entries(encoded.first_index, encoded.last_index) {
             Ok(()) => Ok(Some(encoded.last_index)),
-            Err(e) => Err(self.stop(e)),
+            Err(error) if error.is_no_space() => {
+                // Out of space, nothing may have moved: a retry must find the log where it was.
+                if self.last_index() != last_before || self.synced_index != last_before {
+                    let invariant = "a failed append moved the end of the log";
+                    return Err(self.stop(WalError::Invariant(invariant)));
+                }
+                Err(error)
+            }
+            Err(error) => Err(self.stop(error)),
         }
     }
 
@@ -138,8 +164,17 @@ impl<D: Disk> Wal<D> {
             Some(segment) => segment.end + len > self.opts.segment_bytes,
         };
         if roll {
+            // The last segment stops being the last one: bytes a failed write left past its end would
+            // then read as damage to durable data, so they are zeroed before the new segment exists.
+            if let Some(previous) = self.segments.last_mut() {
+                Self::zero_dirty_tail(&self.disk, previous)?;
+            }
             let mut segment = self.create_segment(first_index, len)?;
-            Self::write_batch(&self.disk, &mut segment, &mut self.buf)?;
+            if let Err(error) = Self::write_batch(&self.disk, &mut segment, &mut self.buf) {
+                let path = segment.path.clone();
+                drop(segment);
+                return Err(self.discard_segment_file(&path, error));
+            }
             segment.last_index = last_index;
             if let Some(previous) = self.segments.last_mut() {
                 previous.file = None;
@@ -157,7 +192,8 @@ impl<D: Disk> Wal<D> {
         Ok(())
     }
 
-    /// Creates, preallocates and durably names a segment whose first batch has `batch_len` bytes.
+    /// Creates, preallocates and durably names a segment whose first batch has `batch_len` bytes. Out
+    /// of space, the file is removed again, so a retry (or a later roll at another index) starts clean.
     fn create_segment(
         &mut self,
         first_index: u64,
@@ -168,32 +204,71 @@ impl<D: Disk> Wal<D> {
             .disk
             .open(&path, true)
             .map_err(WalError::at("creating", &path))?;
-        // A file of this name can only be left over from an earlier failed attempt.
-        file.set_len(0).map_err(WalError::at("truncating", &path))?;
         let size = self
             .opts
             .segment_bytes
             .max(SEGMENT_HEADER_BYTES as u64 + batch_len);
-        file.allocate(size)
-            .map_err(WalError::at("preallocating", &path))?;
         let salt = fresh_salt();
         let header = SegmentHeader { first_index, salt }.encode();
-        file.write_at(0, &header)
-            .map_err(WalError::at("writing", &path))?;
-        // The header is durable before any batch is written, so a segment whose header is damaged but
-        // which holds data is corruption, never a torn creation.
-        file.sync_data().map_err(WalError::at("syncing", &path))?;
-        self.disk
-            .sync_dir(&self.dir)
-            .map_err(WalError::at("syncing directory", &self.dir))?;
+        if let Err(error) = self.init_segment(&mut file, &path, size, &header) {
+            drop(file);
+            return Err(self.discard_segment_file(&path, error));
+        }
+        let end = SEGMENT_HEADER_BYTES as u64;
         Ok(Segment {
             path,
             first_index,
             last_index: first_index,
             salt,
-            end: SEGMENT_HEADER_BYTES as u64,
+            end,
+            dirty_end: end,
             file: Some(file),
         })
+    }
+
+    fn init_segment(
+        &self,
+        file: &mut D::File,
+        path: &Path,
+        size: u64,
+        header: &[u8],
+    ) -> Result<(), WalError> {
+        // A file of this name can only be left over from an earlier failed attempt.
+        file.set_len(0).map_err(WalError::at("truncating", path))?;
+        file.allocate(size)
+            .map_err(WalError::at("preallocating", path))?;
+        file.write_at(0, header)
+            .map_err(WalError::at("writing", path))?;
+        // The header is durable before any batch is written, so a segment whose header is damaged but
+        // which holds data is corruption, never a torn creation.
+        file.sync_data()
+            .map_err(WalError::fatal_at("syncing", path))?;
+        self.disk
+            .sync_dir(&self.dir)
+            .map_err(WalError::fatal_at("syncing directory", &self.dir))
+    }
+
+    /// After `error` while creating or first writing the segment file at `path` (not in `segments`):
+    /// out of space, removes the file, so no segment without entries is left between two others should
+    /// the log next roll at a different index. Returns the error to report.
+    fn discard_segment_file(&mut self, path: &Path, error: WalError) -> WalError {
+        if !error.is_no_space() {
+            // The log stops; recovery removes a last segment that holds no durable entry.
+            return error;
+        }
+        let removed = self
+            .disk
+            .remove(path)
+            .map_err(WalError::fatal_at("removing an unfinished segment", path))
+            .and_then(|()| {
+                self.disk
+                    .sync_dir(&self.dir)
+                    .map_err(WalError::fatal_at("syncing directory", &self.dir))
+            });
+        match removed {
+            Ok(()) => error,
+            Err(fatal) => fatal,
+        }
     }
 
     /// Seals the encoded batch in `buf` for `segment`, writes it at the segment's end, fdatasyncs.
@@ -203,38 +278,91 @@ impl<D: Disk> Wal<D> {
         buf: &mut [u8],
     ) -> Result<(), WalError> {
         format::seal(buf, segment.salt);
-        let path = &segment.path;
-        let file = match &mut segment.file {
-            Some(file) => file,
-            none => none.insert(
-                disk.open(path, false)
-                    .map_err(WalError::at("opening", path))?,
-            ),
-        };
-        file.write_at(segment.end, buf)
-            .map_err(WalError::at("writing", path))?;
-        file.sync_data().map_err(WalError::at("syncing", path))?;
+        // The debris of a failed write is zeroed by a write of its own, before the batch: a write cut
+        // short then only ever holds part of one batch, never a whole batch behind a call that failed
+        // (which a power loss could otherwise bring back after the caller moved on).
+        Self::zero_debris(disk, segment)?;
+        Self::write_at_end(disk, segment, buf)?;
+        Self::sync(disk, segment)?;
         segment.end += buf.len() as u64;
+        segment.dirty_end = segment.end;
         Ok(())
+    }
+
+    /// Zeroes, durably, what a failed write left past the end of `segment`.
+    fn zero_dirty_tail(disk: &D, segment: &mut Segment<D::File>) -> Result<(), WalError> {
+        if segment.dirty_end == segment.end {
+            return Ok(());
+        }
+        Self::zero_debris(disk, segment)?;
+        Self::sync(disk, segment)?;
+        segment.dirty_end = segment.end;
+        Ok(())
+    }
+
+    /// Overwrites `end..dirty_end` with zeros, not yet durably (`dirty_end` stays until a sync).
+    fn zero_debris(disk: &D, segment: &mut Segment<D::File>) -> Result<(), WalError> {
+        if segment.dirty_end == segment.end {
+            return Ok(());
+        }
+        let zeros = vec![0u8; to_usize(segment.dirty_end - segment.end)];
+        Self::write_at_end(disk, segment, &zeros)
+    }
+
+    /// Writes `bytes` at the end of `segment`, leaving `end` as it is. A failed write may have left any
+    /// prefix of `bytes` behind: `dirty_end` covers them.
+    fn write_at_end(
+        disk: &D,
+        segment: &mut Segment<D::File>,
+        bytes: &[u8],
+    ) -> Result<(), WalError> {
+        let end = segment.end;
+        if let Err(error) = Self::file(disk, segment)?.write_at(end, bytes) {
+            segment.dirty_end = segment.dirty_end.max(end + bytes.len() as u64);
+            return Err(WalError::io("writing", &segment.path, error));
+        }
+        Ok(())
+    }
+
+    /// fdatasync of the segment. Any failure is fatal: the kernel may have dropped the dirty pages.
+    fn sync(disk: &D, segment: &mut Segment<D::File>) -> Result<(), WalError> {
+        Self::file(disk, segment)?
+            .sync_data()
+            .map_err(WalError::fatal_at("syncing", &segment.path))
+    }
+
+    /// The segment's open file, opened now if it was closed.
+    fn file<'s>(disk: &D, segment: &'s mut Segment<D::File>) -> Result<&'s mut D::File, WalError> {
+        match &mut segment.file {
+            Some(file) => Ok(file),
+            none => Ok(none.insert(
+                disk.open(&segment.path, false)
+                    .map_err(WalError::at("opening", &segment.path))?,
+            )),
+        }
     }
 
     /// Drops every entry after `index`, durably: later segments are removed newest first (so a crash
     /// never leaves a hole) and a truncate batch marks the cut inside the segment holding `index`.
-    /// Nothing to do when `index` is at or past the last entry.
+    /// Nothing to drop when `index` is at or past the last entry, but what an append that failed for
+    /// lack of space left past the end is zeroed, durably, so no power loss can bring it back.
     pub fn truncate_after(&mut self, index: u64) -> Result<(), WalError> {
         self.check_running()?;
-        match self.last_index() {
-            Some(last) if index < last => {}
-            _ => return Ok(()),
-        }
-        self.truncate_inner(Some(index)).map_err(|e| self.stop(e))
+        let result = match self.last_index() {
+            Some(last) if index < last => self.truncate_inner(Some(index)),
+            _ => match self.segments.last_mut() {
+                Some(segment) => Self::zero_dirty_tail(&self.disk, segment),
+                None => Ok(()),
+            },
+        };
+        result.map_err(|e| self.fail(e))
     }
 
     /// Drops every entry, durably (openraft's `truncate_after(None)`). The next append may start at
     /// any index.
     pub fn clear(&mut self) -> Result<(), WalError> {
         self.check_running()?;
-        self.truncate_inner(None).map_err(|e| self.stop(e))
+        self.truncate_inner(None).map_err(|e| self.fail(e))
     }
 
     fn truncate_inner(&mut self, keep_upto: Option<u64>) -> Result<(), WalError> {
@@ -268,7 +396,7 @@ impl<D: Disk> Wal<D> {
             if self.segments.is_empty() {
                 self.synced_index = None;
             }
-            self.remove_segment(segment).map_err(|e| self.stop(e))?;
+            self.remove_segment(segment).map_err(|e| self.fail(e))?;
         }
         Ok(())
     }
@@ -279,10 +407,10 @@ impl<D: Disk> Wal<D> {
         drop(segment.file);
         self.disk
             .remove(&segment.path)
-            .map_err(WalError::at("removing", &segment.path))?;
+            .map_err(WalError::fatal_at("removing", &segment.path))?;
         self.disk
             .sync_dir(&self.dir)
-            .map_err(WalError::at("syncing directory", &self.dir))
+            .map_err(WalError::fatal_at("syncing directory", &self.dir))
     }
 
     /// The last entry in the log.
@@ -333,12 +461,26 @@ impl<D: Disk> Wal<D> {
         }
     }
 
+    /// A write-path call failed. Out of space, the log is where a retry can continue (segments removed
+    /// by a truncation stay removed; the rest is as before the call); anything else stops it.
+    fn fail(&mut self, error: WalError) -> WalError {
+        if error.is_no_space() {
+            error
+        } else {
+            self.stop(error)
+        }
+    }
+
     /// Records a write-path failure: from now on every call fails with `Stopped`.
     pub(crate) fn stop(&mut self, error: WalError) -> WalError {
         tracing::error!(dir = %self.dir.display(), %error, "write-ahead log stopped");
         self.stopped.get_or_insert_with(|| error.clone());
         error
     }
+}
+
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).expect("a dirty tail is no longer than one batch in memory")
 }
 
 /// A random salt for a new segment. Not cryptographic: it only has to differ between segments and be

@@ -5,11 +5,18 @@
 //! queue into one batch (up to `WalOptions::batch_bytes_max` / `batch_entries_max`), writes it, does
 //! one fdatasync, then runs the completions of that batch in submission order. A completion runs only
 //! when its entries are durable; the thread checks this before every acknowledgement.
+//!
+//! Disk faults never reach the callers as ENOSPC: out of space, the thread holds the batch (and
+//! everything queued behind it) unacknowledged and retries it until it is durable, reporting
+//! `WalHealth::OutOfSpace` meanwhile. Anything else (EIO, any failed fdatasync) is fatal:
+//! `WalHealth::Failed`, and every request fails from then on.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::disk::Disk;
 use crate::error::WalError;
@@ -31,6 +38,70 @@ pub struct WalWriterStats {
     pub entries: u64,
     /// Bytes of entries written (payload only).
     pub entry_bytes: u64,
+    /// Attempts that failed for lack of space and were retried (or given up at shutdown).
+    pub no_space_retries: u64,
+}
+
+/// Whether the log is writing, as `WalWriter::health` reports it.
+#[derive(Debug, Clone)]
+pub enum WalHealth {
+    /// Writing and acknowledging normally.
+    Ok,
+    /// The device is full (ENOSPC or EDQUOT on a write, a preallocation or a segment create). The batch
+    /// being written is held unacknowledged and retried every `WalOptions::no_space_retry_min..max`
+    /// until it is durable; requests queue behind it. Nothing is lost and nothing fails: once space is
+    /// freed, acknowledgements resume in order by themselves. Meanwhile the server should refuse new
+    /// writes (they would only queue) and keep serving reads.
+    OutOfSpace {
+        /// When the first attempt of this episode failed.
+        since: Instant,
+        /// Failed attempts so far in this episode.
+        attempts: u64,
+        /// The latest failure: operation and file.
+        error: WalError,
+    },
+    /// Stopped for good: an I/O error on a write, any failed fdatasync (the kernel may have dropped the
+    /// unsynced pages, so retrying it would be unsafe), a broken invariant, or the writer thread died.
+    /// Nothing more is acknowledged. The process should exit; at restart, recovery cuts off whatever
+    /// was not synced, none of which was acknowledged.
+    Failed(WalError),
+}
+
+impl WalHealth {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, WalHealth::Ok)
+    }
+
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, WalHealth::OutOfSpace { .. })
+    }
+
+    pub fn is_failed(&self) -> bool {
+        matches!(self, WalHealth::Failed(_))
+    }
+}
+
+impl fmt::Display for WalHealth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WalHealth::Ok => f.write_str("ok"),
+            WalHealth::OutOfSpace {
+                since,
+                attempts,
+                error,
+            } => write!(
+                f,
+                "out of disk space for {} s ({attempts} attempts); writes are held, unacknowledged, \
+                 and resume by themselves once space is freed: {error}",
+                since.elapsed().as_secs()
+            ),
+            WalHealth::Failed(error) => write!(
+                f,
+                "the write-ahead log stopped and acknowledges nothing more: {error}. Restart this \
+                 member; recovery cuts off what was not synced, none of which was acknowledged"
+            ),
+        }
+    }
 }
 
 /// The handle of the group-commit thread. Dropping it is `shutdown`.
@@ -56,7 +127,18 @@ struct Shared {
     batches: AtomicU64,
     entries: AtomicU64,
     entry_bytes: AtomicU64,
+    no_space_retries: AtomicU64,
+    /// Which `WalHealth` variant `health` holds (`HEALTH_*`), so the common case is read without a lock.
+    health_kind: AtomicU8,
+    health: Mutex<WalHealth>,
 }
+
+const HEALTH_OK: u8 = 0;
+const HEALTH_OUT_OF_SPACE: u8 = 1;
+const HEALTH_FAILED: u8 = 2;
+
+/// How often a long out-of-space episode is logged again.
+const NO_SPACE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 struct Queue {
@@ -86,6 +168,55 @@ impl Shared {
         queue.requests.push_back(request);
         drop(queue);
         self.wake.notify_one();
+    }
+
+    fn health(&self) -> WalHealth {
+        if self.health_kind.load(Ordering::Acquire) == HEALTH_OK {
+            return WalHealth::Ok;
+        }
+        self.health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Records `health`, unless the log has already failed: that is final.
+    fn set_health(&self, health: WalHealth) {
+        let mut current = self
+            .health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if current.is_failed() {
+            return;
+        }
+        let kind = match &health {
+            WalHealth::Ok => HEALTH_OK,
+            WalHealth::OutOfSpace { .. } => HEALTH_OUT_OF_SPACE,
+            WalHealth::Failed(_) => HEALTH_FAILED,
+        };
+        *current = health;
+        self.health_kind.store(kind, Ordering::Release);
+    }
+
+    /// Sleeps for `delay`, or less if `shutdown` is called. False if it was.
+    fn pause(&self, delay: Duration) -> bool {
+        let deadline = Instant::now() + delay;
+        let mut queue = self.lock();
+        loop {
+            if queue.closing {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            // Submissions wake the condvar too; only shutdown or the deadline end the pause.
+            queue = self
+                .wake
+                .wait_timeout(queue, deadline - now)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
     }
 }
 
@@ -117,6 +248,9 @@ impl WalWriter {
             batches: AtomicU64::new(0),
             entries: AtomicU64::new(0),
             entry_bytes: AtomicU64::new(0),
+            no_space_retries: AtomicU64::new(0),
+            health_kind: AtomicU8::new(HEALTH_OK),
+            health: Mutex::new(WalHealth::Ok),
         });
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -129,7 +263,9 @@ impl WalWriter {
     }
 
     /// Queues consecutive entries (following those submitted before). `done` runs once they are
-    /// durable, after the completions of every earlier request.
+    /// durable, after the completions of every earlier request. Out of space it waits (see
+    /// `WalHealth::OutOfSpace`); it fails only when the log has stopped for good or the caller broke
+    /// the contract (`NotConsecutive`, `TooLarge`).
     pub fn submit(&self, entries: Vec<(u64, Vec<u8>)>, done: Completion) {
         self.shared.submissions.fetch_add(1, Ordering::Relaxed);
         self.shared.push(Request::Append(entries, done));
@@ -157,10 +293,19 @@ impl WalWriter {
             batches: load(&self.shared.batches),
             entries: load(&self.shared.entries),
             entry_bytes: load(&self.shared.entry_bytes),
+            no_space_retries: load(&self.shared.no_space_retries),
         }
     }
 
-    /// Finishes everything queued (running its completions), then stops the thread.
+    /// Whether the log is writing, out of space (writes held, retried) or stopped for good. Cheap: one
+    /// atomic load while all is well. See `WalHealth` for what the server should do in each state.
+    pub fn health(&self) -> WalHealth {
+        self.shared.health()
+    }
+
+    /// Finishes everything queued (running its completions), then stops the thread. Out of space, it
+    /// gives up instead of waiting: what is held fails with `WalError::NoSpace` and what is queued
+    /// behind it with `WalError::Stopped`, unacknowledged.
     pub fn shutdown(self) {
         drop(self);
     }
@@ -187,6 +332,21 @@ enum Work {
     Clear(Completion),
 }
 
+impl Work {
+    fn complete(self, result: Result<(), WalError>) {
+        match self {
+            Work::Appends(appends) => {
+                for (_, done) in appends {
+                    done(result.clone());
+                }
+            }
+            Work::TruncateAfter(_, done) | Work::PurgeUpto(_, done) | Work::Clear(done) => {
+                done(result)
+            }
+        }
+    }
+}
+
 /// On exit, normal or by a panic in a completion: refuse everything still queued and later.
 struct ExitGuard<'a>(&'a Shared);
 
@@ -197,6 +357,9 @@ impl Drop for ExitGuard<'_> {
             queue.closed = true;
             queue.requests.drain(..).collect()
         };
+        if std::thread::panicking() {
+            self.0.set_health(WalHealth::Failed(WalError::Closed));
+        }
         for request in orphans {
             request.complete(Err(WalError::Closed));
         }
@@ -219,12 +382,105 @@ fn run<D: Disk>(mut wal: Wal<D>, shared: &Shared) {
             }
             take_work(&mut queue.requests, &wal)
         };
-        match work {
-            Work::Appends(appends) => write_appends(&mut wal, shared, appends),
-            Work::TruncateAfter(index, done) => done(wal.truncate_after(index)),
-            Work::PurgeUpto(index, done) => done(wal.purge_upto(index)),
-            Work::Clear(done) => done(wal.clear()),
+        let result = perform(&mut wal, shared, &work);
+        work.complete(result);
+    }
+}
+
+/// Does `work`, retrying it for as long as the device is full. The result is final: `NoSpace` only
+/// when shutdown came first.
+fn perform<D: Disk>(wal: &mut Wal<D>, shared: &Shared, work: &Work) -> Result<(), WalError> {
+    let (retry_min, retry_max) = {
+        let opts = wal.options();
+        (opts.no_space_retry_min, opts.no_space_retry_max)
+    };
+    let mut delay = retry_min;
+    let mut episode: Option<Episode> = None;
+    let mut last_attempt = false;
+    loop {
+        let result = attempt(wal, shared, work);
+        let error = match result {
+            Err(error) if error.is_no_space() => error,
+            result => {
+                if let Some(cause) = wal.stopped() {
+                    shared.set_health(WalHealth::Failed(cause.clone()));
+                } else if let Some(episode) = episode {
+                    tracing::warn!(
+                        dir = %wal.dir().display(),
+                        after_s = episode.since.elapsed().as_secs_f64(),
+                        attempts = episode.attempts,
+                        "disk space is back: the write-ahead log writes and acknowledges again"
+                    );
+                    shared.set_health(WalHealth::Ok);
+                }
+                return result;
+            }
+        };
+        shared.no_space_retries.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let current = match episode {
+            None => {
+                tracing::error!(
+                    dir = %wal.dir().display(),
+                    %error,
+                    "the device is full: the write-ahead log holds this batch unacknowledged and \
+                     retries it until space is freed; writes wait, reads go on"
+                );
+                Episode {
+                    since: now,
+                    attempts: 1,
+                    logged: now,
+                }
+            }
+            Some(mut episode) => {
+                episode.attempts += 1;
+                if now - episode.logged >= NO_SPACE_LOG_INTERVAL {
+                    tracing::error!(
+                        dir = %wal.dir().display(),
+                        %error,
+                        for_s = (now - episode.since).as_secs(),
+                        "the device is still full: the write-ahead log is waiting for space"
+                    );
+                    episode.logged = now;
+                }
+                episode
+            }
+        };
+        episode = Some(current);
+        shared.set_health(WalHealth::OutOfSpace {
+            since: current.since,
+            attempts: current.attempts,
+            error: error.clone(),
+        });
+        if last_attempt {
+            // Nothing queued behind this may be written now, or the log would have a hole.
+            tracing::warn!(
+                "shutting down while out of disk space: unacknowledged writes are dropped"
+            );
+            return Err(wal.stop(error));
         }
+        // Shutdown: one more attempt at once, then give up.
+        last_attempt = !shared.pause(delay);
+        delay = (delay * 2).min(retry_max);
+    }
+}
+
+/// An out-of-space episode: from the first failed attempt to the first one that succeeds.
+#[derive(Clone, Copy)]
+struct Episode {
+    since: Instant,
+    attempts: u64,
+    /// When it was last logged.
+    logged: Instant,
+}
+
+/// One attempt at `work`. Out of space, `Wal` leaves the log where a retry continues.
+fn attempt<D: Disk>(wal: &mut Wal<D>, shared: &Shared, work: &Work) -> Result<(), WalError> {
+    match work {
+        Work::Appends(appends) => write_appends(wal, shared, appends),
+        Work::TruncateAfter(index, _) => wal.truncate_after(*index),
+        Work::PurgeUpto(index, _) => wal.purge_upto(*index),
+        Work::Clear(_) => wal.clear(),
     }
 }
 
@@ -296,7 +552,11 @@ fn size(entries: &[(u64, Vec<u8>)]) -> (usize, usize) {
     (bytes, entries.len())
 }
 
-fn write_appends<D: Disk>(wal: &mut Wal<D>, shared: &Shared, appends: Vec<(Entries, Completion)>) {
+fn write_appends<D: Disk>(
+    wal: &mut Wal<D>,
+    shared: &Shared,
+    appends: &[(Entries, Completion)],
+) -> Result<(), WalError> {
     let all = appends.iter().flat_map(|(entries, _)| {
         entries
             .iter()
@@ -328,259 +588,8 @@ fn write_appends<D: Disk>(wal: &mut Wal<D>, shared: &Shared, appends: Vec<(Entri
             result = Err(wal.stop(error));
         }
     }
-    let result = result.map(|_| ());
-    for (_, done) in appends {
-        done(result.clone());
-    }
+    result.map(|_| ())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sim::{SimDisk, SimFault};
-    use std::path::Path;
-    use std::sync::mpsc;
-
-    /// Small segments: cheap in memory, and the tests roll through many of them.
-    fn small() -> WalOptions {
-        WalOptions {
-            segment_bytes: 16 << 10,
-            ..WalOptions::default()
-        }
-    }
-
-    fn open(disk: &SimDisk, opts: WalOptions) -> Wal<SimDisk> {
-        Wal::open(disk.clone(), Path::new("/wal"), opts).unwrap().0
-    }
-
-    fn entry(index: u64) -> Vec<u8> {
-        format!("entry {index}").into_bytes()
-    }
-
-    /// A completion that reports `(tag, result)` on `tx`.
-    fn report(tx: &mpsc::Sender<(u64, Result<(), WalError>)>, tag: u64) -> Completion {
-        let tx = tx.clone();
-        Box::new(move |result| {
-            let _ = tx.send((tag, result));
-        })
-    }
-
-    #[test]
-    fn concurrent_submitters_share_fdatasyncs_and_complete_in_order() {
-        const THREADS: u64 = 16;
-        const PER_THREAD: u64 = 200;
-        let disk = SimDisk::new();
-        let writer = WalWriter::spawn(open(&disk, small()));
-        let syncs_before = disk.sync_data_calls();
-        // Indices must follow submission order, so the index is taken and submitted under one lock
-        // (as openraft does from its single log task); the write itself happens on the writer thread.
-        let next = Mutex::new(1u64);
-        let (tx, rx) = mpsc::channel();
-        std::thread::scope(|scope| {
-            for _ in 0..THREADS {
-                let (writer, next, tx) = (&writer, &next, tx.clone());
-                scope.spawn(move || {
-                    for _ in 0..PER_THREAD {
-                        let (done_tx, done_rx) = mpsc::channel();
-                        {
-                            let mut next = next.lock().unwrap();
-                            let index = *next;
-                            *next += 1;
-                            let tx = tx.clone();
-                            writer.submit(
-                                vec![(index, entry(index))],
-                                Box::new(move |result| {
-                                    let _ = tx.send((index, result));
-                                    let _ = done_tx.send(());
-                                }),
-                            );
-                        }
-                        done_rx.recv().unwrap();
-                    }
-                });
-            }
-        });
-        drop(tx);
-        let completed: Vec<(u64, Result<(), WalError>)> = rx.iter().collect();
-        let total = THREADS * PER_THREAD;
-        assert_eq!(completed.len() as u64, total);
-        for (k, (index, result)) in completed.iter().enumerate() {
-            assert_eq!(*index, k as u64 + 1, "completions out of submission order");
-            assert!(result.is_ok(), "{result:?}");
-        }
-        let syncs = disk.sync_data_calls() - syncs_before;
-        let stats = writer.stats();
-        assert_eq!(stats.submissions, total);
-        assert_eq!(stats.entries, total);
-        assert!(
-            syncs < total,
-            "{syncs} fdatasyncs for {total} submissions: no group commit"
-        );
-        assert!(stats.batches < total);
-        writer.shutdown();
-        let (_, recovered) = Wal::open(disk.clone(), Path::new("/wal"), small()).unwrap();
-        let expected: Vec<(u64, Vec<u8>)> = (1..=total).map(|i| (i, entry(i))).collect();
-        assert_eq!(recovered.entries, expected);
-    }
-
-    #[test]
-    fn no_completion_reports_an_entry_that_a_power_loss_then_loses() {
-        use rand::{rngs::StdRng, Rng, SeedableRng};
-        for seed in 0..40 {
-            let mut rng = StdRng::seed_from_u64(seed);
-            let disk = SimDisk::new();
-            let opts = WalOptions {
-                segment_bytes: rng.gen_range(200..2000),
-                ..WalOptions::default()
-            };
-            let writer = WalWriter::spawn(open(&disk, opts.clone()));
-            disk.crash_after(rng.gen_range(0..60));
-            let (tx, rx) = mpsc::channel();
-            for index in 1..=200 {
-                writer.submit(vec![(index, entry(index))], report(&tx, index));
-            }
-            writer.shutdown();
-            disk.power_loss(&mut rng);
-            let acknowledged = rx
-                .try_iter()
-                .filter(|(_, result)| result.is_ok())
-                .map(|(index, _)| index)
-                .max();
-            let (_, recovered) = Wal::open(disk.clone(), Path::new("/wal"), opts).unwrap();
-            let last = recovered.last_index();
-            assert!(
-                acknowledged <= last,
-                "seed {seed}: acknowledged {acknowledged:?}, recovered {last:?}"
-            );
-            let want: Vec<(u64, Vec<u8>)> =
-                (1..=last.unwrap_or(0)).map(|i| (i, entry(i))).collect();
-            assert_eq!(recovered.entries, want, "seed {seed}");
-        }
-    }
-
-    #[test]
-    fn queued_submissions_are_merged_into_one_batch_within_limits() {
-        let disk = SimDisk::new();
-        let opts = WalOptions {
-            batch_entries_max: 4,
-            ..small()
-        };
-        let wal = open(&disk, opts);
-        let (tx, rx) = mpsc::channel();
-        // Queue everything before the thread can look: hold the queue lock while submitting.
-        let writer = WalWriter::spawn(wal);
-        {
-            let mut queue = writer.shared.lock();
-            for index in 1..=10u64 {
-                queue.requests.push_back(Request::Append(
-                    vec![(index, entry(index))],
-                    report(&tx, index),
-                ));
-            }
-        }
-        writer.shared.wake.notify_one();
-        let order: Vec<u64> = rx
-            .iter()
-            .take(10)
-            .map(|(tag, r)| r.map(|()| tag).unwrap())
-            .collect();
-        assert_eq!(order, (1..=10).collect::<Vec<_>>());
-        // 10 entries, at most 4 per batch.
-        assert_eq!(writer.stats().batches, 3);
-    }
-
-    #[test]
-    fn a_non_consecutive_submission_fails_alone() {
-        let disk = SimDisk::new();
-        let writer = WalWriter::spawn(open(&disk, small()));
-        let (tx, rx) = mpsc::channel();
-        {
-            let mut queue = writer.shared.lock();
-            queue
-                .requests
-                .push_back(Request::Append(vec![(1, entry(1))], report(&tx, 1)));
-            queue
-                .requests
-                .push_back(Request::Append(vec![(5, entry(5))], report(&tx, 5)));
-            queue
-                .requests
-                .push_back(Request::Append(vec![(2, entry(2))], report(&tx, 2)));
-        }
-        writer.shared.wake.notify_one();
-        let results: Vec<(u64, Result<(), WalError>)> = rx.iter().take(3).collect();
-        assert!(results[0].1.is_ok());
-        assert!(matches!(
-            results[1].1,
-            Err(WalError::NotConsecutive {
-                expected: 2,
-                got: 5
-            })
-        ));
-        assert!(results[2].1.is_ok());
-    }
-
-    #[test]
-    fn truncate_and_purge_are_ordered_with_appends() {
-        let disk = SimDisk::new();
-        let opts = WalOptions {
-            segment_bytes: 128,
-            ..small()
-        };
-        let writer = WalWriter::spawn(open(&disk, opts.clone()));
-        let (tx, rx) = mpsc::channel();
-        for index in 1..=10 {
-            writer.submit(vec![(index, entry(index))], report(&tx, index));
-        }
-        writer.truncate_after(6, report(&tx, 100));
-        writer.submit(vec![(7, b"seven again".to_vec())], report(&tx, 7));
-        writer.purge_upto(3, report(&tx, 200));
-        writer.shutdown();
-        let tags: Vec<u64> = rx
-            .try_iter()
-            .map(|(tag, r)| r.map(|()| tag).unwrap())
-            .collect();
-        assert_eq!(tags, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 100, 7, 200]);
-        let (_, recovered) = Wal::open(disk.clone(), Path::new("/wal"), opts).unwrap();
-        // Purging removes whole segments only, and how many entries share a segment depends on how
-        // the submissions were batched: entries 4.. must remain, fewer may be gone.
-        let first = recovered.first_index;
-        assert!((1..=4).contains(&first), "{first}");
-        let mut want: Vec<(u64, Vec<u8>)> = (first..=6).map(|i| (i, entry(i))).collect();
-        want.push((7, b"seven again".to_vec()));
-        assert_eq!(recovered.entries, want);
-    }
-
-    #[test]
-    fn a_failed_fdatasync_fails_the_batch_and_every_later_request() {
-        let disk = SimDisk::new();
-        let writer = WalWriter::spawn(open(&disk, small()));
-        let (tx, rx) = mpsc::channel();
-        writer.submit(vec![(1, entry(1))], report(&tx, 1));
-        assert!(rx.recv().unwrap().1.is_ok());
-        disk.set_fault(Some(SimFault::SyncIo));
-        writer.submit(vec![(2, entry(2))], report(&tx, 2));
-        let (_, result) = rx.recv().unwrap();
-        assert_eq!(result.unwrap_err().raw_os_error(), Some(libc::EIO));
-        disk.set_fault(None);
-        writer.submit(vec![(3, entry(3))], report(&tx, 3));
-        let (_, result) = rx.recv().unwrap();
-        assert!(matches!(result, Err(WalError::Stopped(_))), "{result:?}");
-    }
-
-    #[test]
-    fn requests_after_the_thread_died_are_refused() {
-        let disk = SimDisk::new();
-        let writer = WalWriter::spawn(open(&disk, small()));
-        writer.submit(
-            vec![(1, entry(1))],
-            Box::new(|_| panic!("a completion that panics")),
-        );
-        // The panic ends the thread; wait for it, then see that new requests are refused.
-        let mut writer = writer;
-        let thread = writer.thread.take().unwrap();
-        assert!(thread.join().is_err());
-        let (tx, rx) = mpsc::channel();
-        writer.submit(vec![(2, entry(2))], report(&tx, 2));
-        assert!(matches!(rx.recv().unwrap().1, Err(WalError::Closed)));
-    }
-}
+mod tests;

@@ -391,37 +391,167 @@ fn an_interrupted_segment_roll_leaves_no_empty_segment_behind() {
     }
 }
 
+/// The bytes of the segment at `first_index` from `from` on, as the running system sees them.
+fn bytes_after(disk: &SimDisk, first_index: u64, from: u64) -> Vec<u8> {
+    disk.contents(&segment_path(first_index)).unwrap()[from as usize..].to_vec()
+}
+
 #[test]
-fn no_space_while_preallocating_is_reported_as_no_space() {
+fn no_space_while_preallocating_leaves_the_log_as_it_was_and_a_retry_succeeds() {
+    for fault in [SimFault::NoSpace, SimFault::NoSpaceTorn] {
+        let disk = SimDisk::new();
+        let opts = small(100); // every append rolls
+        let (mut wal, _) = open(&disk, &opts);
+        append_range(&mut wal, 1..=1);
+        let segment_one = disk.contents(&segment_path(1)).unwrap();
+        disk.set_fault(Some(fault));
+        for _ in 0..3 {
+            let error = wal.append(&[(2, b"x".as_slice())]).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    WalError::NoSpace {
+                        op: "preallocating",
+                        ..
+                    }
+                ),
+                "{fault:?}: {error}"
+            );
+            assert!(wal.stopped().is_none(), "out of space is not fatal");
+            assert_eq!(wal.last_index(), Some(1));
+            assert_eq!(wal.synced_index(), Some(1));
+            // The half-made segment is gone again, and the current one is untouched.
+            assert_eq!(segment_names(&disk), [1], "{fault:?}");
+            assert_eq!(disk.contents(&segment_path(1)).unwrap(), segment_one);
+        }
+        disk.set_fault(None);
+        wal.append(&[(2, b"x".as_slice())]).unwrap();
+        append_range(&mut wal, 3..=3);
+        drop(wal);
+        disk.power_loss(&mut StdRng::seed_from_u64(0));
+        let recovered = reopen(&disk, &opts);
+        assert_eq!(recovered.entries.len(), 3);
+        assert_eq!(recovered.entries[1], (2, b"x".to_vec()));
+        assert_eq!(recovered.truncated_tail, None);
+    }
+}
+
+#[test]
+fn a_write_cut_short_by_a_full_disk_is_rewritten_whole_at_the_same_offset() {
     let disk = SimDisk::new();
-    let opts = small(100);
+    let opts = small(4096);
+    let (mut wal, _) = open(&disk, &opts);
+    append_range(&mut wal, 1..=3);
+    let end = SEGMENT_HEADER_BYTES as u64 + batch_len(&[entry(1), entry(2), entry(3)]);
+    disk.set_fault_times(SimFault::NoSpaceTorn, 1);
+    let owned: Vec<(u64, Vec<u8>)> = (4..=6).map(|i| (i, entry(i))).collect();
+    let borrowed: Vec<(u64, &[u8])> = owned.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+    let error = wal.append(&borrowed).unwrap_err();
+    assert!(
+        matches!(error, WalError::NoSpace { op: "writing", .. }),
+        "{error}"
+    );
+    assert!(
+        bytes_after(&disk, 1, end).iter().any(|&b| b != 0),
+        "half a batch was left behind"
+    );
+    // Space is back (the fault was for one write): the retry writes the whole batch where it was.
+    wal.append(&borrowed).unwrap();
+    append_range(&mut wal, 7..=7);
+    drop(wal);
+    let recovered = reopen(&disk, &opts);
+    assert_eq!(recovered.entries, expected(1..=7));
+    assert_eq!(recovered.truncated_tail, None);
+}
+
+#[test]
+fn a_shorter_batch_after_a_cut_short_write_zeroes_what_that_write_left() {
+    let disk = SimDisk::new();
+    let opts = small(4096);
     let (mut wal, _) = open(&disk, &opts);
     append_range(&mut wal, 1..=1);
-    disk.set_fault(Some(SimFault::NoSpace));
-    let error = wal.append(&[(2, b"x".as_slice())]).unwrap_err();
-    assert!(
-        matches!(
-            error,
-            WalError::NoSpace {
-                op: "preallocating",
-                ..
-            }
-        ),
-        "{error}"
-    );
-    assert!(error.is_no_space());
-    disk.set_fault(None);
-    // Stopped until restart: nothing after a failed write may be acknowledged.
-    let error = wal.append(&[(2, b"x".as_slice())]).unwrap_err();
-    assert!(
-        matches!(&error, WalError::Stopped(cause) if cause.is_no_space()),
-        "{error}"
-    );
-    assert_eq!(wal.last_index(), Some(1));
-    drop(wal);
-    let (mut wal, recovered) = open(&disk, &opts);
-    assert_eq!(recovered.entries, expected(1..=1));
+    let end = SEGMENT_HEADER_BYTES as u64 + batch_len(&[entry(1)]);
+    disk.set_fault_times(SimFault::NoSpaceTorn, 1);
+    let big = vec![0xEEu8; 600];
+    wal.append(&[(2, big.as_slice())]).unwrap_err();
+    // A different, shorter batch at the same offset: its write also zeroes the rest of the debris.
     append_range(&mut wal, 2..=2);
+    let after = end + batch_len(&[entry(2)]);
+    assert!(bytes_after(&disk, 1, after).iter().all(|&b| b == 0));
+    // ... durably: whatever a power loss keeps, the log ends cleanly after entry 2.
+    drop(wal);
+    for seed in 0..8 {
+        disk.power_loss(&mut StdRng::seed_from_u64(seed));
+        let recovered = reopen(&disk, &opts);
+        assert_eq!(recovered.entries, expected(1..=2));
+        assert_eq!(recovered.truncated_tail, None);
+    }
+}
+
+#[test]
+fn a_roll_after_a_cut_short_write_zeroes_the_old_segment_first() {
+    let disk = SimDisk::new();
+    let one = batch_len(&[entry(1)]);
+    // Room for two single-entry batches: the failed one fits, the larger retry does not.
+    let opts = small(SEGMENT_HEADER_BYTES as u64 + 2 * one);
+    let (mut wal, _) = open(&disk, &opts);
+    append_range(&mut wal, 1..=1);
+    disk.set_fault_times(SimFault::NoSpaceTorn, 1);
+    wal.append(&[(2, entry(2).as_slice())]).unwrap_err();
+    // The retry carries more entries (the writer may merge what queued meanwhile) and rolls. The
+    // debris would otherwise sit in a segment that is no longer the last: corruption at the next start.
+    append_range(&mut wal, 2..=5);
+    assert_eq!(segment_names(&disk), [1, 2]);
+    drop(wal);
+    assert_eq!(reopen(&disk, &opts).entries, expected(1..=5));
+    for seed in 0..8 {
+        disk.power_loss(&mut StdRng::seed_from_u64(seed));
+        assert_eq!(reopen(&disk, &opts).entries, expected(1..=5));
+    }
+}
+
+#[test]
+fn a_truncation_out_of_space_can_be_retried() {
+    let disk = SimDisk::new();
+    let opts = small(300);
+    let (mut wal, _) = open(&disk, &opts);
+    for i in (1..=30).step_by(3) {
+        append_range(&mut wal, i..=i + 2);
+    }
+    disk.set_fault(Some(SimFault::NoSpace));
+    let error = wal.truncate_after(4).unwrap_err();
+    assert!(error.is_no_space(), "{error}");
+    assert!(wal.stopped().is_none());
+    disk.set_fault(None);
+    wal.truncate_after(4).unwrap();
+    assert_eq!(wal.last_index(), Some(4));
+    append_range(&mut wal, 5..=6);
+    drop(wal);
+    assert_eq!(reopen(&disk, &opts).entries, expected(1..=6));
+}
+
+#[test]
+fn an_io_error_on_a_write_or_an_fdatasync_stops_the_log() {
+    for fault in [SimFault::WriteIo, SimFault::SyncIo] {
+        let disk = SimDisk::new();
+        let opts = small(4096);
+        let (mut wal, _) = open(&disk, &opts);
+        append_range(&mut wal, 1..=1);
+        disk.set_fault_times(fault, 1);
+        let error = wal.append(&[(2, b"x".as_slice())]).unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::EIO), "{fault:?}: {error}");
+        assert!(!error.is_no_space());
+        assert!(wal.stopped().is_some());
+        // The disk works again, but what the kernel did with the unsynced pages is unknown.
+        let error = wal.append(&[(2, b"x".as_slice())]).unwrap_err();
+        assert!(matches!(error, WalError::Stopped(_)), "{fault:?}: {error}");
+        assert!(!error.is_no_space());
+        assert!(wal.truncate_after(0).is_err() && wal.purge_upto(0).is_err());
+        drop(wal);
+        let recovered = reopen(&disk, &opts);
+        assert!(recovered.last_index() <= Some(2));
+        assert_eq!(recovered.entries[0], (1, entry(1)));
+    }
 }
 
 #[test]
@@ -579,10 +709,28 @@ struct Seen {
     in_flight_appends_kept: u32,
     in_flight_appends_lost: u32,
     crashes_during_recovery: u32,
+    /// Calls that failed for lack of space and were retried...
+    no_space_retried: u32,
+    /// ... or, for appends, given up: the log went on with other calls.
+    no_space_abandoned: u32,
+}
+
+fn perform(wal: &mut Wal<SimDisk>, op: &InFlight) -> Result<(), WalError> {
+    match op {
+        InFlight::Append(batch) => {
+            let borrowed: Vec<(u64, &[u8])> =
+                batch.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+            wal.append(&borrowed)
+        }
+        InFlight::Truncate(index) => wal.truncate_after(*index),
+        InFlight::Purge(index) => wal.purge_upto(*index),
+        InFlight::Clear => wal.clear(),
+    }
 }
 
 /// Random appends, truncations and purges, with the power failing at a random operation (in the
-/// middle of a write, between a write and its fdatasync, during a segment roll, during recovery...).
+/// middle of a write, between a write and its fdatasync, during a segment roll, during recovery...)
+/// and the device filling up now and then (writes and preallocations failing whole or cut short).
 /// After each failure recovery must succeed and hold every acknowledged entry, byte for byte, and
 /// nothing that was never written.
 #[test]
@@ -603,6 +751,10 @@ fn power_loss_at_random_points_never_loses_an_acknowledged_entry() {
         "{seen:?}"
     );
     assert!(seen.crashes_during_recovery > 5, "{seen:?}");
+    assert!(
+        seen.no_space_retried > 50 && seen.no_space_abandoned > 20,
+        "{seen:?}"
+    );
 }
 
 fn run_power_loss_seed(seed: u64, seen: &mut Seen) {
@@ -611,6 +763,9 @@ fn run_power_loss_seed(seed: u64, seen: &mut Seen) {
     let opts = small(rng.gen_range(100..1500));
     let mut model = Model::default();
     let mut in_flight: Option<InFlight> = None;
+    // Appends given up out of space: like a call a crash interrupted, each one's batch may turn up
+    // after a power loss, until an append, truncation or clear succeeds after them.
+    let mut abandoned: Vec<Vec<(u64, Vec<u8>)>> = Vec::new();
     for _ in 0..5 {
         let (mut wal, found) = loop {
             if rng.gen_bool(0.3) {
@@ -631,8 +786,13 @@ fn run_power_loss_seed(seed: u64, seen: &mut Seen) {
         disk.cancel_crash();
         seen.recoveries += 1;
         seen.torn_tails += u32::from(found.truncated_tail.is_some());
+        let with_abandoned = abandoned.iter().any(|batch| {
+            let mut model = model.clone();
+            model.append(batch);
+            model.allows_with(&found, &in_flight)
+        });
         assert!(
-            model.allows_with(&found, &in_flight),
+            model.allows_with(&found, &in_flight) || with_abandoned,
             "seed {seed}: after {in_flight:?}, recovered {:?}..={:?} but the model is {:?}..={:?} (must from {})",
             found.entries.first().map(|e| e.0),
             found.last_index(),
@@ -650,34 +810,71 @@ fn run_power_loss_seed(seed: u64, seen: &mut Seen) {
         assert_eq!(wal.last_index(), found.last_index());
         model = Model::from_recovered(&found);
         in_flight = None;
+        abandoned.clear();
 
         disk.crash_after(rng.gen_range(0..80));
         for _ in 0..rng.gen_range(1..40) {
+            if rng.gen_bool(0.15) {
+                let fault = if rng.gen_bool(0.5) {
+                    SimFault::NoSpace
+                } else {
+                    SimFault::NoSpaceTorn
+                };
+                disk.set_fault_times(fault, rng.gen_range(1..4));
+            }
             let next = model.last.map_or(rng.gen_range(1..1000), |last| last + 1);
             let roll = rng.gen_range(0..100);
-            let (op, result) = if roll < 75 || model.last.is_none() {
+            let op = if roll < 75 || model.last.is_none() {
                 let batch: Vec<(u64, Vec<u8>)> = (0..rng.gen_range(1..=5u64))
                     .map(|k| (next + k, random_entry(&mut rng)))
                     .collect();
-                let borrowed: Vec<(u64, &[u8])> =
-                    batch.iter().map(|(i, b)| (*i, b.as_slice())).collect();
-                let result = wal.append(&borrowed);
-                (InFlight::Append(batch), result)
+                InFlight::Append(batch)
             } else if roll < 88 {
-                let index = rng.gen_range(model.must_from..next);
-                (InFlight::Truncate(index), wal.truncate_after(index))
+                InFlight::Truncate(rng.gen_range(model.must_from..next))
             } else if roll < 98 {
-                let index = rng.gen_range(model.must_from.saturating_sub(1)..next + 2);
-                (InFlight::Purge(index), wal.purge_upto(index))
+                InFlight::Purge(rng.gen_range(model.must_from.saturating_sub(1)..next + 2))
             } else {
-                (InFlight::Clear, wal.clear())
+                InFlight::Clear
+            };
+            // Out of space, an append may be retried or given up (it was never acknowledged); a
+            // truncation, which may have removed segments already, is retried as `WalWriter` does.
+            let result = loop {
+                match perform(&mut wal, &op) {
+                    Err(error) if error.is_no_space() => {
+                        assert!(wal.stopped().is_none(), "seed {seed}: {error}");
+                        if let (InFlight::Append(batch), true) = (&op, rng.gen_bool(0.5)) {
+                            seen.no_space_abandoned += 1;
+                            abandoned.push(batch.clone());
+                            break None;
+                        }
+                        seen.no_space_retried += 1;
+                    }
+                    result => break Some(result),
+                }
+            };
+            let Some(result) = result else {
+                continue;
             };
             match result {
                 Ok(()) => match op {
-                    InFlight::Append(batch) => model.append(&batch),
-                    InFlight::Truncate(index) => model.truncate(index),
-                    InFlight::Purge(index) => model.purge(index),
-                    InFlight::Clear => model = Model::default(),
+                    InFlight::Append(batch) => {
+                        model.append(&batch);
+                        abandoned.clear();
+                    }
+                    InFlight::Truncate(index) => {
+                        model.truncate(index);
+                        abandoned.clear();
+                    }
+                    InFlight::Purge(index) => {
+                        model.purge(index);
+                        if model.last.is_none() {
+                            abandoned.clear();
+                        }
+                    }
+                    InFlight::Clear => {
+                        model = Model::default();
+                        abandoned.clear();
+                    }
                 },
                 Err(error) => {
                     assert!(
