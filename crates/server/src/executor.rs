@@ -754,6 +754,20 @@ impl Executor {
     }
 
     fn propose_write(&mut self, conn: ConnId, xid: i32, req: Request) {
+        if !matches!(req, Request::CloseSession) && self.replicator.wal_health().is_out_of_space() {
+            // The log cannot take writes until space returns: refuse at once rather than queue, as a
+            // read-only ZooKeeper member does (clients know NOTREADONLY); reads go on being served.
+            self.shared.requests_finished(1);
+            self.reply(
+                conn,
+                xid,
+                self.shared.last_zxid(),
+                ErrorCode::NotReadOnly as i32,
+                &Response::Empty,
+            );
+            self.pump(conn);
+            return;
+        }
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -1073,6 +1087,12 @@ impl Executor {
     /// off together — never floods the log and the executor ahead of live sessions' requests. An expired
     /// session's ephemerals are therefore gone within T + tick + backlog / rate of its last touch.
     async fn expire_sessions(&mut self) {
+        if let oxkeeper_storage::WalHealth::Failed(e) = self.replicator.wal_health() {
+            // Nothing more can be made durable: stop, so clients move on (their acknowledged writes are safe;
+            // at restart recovery cuts off whatever was not synced, none of which was acknowledged).
+            tracing::error!("the write-ahead log has stopped, this member exits: {e}");
+            std::process::exit(2);
+        }
         let Some(leadership) = self.replicator.leadership() else {
             return;
         };
@@ -1179,6 +1199,10 @@ impl Executor {
             outstanding: self.shared.outstanding(),
             clock: (self.shared.now_ms(), wall_ms()),
             stalls: self.shared.clock.stall_stats(),
+            wal: (
+                self.replicator.wal_health(),
+                self.replicator.wal_stats().no_space_retries,
+            ),
             expiry_backlog: self.expiry_backlog.len(),
         }
     }

@@ -51,6 +51,8 @@ pub struct View<'a> {
     pub stalls: crate::clock::StallStats,
     /// Expired sessions whose close is paced and not proposed yet.
     pub expiry_backlog: usize,
+    /// The log's health and its out-of-space retries so far.
+    pub wal: (oxkeeper_storage::WalHealth, u64),
 }
 
 /// Java's `Date.toString()` in UTC: `EEE MMM dd HH:mm:ss zzz yyyy`.
@@ -181,6 +183,10 @@ fn server_stats(v: &View<'_>, with_clients: bool) -> String {
         v.last_zxid,
         v.sm.tree().node_count(),
     );
+    if !v.wal.0.is_ok() {
+        // Only when something is wrong, after ZooKeeper's lines, so parsers of a healthy srvr see no change.
+        let _ = writeln!(s, "Storage: {}", v.wal.0);
+    }
     s
 }
 
@@ -416,6 +422,16 @@ fn monitor(v: &View<'_>) -> String {
         "oxkeeper_session_expiry_backlog",
         v.expiry_backlog.to_string(),
     );
+    let (state, since) = match &v.wal.0 {
+        oxkeeper_storage::WalHealth::Ok => ("ok", 0),
+        oxkeeper_storage::WalHealth::OutOfSpace { since, .. } => {
+            ("out_of_space", since.elapsed().as_secs())
+        }
+        oxkeeper_storage::WalHealth::Failed(_) => ("failed", 0),
+    };
+    kv("oxkeeper_log_state", state.into());
+    kv("oxkeeper_log_out_of_space_seconds", since.to_string());
+    kv("oxkeeper_log_no_space_retries", v.wal.1.to_string());
     s
 }
 

@@ -744,6 +744,11 @@ impl Replicator {
         self.wal.stats()
     }
 
+    /// Whether the log is writing (out of space: writes are held and retried; failed: final).
+    pub fn wal_health(&self) -> oxkeeper_storage::WalHealth {
+        self.wal.health()
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raft.is_leader()
     }

@@ -129,6 +129,8 @@ struct Gate {
     opened: Condvar,
     /// Syncs currently blocked at the gate.
     waiting: Mutex<usize>,
+    /// While set, writes fail with ENOSPC (a full device).
+    full: std::sync::atomic::AtomicBool,
 }
 
 impl GateDisk {
@@ -139,6 +141,13 @@ impl GateDisk {
         GateGuard {
             gate: self.gate.clone(),
         }
+    }
+
+    /// Makes the device full (writes fail with ENOSPC) or gives the space back.
+    pub fn set_full(&self, full: bool) {
+        self.gate
+            .full
+            .store(full, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Syncs blocked at the gate right now.
@@ -211,6 +220,9 @@ impl DiskFile for GateFile {
         self.file.read_at(offset, buf)
     }
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        if self.gate.full.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
         self.file.write_at(offset, buf)
     }
     fn len(&self) -> io::Result<u64> {
