@@ -24,6 +24,15 @@ struct Cli {
 enum Command {
     /// Run a member (the default).
     Server,
+    /// Turn an Apache ZooKeeper data directory (3.4-3.9: version-2/snapshot.* and log.*) into the oxkeeper
+    /// data directory of --config (or ./oxkeeper-data), which must be empty. Stop ZooKeeper first.
+    ImportZookeeper {
+        /// ZooKeeper's dataDir (or its version-2 directory).
+        zookeeper_data_dir: PathBuf,
+        /// ZooKeeper's dataLogDir, if it is not its dataDir.
+        #[arg(long)]
+        zookeeper_data_log_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +57,49 @@ fn main() -> std::process::ExitCode {
     };
     match cli.command.unwrap_or(Command::Server) {
         Command::Server => run_server(config),
+        Command::ImportZookeeper {
+            zookeeper_data_dir,
+            zookeeper_data_log_dir,
+        } => import(
+            &zookeeper_data_dir,
+            zookeeper_data_log_dir.as_deref(),
+            &config,
+        ),
+    }
+}
+
+fn import(
+    zk_data_dir: &std::path::Path,
+    zk_log_dir: Option<&std::path::Path>,
+    config: &Config,
+) -> std::process::ExitCode {
+    match oxkeeper_server::import::import_zookeeper(zk_data_dir, zk_log_dir, config) {
+        Ok(r) => {
+            for note in &r.notes {
+                eprintln!("note: {note}");
+            }
+            println!(
+                "imported {} nodes and {} sessions from {} and {} log file(s) ({} transactions replayed); last zxid 0x{:x}",
+                r.nodes,
+                r.sessions,
+                r.zookeeper_snapshot.display(),
+                r.logs.len(),
+                r.txns_applied,
+                r.last_zxid
+            );
+            match r.digest_verified_at {
+                Some(z) => {
+                    println!("ZooKeeper's tree digest matches the imported tree (at zxid 0x{z:x})")
+                }
+                None => println!("(the data carries no ZooKeeper digest to check against)"),
+            }
+            println!("wrote {}", r.snapshot.display());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("oxkeeper import-zookeeper: {e}");
+            std::process::ExitCode::from(1)
+        }
     }
 }
 

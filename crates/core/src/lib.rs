@@ -5,6 +5,7 @@
 //! Time and inputs come in as arguments: no I/O, no clock, no randomness, no tokio here.
 
 pub mod acl;
+pub mod import;
 pub mod pacer;
 pub mod path;
 pub mod quota;

@@ -205,6 +205,28 @@ impl StateMachine {
         }
     }
 
+    /// A bootstrapped state made of these parts (the ZooKeeper import, [`crate::import`], which checks
+    /// them). `next_session` is the low 56 bits of the next session id.
+    pub(crate) fn from_parts(
+        tree: DataTree,
+        sessions: OrdMap<i64, SessionInfo>,
+        last_zxid: i64,
+        next_session: u64,
+        member_id: u8,
+        secret: Vec<u8>,
+        settings: ApplySettings,
+    ) -> Self {
+        StateMachine {
+            tree,
+            sessions,
+            last_zxid,
+            next_session,
+            member_id,
+            secret: Some(Secret(secret)),
+            settings,
+        }
+    }
+
     pub fn last_zxid(&self) -> i64 {
         self.last_zxid
     }

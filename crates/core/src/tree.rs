@@ -426,6 +426,66 @@ impl DataTree {
         Some(slot.clone())
     }
 
+    /// A tree of exactly these nodes, given parents first (the root first), each as it is stored: no
+    /// parent stat changes, no quota updates (the ZooKeeper import, [`crate::import`]). The container,
+    /// TTL and quota indexes and the data size are derived from the nodes.
+    pub(crate) fn from_loaded(
+        nodes: impl IntoIterator<Item = (String, Option<Arc<[u8]>>, Arc<Vec<Acl>>, NodeStat)>,
+    ) -> Result<DataTree, TreeLoadError> {
+        let mut tree = DataTree {
+            nodes: HashMap::new(),
+            containers: OrdSet::new(),
+            ttls: OrdSet::new(),
+            approximate_data_size: 0,
+            quotas: QuotaIndex::default(),
+        };
+        for (path, data, acl, stat) in nodes {
+            if tree.nodes.is_empty() != (path == path::ROOT) {
+                return Err(if tree.nodes.is_empty() {
+                    TreeLoadError::NoRoot(path)
+                } else {
+                    TreeLoadError::Duplicate(path)
+                });
+            }
+            if tree.nodes.contains_key(path.as_str()) {
+                return Err(TreeLoadError::Duplicate(path));
+            }
+            if !tree.insert_loaded(&path, Node::new(data, acl, stat)) {
+                return Err(TreeLoadError::Orphan(path));
+            }
+        }
+        if tree.nodes.is_empty() {
+            return Err(TreeLoadError::NoRoot(String::new()));
+        }
+        Ok(tree)
+    }
+
+    /// Adds a node under an existing parent without touching the parent's stat (ZooKeeper's
+    /// `addConfigNode`, which the import uses for system nodes an old snapshot lacks). Returns false if
+    /// the parent is missing or the path taken.
+    pub(crate) fn add_loaded(
+        &mut self,
+        path: &str,
+        data: Option<Arc<[u8]>>,
+        acl: Arc<Vec<Acl>>,
+        stat: NodeStat,
+    ) -> bool {
+        self.insert_loaded(path, Node::new(data, acl, stat))
+    }
+
+    /// Sets a node's internal cversion and pzxid (ZooKeeper's `setCversionPzxid` and the parent update
+    /// of `createNode` as a replay applies them, [`crate::import`]). Returns false if there is no such
+    /// node.
+    pub(crate) fn set_cversion_pzxid(&mut self, path: &str, cversion: i32, pzxid: i64) -> bool {
+        let Some(slot) = self.nodes.get_mut(path) else {
+            return false;
+        };
+        let node = Arc::make_mut(slot);
+        node.stat.cversion = cversion;
+        node.stat.pzxid = pzxid;
+        true
+    }
+
     /// Direct access to a node, for tests that need stats no sequence of writes reaches quickly.
     #[cfg(test)]
     pub(crate) fn node_mut(&mut self, path: &str) -> Option<&mut Node> {

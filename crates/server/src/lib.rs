@@ -7,6 +7,7 @@ pub mod config;
 pub mod connection;
 pub mod executor;
 pub mod fourlw;
+pub mod import;
 pub mod replication;
 pub mod server;
 pub mod stats;

@@ -616,6 +616,27 @@ fn newest_valid_snapshot(
     Ok(None)
 }
 
+/// Writes the snapshot a member starts from when its state did not come from its own log (an import): the
+/// state as of log index 0 of a one-member cluster of `member_id`. The log must be empty.
+pub fn write_seed_snapshot(
+    snapshot_dir: &Path,
+    member_id: u64,
+    state: &[u8],
+) -> Result<PathBuf, ReplicationError> {
+    use openraft::vote::RaftLeaderIdExt;
+    type LeaderId = <TypeConfig as openraft::RaftTypeConfig>::LeaderId;
+    let log_id = LogId::new(LeaderId::new_committed(0, member_id), 0);
+    let voters = std::collections::BTreeSet::from([member_id]);
+    let membership = openraft::Membership::new_with_defaults(vec![voters], [member_id]);
+    let meta = SnapshotMetaOf::<TypeConfig> {
+        last_log_id: Some(log_id),
+        last_membership: StoredMembershipOf::<TypeConfig>::new(Some(log_id), membership),
+    };
+    let meta = encode_meta(&meta).map_err(|e| ReplicationError::Storage(e.to_string()))?;
+    write_snapshot(&RealDisk, snapshot_dir, 0, &meta, state)
+        .map_err(|e| ReplicationError::Storage(e.to_string()))
+}
+
 pub struct Started {
     pub replicator: Replicator,
     /// Committed entries and snapshot requests, in order, for the executor.
