@@ -183,6 +183,26 @@ pub fn read_snapshot<D: Disk>(
 /// Removes all but the `keep` newest snapshots (at least one is always kept), and leftover temporary files.
 pub fn retain_snapshots<D: Disk>(disk: &D, dir: &Path, keep: usize) -> Result<(), SnapshotError> {
     let all = list_snapshots(disk, dir)?;
+    // Temporary files of snapshots that never completed (a crash or an exit while one was written). Only one
+    // snapshot is written at a time and this runs after it, so none of them is being written now.
+    let leftovers = disk
+        .list(dir)
+        .map_err(|source| SnapshotError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(PREFIX) && n.ends_with(".tmp"))
+        });
+    for path in leftovers {
+        disk.remove(&path).map_err(|source| SnapshotError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    }
     for (_, path) in all.iter().skip(keep.max(1)) {
         disk.remove(path).map_err(|source| SnapshotError::Io {
             path: path.clone(),
@@ -248,7 +268,13 @@ mod tests {
             .map(|x| x.0)
             .collect();
         assert_eq!(listed, vec![100, 20, 5]);
+        let leftover = dir.join(format!("{}.tmp", snapshot_name(7)));
+        disk.open(&leftover, true).unwrap();
         retain_snapshots(&disk, dir, 2).unwrap();
+        assert!(
+            !disk.list(dir).unwrap().contains(&leftover),
+            "temporary leftovers removed"
+        );
         let listed: Vec<u64> = list_snapshots(&disk, dir)
             .unwrap()
             .iter()
