@@ -5,12 +5,13 @@
 # the ratio oxkeeper/ZooKeeper. Both servers run standalone on 127.0.0.1 with forceSync=yes and tickTime=2000,
 # data under the same temporary directory (same disk), one at a time. Needs what tests/install.sh installs.
 #
-#   bench/storage_compare.sh            # 3 pairs, 1,000,000 nodes (~12 minutes on 2 cores)
-#   QUICK=1 bench/storage_compare.sh    # 1 pair, 100,000 nodes, shorter runs (a smoke run, ~2 minutes)
+#   bench/storage_compare.sh            # 3 pairs, 1,000,000 nodes (about 10 minutes on 2 cores)
+#   QUICK=1 bench/storage_compare.sh    # 1 pair, 100,000 nodes, shorter runs (a smoke run, about 1 minute)
 #
 # Settings (environment): PAIRS, DIRS x PER_DIR nodes, WRITERS ("1 8 64"), OPS ("set create"), WRITE_SECS,
-# WARMUP_SECS, STALL_SECS, OX_LOAD_SNAPCOUNT, STALL_SNAPCOUNT, ZK_JAVA_OPTS (extra JVM flags; default none,
-# as Debian's scripts), BENCH_DIR (where data and logs go; kept afterwards).
+# WARMUP_SECS, STALL_SECS, SERVER_WARMUP_SECS, SETTLE_SECS, OX_LOAD_SNAPCOUNT, STALL_SNAPCOUNT, ZK_JAVA_OPTS
+# (extra JVM flags; default none, as Debian's scripts), BENCH_DIR (where the binaries, logs and results go;
+# kept afterwards, the data directories are removed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -18,7 +19,7 @@ REPO=$PWD
 QUICK=${QUICK:-0}
 if [[ $QUICK == 1 ]]; then
     : "${PAIRS:=1}" "${PER_DIR:=100}" "${WRITE_SECS:=2}" "${WARMUP_SECS:=0.5}" "${STALL_SECS:=3}" "${OPS:=set}"
-    : "${SERVER_WARMUP_SECS:=1}"
+    : "${SERVER_WARMUP_SECS:=1}" "${SETTLE_SECS:=1}"
 fi
 PAIRS=${PAIRS:-3}
 DIRS=${DIRS:-1000}
@@ -29,6 +30,7 @@ WRITE_SECS=${WRITE_SECS:-5}
 WARMUP_SECS=${WARMUP_SECS:-1}
 STALL_SECS=${STALL_SECS:-8}
 SERVER_WARMUP_SECS=${SERVER_WARMUP_SECS:-3}
+SETTLE_SECS=${SETTLE_SECS:-5}
 TICK_MS=2000
 # ZooKeeper's default snapCount (100000 transactions: a snapshot after 50,000-100,000 of them), for both servers
 # during the write runs: oxkeeper counts log entries, but a closed-loop writer's write is one entry of its own.
@@ -268,6 +270,9 @@ run_instance() { # kind
     snaps=$(snapshots_since "$dir" "$off")
     record "$kind" "load: snapshots taken" "${snaps% *}"
     [[ ${snaps% *} != 0 ]] || log "warning: $kind took no snapshot during the load: its restart replays the whole log"
+    # A snapshot still being written when the server stops is discarded at restart (an older one and a
+    # longer log are read instead): let one in progress finish, for both servers alike.
+    sleep "$SETTLE_SECS"
     note "$kind pair $PAIR: snapshot files after load: $(find "$dir/data" -name 'snapshot.*' -printf '%f(%s B) ' | tr '\n' ' ')"
 
     log "$kind (pair $PAIR): restarts"
