@@ -660,23 +660,10 @@ impl Executor {
         c.timeout_ms = timeout;
         if req.session_id == 0 {
             c.connecting = true;
-            let cmd = Command {
-                session_id: 0,
-                cxid: 0,
-                time_ms: wall_ms(),
-                auth: vec![],
-                op: CommandOp::CreateSession {
-                    timeout_ms: timeout,
-                },
+            let op = CommandOp::CreateSession {
+                timeout_ms: timeout,
             };
-            self.proposals.push(Envelope {
-                origin: Some(Origin {
-                    member: self.member,
-                    conn,
-                    xid: 0,
-                }),
-                cmd,
-            });
+            self.propose_handshake(conn, 0, op);
             return;
         }
         // A reconnect. Refused here without a log entry when it cannot succeed: an unknown, closed or
@@ -692,15 +679,21 @@ impl Executor {
             return;
         }
         c.connecting = true;
+        let op = CommandOp::Revalidate {
+            password: pw,
+            timeout_ms: timeout,
+        };
+        self.propose_handshake(conn, id, op);
+    }
+
+    /// Proposes a connection's CreateSession or Revalidate; its outcome answers the ConnectRequest.
+    fn propose_handshake(&mut self, conn: ConnId, session_id: i64, op: CommandOp) {
         let cmd = Command {
-            session_id: id,
+            session_id,
             cxid: 0,
             time_ms: wall_ms(),
             auth: vec![],
-            op: CommandOp::Revalidate {
-                password: pw,
-                timeout_ms: timeout,
-            },
+            op,
         };
         self.proposals.push(Envelope {
             origin: Some(Origin {
