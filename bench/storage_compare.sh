@@ -12,7 +12,7 @@
 # WARMUP_SECS, STALL_SECS, SERVER_WARMUP_SECS, SETTLE_SECS, OX_LOAD_SNAPCOUNT, STALL_SNAPCOUNT, ZK_JAVA_OPTS
 # (extra JVM flags; default none, as Debian's scripts), BENCH_DIR (where the binaries, logs and results go;
 # kept afterwards, the data directories are removed).
-set -euo pipefail
+set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 
@@ -79,7 +79,8 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'echo "storage_compare: interrupted by a signal" >&2; exit 130' INT TERM HUP
+trap 'echo "storage_compare: failed at line $LINENO (exit status $?)" >&2' ERR
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 note() { echo "$*" >>"$DETAILS"; }
