@@ -171,19 +171,24 @@ fn node_size(path: &str, data_len: usize) -> i64 {
 }
 
 impl DataTree {
+    /// No nodes at all (not even the root): what `new` and `from_loaded` fill.
+    fn empty() -> Self {
+        DataTree {
+            nodes: HashMap::new(),
+            containers: OrdSet::new(),
+            ttls: OrdSet::new(),
+            approximate_data_size: 0,
+            quotas: QuotaIndex::default(),
+        }
+    }
+
     /// ZooKeeper's initial tree: `/`, `/zookeeper`, `/zookeeper/quota` (world:anyone ALL) and
     /// `/zookeeper/config` (world:anyone READ, aversion -1 because ZooKeeper sets its ACL with version
     /// -1). Every stat is zero and every data is empty (not null).
     pub fn new() -> Self {
         let open = Arc::new(crate::acl::open_acl_unsafe());
         let empty: Option<Arc<[u8]>> = Some(Arc::from(&[][..]));
-        let mut tree = DataTree {
-            nodes: HashMap::new(),
-            containers: OrdSet::new(),
-            ttls: OrdSet::new(),
-            approximate_data_size: 0,
-            quotas: QuotaIndex::default(),
-        };
+        let mut tree = DataTree::empty();
         tree.insert_loaded(
             path::ROOT,
             Node::new(empty.clone(), open.clone(), NodeStat::default()),
@@ -432,13 +437,7 @@ impl DataTree {
     pub(crate) fn from_loaded(
         nodes: impl IntoIterator<Item = (String, Option<Arc<[u8]>>, Arc<Vec<Acl>>, NodeStat)>,
     ) -> Result<DataTree, TreeLoadError> {
-        let mut tree = DataTree {
-            nodes: HashMap::new(),
-            containers: OrdSet::new(),
-            ttls: OrdSet::new(),
-            approximate_data_size: 0,
-            quotas: QuotaIndex::default(),
-        };
+        let mut tree = DataTree::empty();
         for (path, data, acl, stat) in nodes {
             if tree.nodes.is_empty() != (path == path::ROOT) {
                 return Err(if tree.nodes.is_empty() {
