@@ -29,8 +29,15 @@ def pipelined_creates(c, paths, data_of):
     assert all(r.err == wire.OK for r in replies), [r.err for r in replies if r.err != wire.OK][:5]
 
 
-def write_workload(srv):
-    """Writes enough entries for several snapshots; returns what must be found after a restart."""
+def snapshots_written(srv):
+    return server_log_tail(srv, 100000).count("snapshot written")
+
+
+def write_workload(srv, snapshots=4):
+    """Writes until the server has taken `snapshots` snapshots; returns what must be found after a restart.
+
+    A log entry is a batch of writes, so how many entries a number of writes makes depends on timing: the setData
+    chain goes on until enough snapshots were written instead of for a fixed count."""
     owner = wire.session(srv.hostport, 30000)
     base = unique("/snap")
     assert owner.create(base, b"").err == wire.OK
@@ -38,14 +45,17 @@ def write_workload(srv):
     w = wire.session(srv.hostport, 30000)
     paths = [f"{base}/n{i:04d}" for i in range(400)]
     pipelined_creates(w, paths, lambda p: p.encode())
-    for i in range(120):  # a setData chain: the version must come back as 120
-        assert w.set_data(base + "/n0000", b"v%d" % i).err == wire.OK
+    n = 0  # a setData chain: the version must come back as n
+    while n < 120 or snapshots_written(srv) < snapshots:
+        assert n < 20 * SNAP_COUNT * snapshots, f"only {snapshots_written(srv)} snapshots after {n} writes"
+        assert w.set_data(base + "/n0000", b"v%d" % n).err == wire.OK
+        n += 1
     assert w.delete(base + "/n0001").err == wire.OK
     w.close_session()
-    return owner, base, paths
+    return owner, base, paths, n
 
 
-def check_after_restart(srv, owner, base, paths):
+def check_after_restart(srv, owner, base, paths, n):
     c = wire.session(srv.hostport, 10000)
     kids = set(wire.decode_children(c.get_children(base).body))
     assert kids == {p.rsplit("/", 1)[1] for p in paths if not p.endswith("n0001")} | {"eph"}
@@ -53,7 +63,7 @@ def check_after_restart(srv, owner, base, paths):
         rep = c.get_data(p)
         assert rep.err == wire.OK and wire.decode_get_data(rep.body)[0] == p.encode()
     data, stat = wire.decode_get_data(c.get_data(base + "/n0000").body)
-    assert (data, stat.version) == (b"v119", 120)
+    assert (data, stat.version) == (b"v%d" % (n - 1), n)
     # The session that owns the ephemeral is restored: it reconnects with its id and password.
     again = wire.Conn(srv.hostport)
     resp = again.handshake(timeout_ms=30000, session_id=owner.session_id, passwd=owner.passwd)
@@ -69,8 +79,8 @@ def check_after_restart(srv, owner, base, paths):
 def test_restart_from_snapshots_and_the_log_after_them(kind, sig):
     srv = launch(kind, {"snapCount": str(SNAP_COUNT), "autopurge.snapRetainCount": "3"})
     try:
-        owner, base, paths = write_workload(srv)
-        # ~530 log entries at snapCount 50: several snapshots were taken, only the 3 newest are kept.
+        owner, base, paths, n = write_workload(srv)
+        # At least 4 snapshots were taken at snapCount 50; only the 3 newest are kept.
         files = wait_until(lambda: len(snapshot_files(srv)) == 3 and snapshot_files(srv), 10,
                            msg="three snapshots kept")
         assert "snapshot written" in server_log_tail(srv, 400)
@@ -82,7 +92,7 @@ def test_restart_from_snapshots_and_the_log_after_them(kind, sig):
             newest = int(files[-1].split(".")[1])
             assert "state restored from the newest snapshot" in log, log
             assert any(f"index={i}" in log for i in range(newest, newest + 10 * SNAP_COUNT)), log
-            check_after_restart(srv2, owner, base, paths)
+            check_after_restart(srv2, owner, base, paths, n)
         finally:
             halt(srv2)
     finally:
@@ -92,7 +102,7 @@ def test_restart_from_snapshots_and_the_log_after_them(kind, sig):
 def test_a_damaged_newest_snapshot_is_never_trusted(kind):
     srv = launch(kind, {"snapCount": str(SNAP_COUNT)})
     try:
-        owner, base, paths = write_workload(srv)
+        owner, base, paths, n = write_workload(srv)
         files = wait_until(lambda: len(snapshot_files(srv)) >= 2 and snapshot_files(srv), 10, msg="snapshots")
         halt(srv)
         owner.close()
@@ -117,7 +127,7 @@ def test_a_damaged_newest_snapshot_is_never_trusted(kind):
             # Started from an older snapshot and the log after it: every write is there.
             log = server_log_tail(srv2, 200)
             assert "skipping a damaged snapshot" in log and files[-1] in log, log
-            check_after_restart(srv2, owner, base, paths)
+            check_after_restart(srv2, owner, base, paths, n)
         finally:
             halt(srv2)
     finally:
