@@ -7,6 +7,7 @@
 //! session's id and password. One-shot watches (`*_w` calls) resolve once and are re-armed on reconnect.
 
 mod conn;
+pub mod recipes;
 pub mod connect_string;
 mod error;
 
