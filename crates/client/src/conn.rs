@@ -12,7 +12,7 @@ use oxkeeper_proto::frame::{
 };
 use oxkeeper_proto::records::{
     AuthPacket, ConnectRequest, ConnectResponse, Record, Request, Response, SetWatches,
-    WatcherEvent,
+    WatcherEvent, WatchesRequest,
 };
 use oxkeeper_proto::{xid, ErrorCode, EventType, KeeperState, OpCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::error::{Error, Result};
-use crate::{State, WatchedEvent};
+use crate::{PersistentEvent, State, WatchedEvent, WatcherType};
 
 /// Which watch table a one-shot registration goes to once its reply says it was set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,13 +30,23 @@ pub(crate) enum WatchKind {
     Exists,
     Data,
     Child,
+    /// addWatch PERSISTENT: every event on the path itself, until removed.
+    Persistent,
+    /// addWatch PERSISTENT_RECURSIVE: created/deleted/data events on the path and every descendant.
+    PersistentRecursive,
+}
+
+/// Where a watch's events go.
+pub(crate) enum WatchTx {
+    Once(oneshot::Sender<WatchedEvent>),
+    Persistent(mpsc::UnboundedSender<PersistentEvent>),
 }
 
 pub(crate) struct WatchReg {
     pub kind: WatchKind,
     /// The server-side (chrooted) path.
     pub path: String,
-    pub tx: oneshot::Sender<WatchedEvent>,
+    pub tx: WatchTx,
 }
 
 pub(crate) enum Cmd {
@@ -52,6 +62,14 @@ pub(crate) enum Cmd {
     },
     Close {
         reply: oneshot::Sender<()>,
+    },
+    /// checkWatches (`remove: None`) or removeWatches (`remove: Some(local)`) for the session's own
+    /// registrations of `kind` at `path` (server-side path).
+    Watches {
+        path: String,
+        kind: WatcherType,
+        remove: Option<bool>,
+        reply: oneshot::Sender<Result<Response>>,
     },
 }
 
@@ -70,37 +88,113 @@ struct Pending {
     op: OpCode,
     reply: Option<oneshot::Sender<Result<Response>>>,
     watch: Option<WatchReg>,
+    /// removeWatches: what to drop locally once the server agreed.
+    removal: Option<(String, WatcherType)>,
 }
 
 type Watchers = HashMap<String, Vec<oneshot::Sender<WatchedEvent>>>;
+type PersistentWatchers = HashMap<String, Vec<mpsc::UnboundedSender<PersistentEvent>>>;
 
 #[derive(Default)]
 struct WatchTables {
     data: Watchers,
     exist: Watchers,
     child: Watchers,
+    persistent: PersistentWatchers,
+    recursive: PersistentWatchers,
+}
+
+/// The paths to re-arm on a new connection, by table.
+#[derive(Default)]
+struct LivePaths {
+    data: Vec<String>,
+    exist: Vec<String>,
+    child: Vec<String>,
+    persistent: Vec<String>,
+    recursive: Vec<String>,
+}
+
+fn live_keys<T>(t: &mut HashMap<String, Vec<T>>, closed: impl Fn(&T) -> bool) -> Vec<String> {
+    t.retain(|_, v| {
+        v.retain(|tx| !closed(tx));
+        !v.is_empty()
+    });
+    let mut paths: Vec<String> = t.keys().cloned().collect();
+    paths.sort();
+    paths
 }
 
 impl WatchTables {
     fn is_empty(&self) -> bool {
-        self.data.is_empty() && self.exist.is_empty() && self.child.is_empty()
+        self.data.is_empty()
+            && self.exist.is_empty()
+            && self.child.is_empty()
+            && self.persistent.is_empty()
+            && self.recursive.is_empty()
     }
+
     /// Drops registrations whose receiver is gone; returns the paths left in each table.
-    fn live_paths(&mut self) -> (Vec<String>, Vec<String>, Vec<String>) {
-        let mut out = Vec::new();
-        for t in [&mut self.data, &mut self.exist, &mut self.child] {
-            t.retain(|_, v| {
-                v.retain(|tx| !tx.is_closed());
-                !v.is_empty()
-            });
-            let mut paths: Vec<String> = t.keys().cloned().collect();
-            paths.sort();
-            out.push(paths);
+    fn live_paths(&mut self) -> LivePaths {
+        LivePaths {
+            data: live_keys(&mut self.data, |tx| tx.is_closed()),
+            exist: live_keys(&mut self.exist, |tx| tx.is_closed()),
+            child: live_keys(&mut self.child, |tx| tx.is_closed()),
+            persistent: live_keys(&mut self.persistent, |tx| tx.is_closed()),
+            recursive: live_keys(&mut self.recursive, |tx| tx.is_closed()),
         }
-        let c = out.pop().unwrap_or_default();
-        let e = out.pop().unwrap_or_default();
-        let d = out.pop().unwrap_or_default();
-        (d, e, c)
+    }
+
+    /// The tables a `WatcherType` of checkWatches/removeWatches covers, as ZooKeeper's client
+    /// (`ZKWatchManager.removeWatcher`): Data = data + exist, Children = child, Any = all five.
+    fn covers(kind: WatcherType) -> [bool; 5] {
+        match kind {
+            WatcherType::Data => [true, true, false, false, false],
+            WatcherType::Children => [false, false, true, false, false],
+            WatcherType::Persistent => [false, false, false, true, false],
+            WatcherType::PersistentRecursive => [false, false, false, false, true],
+            WatcherType::Any => [true; 5],
+        }
+    }
+
+    fn has(&self, path: &str, kind: WatcherType) -> bool {
+        let c = Self::covers(kind);
+        (c[0] && self.data.contains_key(path))
+            || (c[1] && self.exist.contains_key(path))
+            || (c[2] && self.child.contains_key(path))
+            || (c[3] && self.persistent.contains_key(path))
+            || (c[4] && self.recursive.contains_key(path))
+    }
+
+    /// Removes the registrations of `kind` at `path`, telling each with a watch-removed event (persistent
+    /// streams then end). `path` is the server-side path; `shown` the one the user sees.
+    fn remove(&mut self, path: &str, kind: WatcherType, shown: &str) {
+        let c = Self::covers(kind);
+        let event = |event_type| WatchedEvent {
+            event_type,
+            state: KeeperState::SyncConnected,
+            path: shown.to_string(),
+        };
+        for (on, table) in [(c[0], &mut self.data), (c[1], &mut self.exist)] {
+            if on {
+                for tx in table.remove(path).into_iter().flatten() {
+                    let _ = tx.send(event(EventType::DataWatchRemoved));
+                }
+            }
+        }
+        if c[2] {
+            for tx in self.child.remove(path).into_iter().flatten() {
+                let _ = tx.send(event(EventType::ChildWatchRemoved));
+            }
+        }
+        for (on, table) in [(c[3], &mut self.persistent), (c[4], &mut self.recursive)] {
+            if on {
+                for tx in table.remove(path).into_iter().flatten() {
+                    let _ = tx.send(PersistentEvent::Event(event(
+                        EventType::PersistentWatchRemoved,
+                    )));
+                }
+            }
+        }
     }
 }
 
@@ -116,6 +210,8 @@ pub(crate) struct Task {
     pub hosts: Vec<String>,
     pub chroot: Option<String>,
     pub requested_timeout: Duration,
+    /// Ask for (accept) a read-only server.
+    pub read_only: bool,
     pub rx: mpsc::UnboundedReceiver<Cmd>,
     pub state_tx: watch::Sender<State>,
     pub events_tx: broadcast::Sender<State>,
@@ -143,7 +239,7 @@ impl Task {
     pub fn new(
         hosts: Vec<String>,
         chroot: Option<String>,
-        requested_timeout: Duration,
+        options: crate::ConnectOptions,
         rx: mpsc::UnboundedReceiver<Cmd>,
         state_tx: watch::Sender<State>,
         events_tx: broadcast::Sender<State>,
@@ -152,7 +248,8 @@ impl Task {
         Task {
             hosts,
             chroot,
-            requested_timeout,
+            requested_timeout: options.session_timeout,
+            read_only: options.read_only,
             rx,
             state_tx,
             events_tx,
@@ -160,7 +257,7 @@ impl Task {
             session_id: 0,
             passwd: vec![0; 16],
             last_zxid: 0,
-            timeout: requested_timeout,
+            timeout: options.session_timeout,
             next_host: 0,
             xid: 0,
             watches: WatchTables::default(),
@@ -280,7 +377,7 @@ impl Task {
             timeout_ms: self.requested_timeout.as_millis().min(i32::MAX as u128) as i32,
             session_id: self.session_id,
             passwd: Some(self.passwd.clone()),
-            read_only: Some(false),
+            read_only: Some(self.read_only),
         };
         if stream
             .write_all(&encode_connect_request(&req))
@@ -345,9 +442,20 @@ impl Task {
             auth_waiters.push_back(None);
         }
         if !self.watches.is_empty() {
-            let (data, exist, child) = self.watches.live_paths();
-            for req in set_watches_frames(self.last_zxid, data, exist, child) {
+            let live = self.watches.live_paths();
+            for req in set_watches_frames(self.last_zxid, live) {
                 let _ = wtx.send(encode_request(xid::SET_WATCHES, &req));
+            }
+            // Persistent watches come back without catch-up events: whoever holds one must re-read what
+            // it tracks. Requests they send after this go behind the SetWatches on this connection.
+            for tx in self
+                .watches
+                .persistent
+                .values()
+                .chain(self.watches.recursive.values())
+                .flatten()
+            {
+                let _ = tx.send(PersistentEvent::Resync);
             }
         }
         let decoder = FrameDecoder::default();
@@ -446,6 +554,54 @@ impl Task {
                     op,
                     reply: Some(reply),
                     watch,
+                    removal: None,
+                });
+                let _ = wtx.send(encode_request(xid, &req));
+            }
+            Cmd::Watches {
+                path,
+                kind,
+                remove,
+                reply,
+            } => {
+                if closing.is_some() {
+                    let _ = reply.send(Err(Error::Closed));
+                    return None;
+                }
+                // As ZooKeeper's client: nothing registered here → NoWatcher without asking the server.
+                if !self.watches.has(&path, kind) {
+                    let _ = reply.send(Err(Error::NoWatcher));
+                    return None;
+                }
+                // ZooKeeper 3.8 servers know only Children, Data and Any (3.9 added the persistent
+                // types), and hold one watch mode per (session, path): a persistent watch goes with Any,
+                // and so does everything else this session has at the path, here as on the server.
+                let kind = match kind {
+                    WatcherType::Persistent | WatcherType::PersistentRecursive => WatcherType::Any,
+                    k => k,
+                };
+                let xid = self.next_xid();
+                let req = WatchesRequest {
+                    path: path.clone(),
+                    watcher_type: kind.as_i32(),
+                };
+                let (req, reply, removal) = match remove {
+                    None => (Request::CheckWatches(req), Some(reply), None),
+                    Some(false) => (Request::RemoveWatches(req), Some(reply), Some((path, kind))),
+                    // Local: dropped here at once whatever the server says (it may be unreachable).
+                    Some(true) => {
+                        let shown = self.strip(path.clone());
+                        self.watches.remove(&path, kind, &shown);
+                        let _ = reply.send(Ok(Response::Empty));
+                        (Request::RemoveWatches(req), None, None)
+                    }
+                };
+                pending.push_back(Pending {
+                    xid,
+                    op: req.opcode(),
+                    reply,
+                    watch: None,
+                    removal,
                 });
                 let _ = wtx.send(encode_request(xid, &req));
             }
@@ -469,6 +625,7 @@ impl Task {
                     op: OpCode::CloseSession,
                     reply: None,
                     watch: None,
+                    removal: None,
                 });
                 let _ = wtx.send(encode_request(xid, &Request::CloseSession));
                 *closing = Some(reply);
@@ -544,15 +701,29 @@ impl Task {
                         (k, Ok(_), _) => Some(k),
                         _ => None,
                     };
-                    let table = match kind {
-                        Some(WatchKind::Data) => Some(&mut self.watches.data),
-                        Some(WatchKind::Exists) => Some(&mut self.watches.exist),
-                        Some(WatchKind::Child) => Some(&mut self.watches.child),
-                        None => None,
-                    };
-                    if let Some(t) = table {
-                        t.entry(w.path).or_default().push(w.tx);
+                    let w_ = &mut self.watches;
+                    match (kind, w.tx) {
+                        (Some(WatchKind::Data), WatchTx::Once(tx)) => {
+                            w_.data.entry(w.path).or_default().push(tx)
+                        }
+                        (Some(WatchKind::Exists), WatchTx::Once(tx)) => {
+                            w_.exist.entry(w.path).or_default().push(tx)
+                        }
+                        (Some(WatchKind::Child), WatchTx::Once(tx)) => {
+                            w_.child.entry(w.path).or_default().push(tx)
+                        }
+                        (Some(WatchKind::Persistent), WatchTx::Persistent(tx)) => {
+                            w_.persistent.entry(w.path).or_default().push(tx)
+                        }
+                        (Some(WatchKind::PersistentRecursive), WatchTx::Persistent(tx)) => {
+                            w_.recursive.entry(w.path).or_default().push(tx)
+                        }
+                        _ => {}
                     }
+                }
+                if let (Some((path, kind)), Ok(_)) = (&p.removal, &result) {
+                    let shown = self.strip(path.clone());
+                    self.watches.remove(path, *kind, &shown);
                 }
                 if let Some(r) = p.reply {
                     let _ = r.send(result);
@@ -572,6 +743,34 @@ impl Task {
         let state = KeeperState::from_i32(ev.state).unwrap_or(KeeperState::SyncConnected);
         let mut targets = Vec::new();
         let w = &mut self.watches;
+        // Persistent watches stay: one on the path itself sees every event there, a recursive one on the
+        // path or an ancestor every event but NodeChildrenChanged (ZooKeeper's client does the same).
+        let mut persistent: Vec<&mpsc::UnboundedSender<PersistentEvent>> = Vec::new();
+        persistent.extend(w.persistent.get(&ev.path).into_iter().flatten());
+        if ty != EventType::NodeChildrenChanged && !w.recursive.is_empty() {
+            let mut p = ev.path.as_str();
+            loop {
+                persistent.extend(w.recursive.get(p).into_iter().flatten());
+                if p == "/" {
+                    break;
+                }
+                p = match p.rfind('/') {
+                    Some(0) => "/",
+                    Some(i) => &p[..i],
+                    None => break,
+                };
+            }
+        }
+        if !persistent.is_empty() {
+            let event = WatchedEvent {
+                event_type: ty,
+                state,
+                path: crate::strip_chroot(self.chroot.as_deref(), ev.path.clone()),
+            };
+            for tx in persistent {
+                let _ = tx.send(PersistentEvent::Event(event.clone()));
+            }
+        }
         match ty {
             EventType::NodeCreated | EventType::NodeDataChanged => {
                 targets.extend(w.data.remove(&ev.path).into_iter().flatten());
@@ -585,7 +784,6 @@ impl Task {
             EventType::NodeChildrenChanged => {
                 targets.extend(w.child.remove(&ev.path).into_iter().flatten());
             }
-            // Persistent watches (addWatch) are not registered by this client yet.
             _ => {}
         }
         let path = self.strip(ev.path);
@@ -612,7 +810,7 @@ impl Task {
         }
         for cmd in rest {
             match cmd {
-                Cmd::Request { reply, .. } => {
+                Cmd::Request { reply, .. } | Cmd::Watches { reply, .. } => {
                     let _ = reply.send(Err(err.clone()));
                 }
                 Cmd::Auth { reply, .. } => {
@@ -629,14 +827,22 @@ impl Task {
             _ => KeeperState::Closed,
         };
         let w = std::mem::take(&mut self.watches);
+        let ended = |path: String| WatchedEvent {
+            event_type: EventType::None,
+            state: keeper_state,
+            path,
+        };
         for (path, txs) in w.data.into_iter().chain(w.exist).chain(w.child) {
             let path = self.strip(path);
             for tx in txs {
-                let _ = tx.send(WatchedEvent {
-                    event_type: EventType::None,
-                    state: keeper_state,
-                    path: path.clone(),
-                });
+                let _ = tx.send(ended(path.clone()));
+            }
+        }
+        // Persistent streams get the session's end, then end.
+        for (path, txs) in w.persistent.into_iter().chain(w.recursive) {
+            let path = self.strip(path);
+            for tx in txs {
+                let _ = tx.send(PersistentEvent::Event(ended(path.clone())));
             }
         }
         self.set_state(state);
@@ -652,48 +858,45 @@ impl Task {
 /// server's 1 MiB `jute.maxbuffer` however many watches a session holds.
 const SET_WATCHES_PATH_BYTES_MAX: usize = 128 * 1024;
 
-/// SetWatches requests re-arming every path, split so that no frame exceeds the server's limit.
-fn set_watches_frames(
-    relative_zxid: i64,
-    data: Vec<String>,
-    exist: Vec<String>,
-    child: Vec<String>,
-) -> Vec<Request> {
-    let mut out = Vec::new();
-    let mut cur = SetWatches {
+/// SetWatches requests re-arming every path, split so that no frame exceeds the server's limit. SetWatches2
+/// (with the persistent lists) only when there are persistent watches, as ZooKeeper's client: servers
+/// before 3.6 know only SetWatches.
+fn set_watches_frames(relative_zxid: i64, live: LivePaths) -> Vec<Request> {
+    let v2 = !live.persistent.is_empty() || !live.recursive.is_empty();
+    let fresh = || SetWatches {
         relative_zxid,
         ..SetWatches::default()
     };
+    let mut out = Vec::new();
+    let mut cur = fresh();
     let mut bytes = 0usize;
-    let tagged = data
+    let tagged = live
+        .data
         .into_iter()
         .map(|p| (0, p))
-        .chain(exist.into_iter().map(|p| (1, p)))
-        .chain(child.into_iter().map(|p| (2, p)));
+        .chain(live.exist.into_iter().map(|p| (1, p)))
+        .chain(live.child.into_iter().map(|p| (2, p)))
+        .chain(live.persistent.into_iter().map(|p| (3, p)))
+        .chain(live.recursive.into_iter().map(|p| (4, p)));
     for (kind, path) in tagged {
         if bytes > 0 && bytes + path.len() > SET_WATCHES_PATH_BYTES_MAX {
-            let full = std::mem::replace(
-                &mut cur,
-                SetWatches {
-                    relative_zxid,
-                    ..SetWatches::default()
-                },
-            );
-            out.push(full);
+            out.push(std::mem::replace(&mut cur, fresh()));
             bytes = 0;
         }
         bytes += path.len();
         match kind {
             0 => cur.data_watches.push(path),
             1 => cur.exist_watches.push(path),
-            _ => cur.child_watches.push(path),
+            2 => cur.child_watches.push(path),
+            3 => cur.persistent_watches.push(path),
+            _ => cur.persistent_recursive_watches.push(path),
         }
     }
     if bytes > 0 {
         out.push(cur);
     }
     out.into_iter()
-        .map(|req| Request::SetWatches { v2: false, req })
+        .map(|req| Request::SetWatches { v2, req })
         .collect()
 }
 
@@ -717,11 +920,18 @@ mod tests {
         let long = |i: usize| format!("/{}{i:06}", "x".repeat(1000));
         let data: Vec<String> = (0..300).map(long).collect();
         let child: Vec<String> = (300..400).map(long).collect();
-        let frames = set_watches_frames(7, data, vec![], child);
+        let frames = set_watches_frames(
+            7,
+            LivePaths {
+                data,
+                child,
+                ..LivePaths::default()
+            },
+        );
         assert!(frames.len() >= 3, "{} frames", frames.len());
         let mut n = 0;
         for f in &frames {
-            let Request::SetWatches { req, .. } = f else {
+            let Request::SetWatches { req, v2: false } = f else {
                 panic!("not SetWatches");
             };
             assert_eq!(req.relative_zxid, 7);
@@ -734,6 +944,19 @@ mod tests {
             n += req.data_watches.len() + req.child_watches.len();
         }
         assert_eq!(n, 400);
-        assert!(set_watches_frames(1, vec![], vec![], vec![]).is_empty());
+        assert!(set_watches_frames(1, LivePaths::default()).is_empty());
+        let v2 = set_watches_frames(
+            1,
+            LivePaths {
+                recursive: vec!["/r".into()],
+                data: vec!["/d".into()],
+                ..LivePaths::default()
+            },
+        );
+        let [Request::SetWatches { v2: true, req }] = &v2[..] else {
+            panic!("one SetWatches2 expected: {v2:?}");
+        };
+        assert_eq!(req.persistent_recursive_watches, vec!["/r".to_string()]);
+        assert_eq!(req.data_watches, vec!["/d".to_string()]);
     }
 }

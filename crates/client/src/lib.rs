@@ -4,12 +4,15 @@
 //! returns the client with a [`StateStream`] of session state changes. A background task owns the socket:
 //! it pipelines requests, matches replies strictly in order, pings when idle for a third of the session
 //! timeout, treats two thirds without data as connection loss, and reconnects to the next host with the
-//! session's id and password. One-shot watches (`*_w` calls) resolve once and are re-armed on reconnect.
+//! session's id and password. One-shot watches (`*_w` calls) resolve once and are re-armed on reconnect
+//! (the server sends the events they missed); persistent watches ([`Client::add_watch`]) are streams,
+//! re-added on reconnect and then given [`PersistentEvent::Resync`], since the protocol re-adds them
+//! without catch-up events.
 
 mod conn;
-pub mod recipes;
 pub mod connect_string;
 mod error;
+pub mod recipes;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,16 +22,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use oxkeeper_proto::records::{
-    CreateRequest, MultiOp, MultiResult, PathVersion, PathWatch, Request, Response, SetAclRequest,
-    SetDataRequest,
+    AddWatchRequest, CreateRequest, MultiOp, MultiResult, PathVersion, PathWatch, Request,
+    Response, SetAclRequest, SetDataRequest,
 };
 use rand::seq::SliceRandom;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use conn::{Cmd, Shared, Task, WatchKind, WatchReg};
+use conn::{Cmd, Shared, Task, WatchKind, WatchReg, WatchTx};
 pub use error::{Error, Result};
-pub use oxkeeper_proto::records::{Acl, Id, Stat};
-pub use oxkeeper_proto::{perms, CreateMode, EventType, KeeperState};
+pub use oxkeeper_proto::records::{Acl, ClientInfo, Id, Stat};
+pub use oxkeeper_proto::{perms, AddWatchMode, CreateMode, EventType, KeeperState, WatcherType};
 
 /// Any version, for delete / setData / setACL / check.
 pub const ANY_VERSION: i32 = -1;
@@ -98,6 +101,91 @@ pub struct WatchedEvent {
     pub state: KeeperState,
     /// Relative to the chroot.
     pub path: String,
+}
+
+/// What a persistent watch ([`Client::add_watch`]) reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PersistentEvent {
+    /// A change: NodeCreated, NodeDeleted, NodeDataChanged, NodeChildrenChanged (the latter only for
+    /// `AddWatchMode::Persistent`, on the watched node itself); `PersistentWatchRemoved` after
+    /// [`Client::remove_watches`]; `EventType::None` with the final state when the session ends.
+    Event(WatchedEvent),
+    /// The connection was lost and the watch has been re-added on a new one. Changes made in between were
+    /// NOT reported (ZooKeeper re-adds persistent watches without catch-up events): re-read what you track.
+    Resync,
+}
+
+/// A persistent watch: a stream of [`PersistentEvent`]s, in the order the server sent them.
+pub struct PersistentWatch {
+    rx: mpsc::UnboundedReceiver<PersistentEvent>,
+}
+
+impl PersistentWatch {
+    /// The next event; `None` once the watch was removed or the session ended (and every event was read).
+    pub async fn next(&mut self) -> Option<PersistentEvent> {
+        self.rx.recv().await
+    }
+}
+
+/// How to connect: see [`Client::connect_with`].
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// The session timeout asked for; the server may negotiate it within its bounds.
+    pub session_timeout: Duration,
+    /// Accept a read-only server (one cut off from its ensemble): the state is then ConnectedReadOnly and
+    /// writes fail with `NotReadOnly`.
+    pub read_only: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> ConnectOptions {
+        ConnectOptions {
+            session_timeout: Duration::from_secs(30),
+            read_only: false,
+        }
+    }
+}
+
+/// The result of one operation of a [`MultiRead`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadResult {
+    Data { data: Vec<u8>, stat: Stat },
+    Children { children: Vec<String> },
+    Error(Error),
+}
+
+/// Reads run together by [`Client::multi_read`]; each reports its own result.
+#[derive(Debug, Clone, Default)]
+pub struct MultiRead {
+    ops: Vec<MultiOp>,
+    invalid: Option<Error>,
+}
+
+impl MultiRead {
+    pub fn new() -> MultiRead {
+        MultiRead::default()
+    }
+    pub fn get_data(mut self, path: &str) -> MultiRead {
+        self.check(path);
+        self.ops.push(MultiOp::GetData(path.to_string()));
+        self
+    }
+    pub fn get_children(mut self, path: &str) -> MultiRead {
+        self.check(path);
+        self.ops.push(MultiOp::GetChildren(path.to_string()));
+        self
+    }
+    fn check(&mut self, path: &str) {
+        if let (None, Err(e)) = (&self.invalid, validate_path(path, false)) {
+            self.invalid = Some(e);
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
 }
 
 /// A one-shot watch: resolves once, with the event that fired it or the end of the session.
@@ -364,6 +452,19 @@ impl Client {
         connect_string: &str,
         session_timeout: Duration,
     ) -> Result<(Client, StateStream)> {
+        let options = ConnectOptions {
+            session_timeout,
+            ..ConnectOptions::default()
+        };
+        Client::connect_with(connect_string, options).await
+    }
+
+    /// [`Client::connect`] with options.
+    pub async fn connect_with(
+        connect_string: &str,
+        options: ConnectOptions,
+    ) -> Result<(Client, StateStream)> {
+        let session_timeout = options.session_timeout;
         let cs = connect_string::parse(connect_string)?;
         if session_timeout.is_zero() {
             return Err(Error::BadArguments("zero session timeout".into()));
@@ -382,7 +483,7 @@ impl Client {
         let task = Task::new(
             hosts,
             cs.chroot.clone(),
-            session_timeout,
+            options,
             rx,
             state_tx,
             events_tx,
@@ -483,7 +584,7 @@ impl Client {
         let reg = WatchReg {
             kind,
             path: path.clone(),
-            tx,
+            tx: WatchTx::Once(tx),
         };
         let resp = self.call(req, Some(reg)).await;
         let watch = Watch {
@@ -577,7 +678,7 @@ impl Client {
         let reg = WatchReg {
             kind: WatchKind::Exists,
             path: full.clone(),
-            tx,
+            tx: WatchTx::Once(tx),
         };
         let watch = Watch {
             rx,
@@ -807,6 +908,115 @@ impl Client {
             return Err(self.terminal_error());
         }
         rx.await.unwrap_or_else(|_| Err(self.terminal_error()))
+    }
+
+    /// Adds a persistent watch on `path` (ZooKeeper 3.6+): it stays until removed, and is re-added on every
+    /// reconnect (followed by [`PersistentEvent::Resync`]). `PersistentRecursive` also covers every
+    /// descendant (created, deleted and data events; no child events).
+    ///
+    /// A ZooKeeper 3.8 server keeps one watch per (session, path): a one-shot watch (`*_w`) or another
+    /// `add_watch` on the same path replaces this one on the server. Keep one kind per path.
+    pub async fn add_watch(&self, path: &str, mode: AddWatchMode) -> Result<PersistentWatch> {
+        let full = self.full_path(path, false)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let kind = match mode {
+            AddWatchMode::Persistent => WatchKind::Persistent,
+            AddWatchMode::PersistentRecursive => WatchKind::PersistentRecursive,
+        };
+        let reg = WatchReg {
+            kind,
+            path: full.clone(),
+            tx: WatchTx::Persistent(tx),
+        };
+        let req = Request::AddWatch(AddWatchRequest {
+            path: full,
+            mode: mode.as_i32(),
+        });
+        self.call(req, Some(reg)).await?;
+        Ok(PersistentWatch { rx })
+    }
+
+    async fn watches_call(
+        &self,
+        path: &str,
+        kind: WatcherType,
+        remove: Option<bool>,
+    ) -> Result<()> {
+        let path = self.full_path(path, false)?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = Cmd::Watches {
+            path,
+            kind,
+            remove,
+            reply,
+        };
+        if self.tx.send(cmd).is_err() {
+            return Err(self.terminal_error());
+        }
+        match rx.await {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => Err(self.terminal_error()),
+        }
+    }
+
+    /// Removes this session's watches of `kind` at `path`, here and on the server (`NoWatcher` if there
+    /// are none here). Each removed one-shot watch resolves with DataWatchRemoved / ChildWatchRemoved; a
+    /// removed persistent watch gets PersistentWatchRemoved and ends. With `local`, they are removed here
+    /// whatever the server answers (e.g. while it is unreachable).
+    ///
+    /// `Persistent` and `PersistentRecursive` are sent as `Any` (ZooKeeper 3.8 servers know no other way
+    /// to remove them) and so remove every watch this session has at `path`.
+    pub async fn remove_watches(&self, path: &str, kind: WatcherType, local: bool) -> Result<()> {
+        self.watches_call(path, kind, Some(local)).await
+    }
+
+    /// Whether this session has watches of `kind` at `path`, here and on the server (`NoWatcher` if not).
+    pub async fn check_watches(&self, path: &str, kind: WatcherType) -> Result<()> {
+        self.watches_call(path, kind, None).await
+    }
+
+    /// The identities the server associates with this session (ZooKeeper 3.7+).
+    pub async fn who_am_i(&self) -> Result<Vec<ClientInfo>> {
+        match self.call(Request::WhoAmI, None).await? {
+            Response::WhoAmI(infos) => Ok(infos),
+            r => Err(Self::unexpected(r)),
+        }
+    }
+
+    /// The ensemble configuration (`/zookeeper/config`, never under the chroot).
+    pub async fn get_config(&self) -> Result<(Vec<u8>, Stat)> {
+        let req = Request::GetData(PathWatch {
+            path: "/zookeeper/config".into(),
+            watch: false,
+        });
+        match self.call(req, None).await? {
+            Response::GetData { data, stat } => Ok((data.unwrap_or_default(), stat)),
+            r => Err(Self::unexpected(r)),
+        }
+    }
+
+    /// Runs the reads of `reads` together (multiRead, ZooKeeper 3.6+); each has its own result.
+    pub async fn multi_read(&self, reads: MultiRead) -> Result<Vec<ReadResult>> {
+        if let Some(e) = reads.invalid {
+            return Err(e);
+        }
+        let ops = reads.ops.into_iter().map(|op| self.chroot_op(op)).collect();
+        let results = match self.call(Request::MultiRead(ops), None).await? {
+            Response::Multi(r) => r,
+            r => return Err(Self::unexpected(r)),
+        };
+        results
+            .into_iter()
+            .map(|r| match r {
+                MultiResult::GetData { data, stat } => Ok(ReadResult::Data {
+                    data: data.unwrap_or_default(),
+                    stat,
+                }),
+                MultiResult::GetChildren { children } => Ok(ReadResult::Children { children }),
+                MultiResult::Error(code) => Ok(ReadResult::Error(Error::from_code(code))),
+                other => Err(Error::Protocol(format!("{other:?} in a multiRead reply"))),
+            })
+            .collect()
     }
 
     /// Closes the session (closeSession, then state Closed). Idempotent.

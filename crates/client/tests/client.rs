@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use common::*;
 use oxkeeper_client::{
-    acl, Client, CreateMode, Error, EventType, KeeperState, Multi, OpResult, State, ANY_VERSION,
+    acl, AddWatchMode, Client, CreateMode, Error, EventType, KeeperState, Multi, MultiRead,
+    OpResult, PersistentEvent, PersistentWatch, ReadResult, State, WatchedEvent, WatcherType,
+    ANY_VERSION,
 };
 
 #[tokio::test]
@@ -510,4 +512,227 @@ async fn a_server_behind_our_last_zxid_is_skipped() {
     wait_state(&mut states, State::Connected, SOON).await;
     assert_eq!(c.session_id(), session);
     assert!(c.exists(&format!("{root}4")).await.unwrap().is_some());
+}
+
+/// Collects the next persistent event, failing the test if none comes soon.
+async fn next_event(w: &mut PersistentWatch, what: &str) -> PersistentEvent {
+    within(SOON, what, w.next())
+        .await
+        .unwrap_or_else(|| panic!("watch ended before {what}"))
+}
+
+fn changed(ty: EventType, path: &str) -> PersistentEvent {
+    PersistentEvent::Event(WatchedEvent {
+        event_type: ty,
+        state: KeeperState::SyncConnected,
+        path: path.to_string(),
+    })
+}
+
+// ZooKeeper 3.8 keeps one watch mode per (session, path): a one-shot or persistent watch added on a path that
+// already has a persistent-recursive one from the same session replaces it. These tests keep each kind on
+// its own path.
+#[tokio::test]
+async fn persistent_watches_stay_and_recursive_ones_cover_the_subtree() {
+    let server = TestServer::start().await;
+    let (c, _) = connect(&server.addr, Duration::from_secs(4)).await;
+    let (writer, _) = connect(&server.addr, Duration::from_secs(4)).await;
+    let root = unique_root("persistent");
+    let (a, ab) = (format!("{root}/a"), format!("{root}/a/b"));
+    ensure(&writer, &root).await;
+    ensure(&writer, &a).await;
+    let mut tree = c
+        .add_watch(&root, AddWatchMode::PersistentRecursive)
+        .await
+        .unwrap();
+    let mut node = c.add_watch(&a, AddWatchMode::Persistent).await.unwrap();
+
+    ensure(&writer, &ab).await;
+    writer.set_data(&ab, b"1", ANY_VERSION).await.unwrap();
+    writer.set_data(&ab, b"2", ANY_VERSION).await.unwrap();
+    writer.delete(&ab, ANY_VERSION).await.unwrap();
+    writer.set_data(&a, b"r", ANY_VERSION).await.unwrap();
+    // The recursive watch sees every change below, in order and without re-arming; no child events.
+    for want in [
+        changed(EventType::NodeCreated, &ab),
+        changed(EventType::NodeDataChanged, &ab),
+        changed(EventType::NodeDataChanged, &ab),
+        changed(EventType::NodeDeleted, &ab),
+        changed(EventType::NodeDataChanged, &a),
+    ] {
+        assert_eq!(next_event(&mut tree, "recursive event").await, want);
+    }
+    // The plain persistent one sees its own node's events, child events included, and nothing deeper.
+    for want in [
+        changed(EventType::NodeChildrenChanged, &a),
+        changed(EventType::NodeChildrenChanged, &a),
+        changed(EventType::NodeDataChanged, &a),
+    ] {
+        assert_eq!(next_event(&mut node, "persistent event").await, want);
+    }
+
+    // Removing one watch ends its stream only; the other goes on.
+    c.check_watches(&a, WatcherType::Persistent).await.unwrap();
+    c.remove_watches(&a, WatcherType::Persistent, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut node, "removal").await,
+        changed(EventType::PersistentWatchRemoved, &a)
+    );
+    assert_eq!(within(SOON, "stream end", node.next()).await, None);
+    assert_eq!(
+        c.check_watches(&a, WatcherType::Persistent).await,
+        Err(Error::NoWatcher)
+    );
+    assert_eq!(
+        c.remove_watches(&a, WatcherType::Persistent, false).await,
+        Err(Error::NoWatcher)
+    );
+    writer.set_data(&a, b"s", ANY_VERSION).await.unwrap();
+    assert_eq!(
+        next_event(&mut tree, "still recursive").await,
+        changed(EventType::NodeDataChanged, &a)
+    );
+
+    // One-shot watches are removed with their own events.
+    let (_, _, data_watch) = c.get_data_w(&a).await.unwrap();
+    let (_, _, child_watch) = c.get_children_w(&a).await.unwrap();
+    c.remove_watches(&a, WatcherType::Any, false).await.unwrap();
+    assert_eq!(
+        within(SOON, "data watch removed", data_watch)
+            .await
+            .event_type,
+        EventType::DataWatchRemoved
+    );
+    assert_eq!(
+        within(SOON, "child watch removed", child_watch)
+            .await
+            .event_type,
+        EventType::ChildWatchRemoved
+    );
+    c.remove_watches(&root, WatcherType::PersistentRecursive, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut tree, "recursive removed").await,
+        changed(EventType::PersistentWatchRemoved, &root)
+    );
+    assert_eq!(within(SOON, "stream end", tree.next()).await, None);
+    // The server holds none of them any more: a new watch's stream sees a change exactly once.
+    let mut again = c.add_watch(&a, AddWatchMode::Persistent).await.unwrap();
+    writer.set_data(&a, b"t", ANY_VERSION).await.unwrap();
+    writer.set_data(&root, b"t", ANY_VERSION).await.unwrap();
+    assert_eq!(
+        next_event(&mut again, "new watch").await,
+        changed(EventType::NodeDataChanged, &a)
+    );
+    c.close().await.unwrap();
+    assert!(matches!(
+        next_event(&mut again, "session end").await,
+        PersistentEvent::Event(WatchedEvent {
+            event_type: EventType::None,
+            state: KeeperState::Closed,
+            ..
+        })
+    ));
+    assert_eq!(within(SOON, "stream end", again.next()).await, None);
+}
+
+#[tokio::test]
+async fn persistent_watches_resync_after_a_reconnect() {
+    let server = TestServer::start().await;
+    let proxy = Proxy::start(&server.addr).await;
+    let (c, mut states) = connect(&proxy.addr(), Duration::from_secs(6)).await;
+    let (writer, _) = connect(&server.addr, Duration::from_secs(4)).await;
+    let root = unique_root("resync");
+    let x = format!("{root}/x");
+    ensure(&writer, &root).await;
+    ensure(&writer, &x).await;
+    let mut tree = c
+        .add_watch(&root, AddWatchMode::PersistentRecursive)
+        .await
+        .unwrap();
+    let (_, _, one_shot) = c.get_data_w(&x).await.unwrap();
+    let session = c.session_id();
+
+    proxy.cut();
+    wait_state(&mut states, State::Disconnected, SOON).await;
+    writer
+        .set_data(&x, b"while away", ANY_VERSION)
+        .await
+        .unwrap();
+    proxy.restore();
+    wait_state(&mut states, State::Connected, SOON).await;
+    assert_eq!(c.session_id(), session);
+    // The one-shot watch gets its catch-up event; the persistent one is told to re-read.
+    assert_eq!(
+        within(SOON, "catch-up", one_shot).await.event_type,
+        EventType::NodeDataChanged
+    );
+    assert_eq!(
+        next_event(&mut tree, "resync").await,
+        PersistentEvent::Resync
+    );
+    assert_eq!(c.get_data(&x).await.unwrap().0, b"while away");
+    // ...and it is armed on the new connection. (The one-shot's catch-up event is for x, which the
+    // recursive watch covers too: it may see it, as ZooKeeper's Java client would.)
+    let child = format!("{root}/after");
+    ensure(&writer, &child).await;
+    loop {
+        let ev = next_event(&mut tree, "event after the reconnect").await;
+        if ev == changed(EventType::NodeDataChanged, &x) {
+            continue;
+        }
+        assert_eq!(ev, changed(EventType::NodeCreated, &child));
+        break;
+    }
+    c.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn who_am_i_multi_read_and_config() {
+    let server = TestServer::start().await;
+    let (c, _) = connect(&server.addr, Duration::from_secs(4)).await;
+    let root = unique_root("reads");
+    ensure(&c, &root).await;
+    ensure(&c, &format!("{root}/k")).await;
+    c.set_data(&root, b"d", ANY_VERSION).await.unwrap();
+    let results = c
+        .multi_read(
+            MultiRead::new()
+                .get_data(&root)
+                .get_children(&root)
+                .get_data(&format!("{root}/missing")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 3);
+    assert!(
+        matches!(&results[0], ReadResult::Data { data, stat } if data == b"d" && stat.num_children == 1)
+    );
+    assert_eq!(
+        results[1],
+        ReadResult::Children {
+            children: vec!["k".to_string()]
+        }
+    );
+    assert_eq!(results[2], ReadResult::Error(Error::NoNode));
+
+    let before = c.who_am_i().await.unwrap();
+    assert!(
+        before.iter().any(|i| i.auth_scheme == "ip"),
+        "an ip identity: {before:?}"
+    );
+    c.add_auth("digest", b"bob:pw").await.unwrap();
+    let after = c.who_am_i().await.unwrap();
+    assert!(
+        after
+            .iter()
+            .any(|i| i.auth_scheme == "digest" && i.user == "bob"),
+        "{after:?}"
+    );
+    // Standalone: the config node exists (ZooKeeper's is empty unless reconfig is enabled).
+    c.get_config().await.unwrap();
+    c.close().await.unwrap();
 }
