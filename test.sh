@@ -33,6 +33,7 @@ step "the Rust client's integration suite against Apache ZooKeeper 3.8 (it ran a
 # Short ticks so the suite's short session timeouts are allowed (min is 2 ticks), as its in-process server.
 python3 tests/clients/with_server.py --kind zookeeper --cfg tickTime=100 --cfg maxSessionTimeout=30000 -- \
     env OXK_CLIENT_TEST_SERVER={} cargo test --release --locked -p oxkeeper-client --test client
+OXK_CLIENT_TEST_KIND=zookeeper cargo test --release --locked -p oxkeeper-client --test restart
 
 step "differential test against Apache ZooKeeper 3.8"
 if [ "${QUICK:-0}" = 1 ]; then export DIFF_SEEDS=3 DIFF_OPS=2000; fi
