@@ -1,0 +1,1 @@
+//! `oxkeeper bench`: a load generator that speaks the ZooKeeper wire protocol to any compatible server.
