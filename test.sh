@@ -29,10 +29,10 @@ python3 -m pytest -q tests/e2e
 step "real clients against oxkeeper (Java, zkCli.sh, cli_mt, kazoo's suite)"
 python3 tests/clients/with_server.py --kind oxkeeper -- tests/clients/run.sh {}
 
-step "the Rust client's integration suite against Apache ZooKeeper 3.8 (it ran against oxkeeper above)"
+step "the Rust client's integration and recipe suites against Apache ZooKeeper 3.8 (they ran against oxkeeper above)"
 # Short ticks so the suite's short session timeouts are allowed (min is 2 ticks), as its in-process server.
 python3 tests/clients/with_server.py --kind zookeeper --cfg tickTime=100 --cfg maxSessionTimeout=30000 -- \
-    env OXK_CLIENT_TEST_SERVER={} cargo test --release --locked -p oxkeeper-client --test client
+    env OXK_CLIENT_TEST_SERVER={} cargo test --release --locked -p oxkeeper-client --test client --test recipes
 OXK_CLIENT_TEST_KIND=zookeeper cargo test --release --locked -p oxkeeper-client --test restart
 
 step "differential test against Apache ZooKeeper 3.8"

@@ -8,6 +8,38 @@
 //! (the server sends the events they missed); persistent watches ([`Client::add_watch`]) are streams,
 //! re-added on reconnect and then given [`PersistentEvent::Resync`], since the protocol re-adds them
 //! without catch-up events.
+//!
+//! Errors say what to do next: [`Error::ConnectionLoss`] — the operation may or may not have happened,
+//! the session may still be alive; retry once connected (idempotently: see the lock recipe's protected
+//! names). [`Error::SessionExpired`] — the session and its ephemeral nodes and watches are gone: start
+//! over with a new client. [`Error::SessionMoved`] — another connection took the session over.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use oxkeeper_client::{acl, AddWatchMode, Client, CreateMode, PersistentEvent, State};
+//!
+//! # async fn demo() -> oxkeeper_client::Result<()> {
+//! let (zk, mut states) = Client::connect("127.0.0.1:2181,127.0.0.1:2182/app", Duration::from_secs(10)).await?;
+//! zk.create("/config", b"v1", &acl::open_unsafe(), CreateMode::Persistent).await?;
+//! let (data, stat, changed) = zk.get_data_w("/config").await?;
+//! println!("{} (version {})", String::from_utf8_lossy(&data), stat.version);
+//! let event = changed.await; // fires once: NodeDataChanged, NodeDeleted, or the session's end
+//!
+//! let mut tree = zk.add_watch("/", AddWatchMode::PersistentRecursive).await?;
+//! while let Some(ev) = tree.next().await {
+//!     match ev {
+//!         PersistentEvent::Event(e) => println!("{:?} {}", e.event_type, e.path),
+//!         PersistentEvent::Resync => { /* reconnected: re-read what you track */ }
+//!     }
+//! }
+//! tokio::spawn(async move {
+//!     while let Some(s) = states.next().await {
+//!         if s == State::Expired { /* start over */ }
+//!     }
+//! });
+//! zk.close().await
+//! # }
+//! ```
 
 mod conn;
 pub mod connect_string;

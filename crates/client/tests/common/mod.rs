@@ -1,18 +1,20 @@
 //! Test harness: a server to talk to (oxkeeper in-process on port 0, or whatever
 //! `OXK_CLIENT_TEST_SERVER=host:port` names, e.g. an Apache ZooKeeper 3.8), and a TCP proxy a test can
-//! cut or stall. Every wait is on a condition with a deadline, never a bare sleep.
+//! cut, stall, or make lose the reply to a chosen request. Every wait is on a condition with a deadline,
+//! never a bare sleep.
 
 #![allow(dead_code)]
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oxkeeper_client::{acl, Client, CreateMode, State, StateStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// A generous bound for anything that should happen "soon" on a loaded 2-core machine.
@@ -112,7 +114,8 @@ pub async fn wait_state(states: &mut StateStream, want: State, d: Duration) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// A TCP proxy that can be cut (every connection closed, new ones refused) or stalled (bytes swallowed).
+// A TCP proxy that can be cut (every connection closed, new ones refused), stalled (bytes swallowed), or
+// made to drop one reply and close that connection (it reads the frames' length prefixes and headers).
 
 pub struct Proxy {
     pub addr: SocketAddr,
@@ -125,6 +128,17 @@ struct ProxyInner {
     cut: AtomicBool,
     stalled: AtomicBool,
     conns: Mutex<Vec<JoinHandle<()>>>,
+    /// The opcode of the request whose reply is to be lost (see [`Proxy::lose_next_reply`]); 0 for none.
+    lose_reply_to: AtomicI32,
+    replies_lost: AtomicU64,
+}
+
+/// One proxied connection's state, shared by its two pumps.
+struct ConnInner {
+    /// The xid of the request whose reply must be dropped, once the client sent it.
+    doomed_xid: Mutex<Option<i32>>,
+    /// Ends the connection (both sockets closed).
+    kill: Notify,
 }
 
 impl Proxy {
@@ -138,6 +152,8 @@ impl Proxy {
             cut: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
             conns: Mutex::new(Vec::new()),
+            lose_reply_to: AtomicI32::new(0),
+            replies_lost: AtomicU64::new(0),
         });
         let acc = inner.clone();
         let accept = tokio::spawn(async move {
@@ -157,11 +173,15 @@ impl Proxy {
                     };
                     let (dr, dw) = down.into_split();
                     let (ur, uw) = up.into_split();
-                    let a = tokio::spawn(pump(dr, uw, inner.clone()));
-                    let b = tokio::spawn(pump(ur, dw, inner.clone()));
+                    let conn = Arc::new(ConnInner {
+                        doomed_xid: Mutex::new(None),
+                        kill: Notify::new(),
+                    });
+                    let a = tokio::spawn(pump(dr, uw, inner.clone(), conn.clone(), Dir::Up));
+                    let b = tokio::spawn(pump(ur, dw, inner.clone(), conn.clone(), Dir::Down));
                     // Aborting this task must close both sockets: abort the pumps on drop.
                     let _guard = AbortOnDrop(vec![a, b]);
-                    std::future::pending::<()>().await;
+                    conn.kill.notified().await;
                 });
                 acc.conns.lock().unwrap().push(h);
             }
@@ -195,6 +215,19 @@ impl Proxy {
         *self.inner.upstream.lock().unwrap() = addr.to_string();
     }
 
+    /// Arms a one-shot fault: the next request with opcode `op` (e.g. `OpCode::Create2`) reaches the server,
+    /// but its reply is dropped and the connection closed, as when a connection dies with the reply on the
+    /// wire. The client sees ConnectionLoss for a request the server did process.
+    pub fn lose_next_reply(&self, op: i32) {
+        assert_ne!(op, 0, "opcode 0 means none");
+        self.inner.lose_reply_to.store(op, Ordering::SeqCst);
+    }
+
+    /// How many replies [`Proxy::lose_next_reply`] dropped so far.
+    pub fn replies_lost(&self) -> u64 {
+        self.inner.replies_lost.load(Ordering::SeqCst)
+    }
+
     pub fn restore(&self) {
         self.inner.cut.store(false, Ordering::SeqCst);
         self.inner.stalled.store(false, Ordering::SeqCst);
@@ -220,22 +253,104 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Which way a pump copies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    /// Client to server: requests (`len, xid, type, ...`) after the ConnectRequest.
+    Up,
+    /// Server to client: replies (`len, xid, zxid, err, ...`) after the ConnectResponse.
+    Down,
+}
+
+/// Splits a byte stream into length-prefixed frames (the first one being the handshake).
+#[derive(Default)]
+struct Frames {
+    buf: Vec<u8>,
+    seen: u64,
+}
+
+impl Frames {
+    /// The next complete frame (with its length prefix) and whether it is the handshake.
+    fn next(&mut self) -> Option<(Vec<u8>, bool)> {
+        let len = i32::from_be_bytes(self.buf.get(..4)?.try_into().ok()?);
+        let total = 4 + len.max(0) as usize;
+        if self.buf.len() < total {
+            return None;
+        }
+        let frame: Vec<u8> = self.buf.drain(..total).collect();
+        self.seen += 1;
+        Some((frame, self.seen == 1))
+    }
+}
+
+fn be_i32(frame: &[u8], at: usize) -> Option<i32> {
+    Some(i32::from_be_bytes(frame.get(at..at + 4)?.try_into().ok()?))
+}
+
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     inner: Arc<ProxyInner>,
+    conn: Arc<ConnInner>,
+    dir: Dir,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
+    let mut frames = Frames::default();
+    // Once bytes were swallowed (stall) the framing is lost: copy blindly from then on.
+    let mut framed = true;
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         if inner.stalled.load(Ordering::SeqCst) {
+            framed = false;
             continue;
         }
-        if to.write_all(&buf[..n]).await.is_err() {
+        if !framed {
+            if to.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            continue;
+        }
+        frames.buf.extend_from_slice(&buf[..n]);
+        let mut out = Vec::new();
+        let mut doomed = false;
+        while let Some((frame, handshake)) = frames.next() {
+            if !handshake {
+                match dir {
+                    Dir::Up => {
+                        let op = be_i32(&frame, 8).unwrap_or(0);
+                        let armed = inner.lose_reply_to.load(Ordering::SeqCst);
+                        if armed != 0
+                            && op == armed
+                            && inner
+                                .lose_reply_to
+                                .compare_exchange(armed, 0, Ordering::SeqCst, Ordering::SeqCst)
+                                .is_ok()
+                        {
+                            // Recorded before the request is forwarded: its reply cannot come first.
+                            *conn.doomed_xid.lock().unwrap() = be_i32(&frame, 4);
+                        }
+                    }
+                    Dir::Down => {
+                        let xid = be_i32(&frame, 4);
+                        if xid.is_some() && *conn.doomed_xid.lock().unwrap() == xid {
+                            doomed = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            out.extend_from_slice(&frame);
+        }
+        if !out.is_empty() && to.write_all(&out).await.is_err() {
             break;
+        }
+        if doomed {
+            inner.replies_lost.fetch_add(1, Ordering::SeqCst);
+            conn.kill.notify_one();
+            return;
         }
     }
     let _ = to.shutdown().await;
