@@ -157,6 +157,11 @@ impl PersistentWatch {
     pub async fn next(&mut self) -> Option<PersistentEvent> {
         self.rx.recv().await
     }
+
+    /// The next event if one is already here, without waiting.
+    pub fn try_next(&mut self) -> Option<PersistentEvent> {
+        self.rx.try_recv().ok()
+    }
 }
 
 /// How to connect: see [`Client::connect_with`].

@@ -350,7 +350,7 @@ async fn follow(
             return Err(Error::Closed);
         };
         let mut batch = vec![first];
-        while let Some(more) = ready_now(watch).await {
+        while let Some(more) = watch.try_next() {
             batch.push(more);
         }
         let mut resync = false;
@@ -389,15 +389,6 @@ async fn follow(
             };
             shared.apply(&path, node);
         }
-    }
-}
-
-/// The next event if one is queued already.
-async fn ready_now(watch: &mut PersistentWatch) -> Option<PersistentEvent> {
-    tokio::select! {
-        biased;
-        e = watch.next() => e,
-        () = std::future::ready(()) => None,
     }
 }
 
