@@ -1,5 +1,7 @@
 //! The `oxkeeper` binary. `oxkeeper` (or `oxkeeper server`) runs a member: standalone on 127.0.0.1:2181 with
-//! its data in `./oxkeeper-data`, or as `--config zoo.cfg` says.
+//! its data in `./oxkeeper-data`, or as `--config zoo.cfg` says. `oxkeeper shell` is ZooKeeper's zkCli.sh.
+
+mod shell;
 
 use std::path::PathBuf;
 
@@ -33,18 +35,36 @@ enum Command {
         #[arg(long)]
         zookeeper_data_log_dir: Option<PathBuf>,
     },
+    /// ZooKeeper's shell, as zkCli.sh: `oxkeeper shell [-server host:port] [cmd args...]`
+    /// (`oxkeeper shell --help` for its options and commands).
+    #[command(disable_help_flag = true)]
+    Shell {
+        /// zkCli.sh's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn".into()),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // Some((ZooKeeper's dataDir, its dataLogDir)) for import-zookeeper, None to run a member.
+    let import_from = match cli.command.unwrap_or(Command::Server) {
+        Command::Shell { args } => {
+            // The shell's output is parsed by scripts: no client logs unless asked for.
+            let filter = std::env::var("OXKEEPER_SHELL_LOG").unwrap_or_else(|_| "off".into());
+            init_tracing(tracing_subscriber::EnvFilter::new(filter));
+            return shell::main(&args);
+        }
+        Command::Server => None,
+        Command::ImportZookeeper {
+            zookeeper_data_dir,
+            zookeeper_data_log_dir,
+        } => Some((zookeeper_data_dir, zookeeper_data_log_dir)),
+    };
+    init_tracing(
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| "info,openraft=warn".into()),
+    );
     let config = match &cli.config {
         None => Config::default(),
         Some(path) => match Config::from_zoo_cfg(path) {
@@ -55,17 +75,18 @@ fn main() -> std::process::ExitCode {
             }
         },
     };
-    match cli.command.unwrap_or(Command::Server) {
-        Command::Server => run_server(config),
-        Command::ImportZookeeper {
-            zookeeper_data_dir,
-            zookeeper_data_log_dir,
-        } => import(
-            &zookeeper_data_dir,
-            zookeeper_data_log_dir.as_deref(),
-            &config,
-        ),
+    match import_from {
+        None => run_server(config),
+        Some((data_dir, log_dir)) => import(&data_dir, log_dir.as_deref(), &config),
     }
+}
+
+fn init_tracing(filter: tracing_subscriber::EnvFilter) {
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn import(
