@@ -1,5 +1,6 @@
 //! The `oxkeeper` binary. `oxkeeper` (or `oxkeeper server`) runs a member: standalone on 127.0.0.1:2181 with
-//! its data in `./oxkeeper-data`, or as `--config zoo.cfg` says. `oxkeeper shell` is ZooKeeper's zkCli.sh.
+//! its data in `./oxkeeper-data`, or as `--config zoo.cfg` says. `oxkeeper shell` is ZooKeeper's zkCli.sh;
+//! `oxkeeper bench` measures any ZooKeeper-compatible server.
 
 mod shell;
 
@@ -43,6 +44,9 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
         args: Vec<String>,
     },
+    /// Measure a ZooKeeper-compatible server (oxkeeper or Apache ZooKeeper) over the wire:
+    /// `oxkeeper bench --server host:port ops --op set --sessions 32` (`oxkeeper bench --help`).
+    Bench(oxkeeper_bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +58,13 @@ fn main() -> std::process::ExitCode {
             let filter = std::env::var("OXKEEPER_SHELL_LOG").unwrap_or_else(|_| "off".into());
             init_tracing(tracing_subscriber::EnvFilter::new(filter));
             return shell::main(&args);
+        }
+        Command::Bench(args) => {
+            init_tracing(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            );
+            return oxkeeper_bench::run(args);
         }
         Command::Server => None,
         Command::ImportZookeeper {
