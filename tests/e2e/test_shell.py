@@ -341,6 +341,13 @@ stat -w /R/zz
 create /R/zz z
 ls -w /R/zz
 create /R/zz/y y
+create /R/o o
+get -w /R/o
+stat -w /R/o
+set /R/o 5
+ls -w /R/o
+get -w /R/o
+delete /R/o
 deleteall /R
 close
 ls /

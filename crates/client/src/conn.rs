@@ -81,6 +81,8 @@ pub(crate) struct Shared {
     pub terminal: Mutex<Option<Error>>,
     /// For new state streams; taken when the task ends, so that every stream ends then.
     pub events: Mutex<Option<broadcast::Sender<State>>>,
+    /// Every watch notification of the session, once each (see `Client::notifications`).
+    pub notifications: broadcast::Sender<WatchedEvent>,
 }
 
 struct Pending {
@@ -167,8 +169,10 @@ impl WatchTables {
 
     /// Removes the registrations of `kind` at `path`, telling each with a watch-removed event (persistent
     /// streams then end). `path` is the server-side path; `shown` the one the user sees.
-    fn remove(&mut self, path: &str, kind: WatcherType, shown: &str) {
+    /// Returns the kinds of removal event given, each once (what a single session-wide watcher sees).
+    fn remove(&mut self, path: &str, kind: WatcherType, shown: &str) -> Vec<WatchedEvent> {
         let c = Self::covers(kind);
+        let mut given = Vec::new();
         let event = |event_type| WatchedEvent {
             event_type,
             state: KeeperState::SyncConnected,
@@ -178,12 +182,14 @@ impl WatchTables {
             if on {
                 for tx in table.remove(path).into_iter().flatten() {
                     let _ = tx.send(event(EventType::DataWatchRemoved));
+                    given.push(EventType::DataWatchRemoved);
                 }
             }
         }
         if c[2] {
             for tx in self.child.remove(path).into_iter().flatten() {
                 let _ = tx.send(event(EventType::ChildWatchRemoved));
+                given.push(EventType::ChildWatchRemoved);
             }
         }
         for (on, table) in [(c[3], &mut self.persistent), (c[4], &mut self.recursive)] {
@@ -192,9 +198,17 @@ impl WatchTables {
                     let _ = tx.send(PersistentEvent::Event(event(
                         EventType::PersistentWatchRemoved,
                     )));
+                    given.push(EventType::PersistentWatchRemoved);
                 }
             }
         }
+        let mut once = Vec::new();
+        for t in given {
+            if !once.contains(&t) {
+                once.push(t);
+            }
+        }
+        once.into_iter().map(event).collect()
     }
 }
 
@@ -591,7 +605,9 @@ impl Task {
                     // Local: dropped here at once whatever the server says (it may be unreachable).
                     Some(true) => {
                         let shown = self.strip(path.clone());
-                        self.watches.remove(&path, kind, &shown);
+                        for e in self.watches.remove(&path, kind, &shown) {
+                            let _ = self.shared.notifications.send(e);
+                        }
                         let _ = reply.send(Ok(Response::Empty));
                         (Request::RemoveWatches(req), None, None)
                     }
@@ -723,7 +739,9 @@ impl Task {
                 }
                 if let (Some((path, kind)), Ok(_)) = (&p.removal, &result) {
                     let shown = self.strip(path.clone());
-                    self.watches.remove(path, *kind, &shown);
+                    for e in self.watches.remove(path, *kind, &shown) {
+                        let _ = self.shared.notifications.send(e);
+                    }
                 }
                 if let Some(r) = p.reply {
                     let _ = r.send(result);
@@ -787,6 +805,11 @@ impl Task {
             _ => {}
         }
         let path = self.strip(ev.path);
+        let _ = self.shared.notifications.send(WatchedEvent {
+            event_type: ty,
+            state,
+            path: path.clone(),
+        });
         for tx in targets {
             let _ = tx.send(WatchedEvent {
                 event_type: ty,

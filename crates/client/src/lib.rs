@@ -65,6 +65,9 @@ pub use error::{Error, Result};
 pub use oxkeeper_proto::records::{Acl, ClientInfo, Id, Stat};
 pub use oxkeeper_proto::{perms, AddWatchMode, CreateMode, EventType, KeeperState, WatcherType};
 
+/// Notifications kept for a slow reader of [`Client::notifications`].
+const NOTIFICATIONS_BUFFERED: usize = 1024;
+
 /// Any version, for delete / setData / setACL / check.
 pub const ANY_VERSION: i32 = -1;
 
@@ -415,11 +418,8 @@ pub fn validate_path(path: &str, sequential: bool) -> Result<()> {
         return bad("must start with /");
     }
     if path == "/" {
-        return if sequential {
-            bad("sequential root")
-        } else {
-            Ok(())
-        };
+        // ZooKeeper validates a sequential path with a digit appended: "/1" is fine.
+        return Ok(());
     }
     let body = if sequential && path.ends_with('/') {
         &path[1..path.len() - 1]
@@ -516,6 +516,7 @@ impl Client {
             timeout_ms: AtomicI64::new(0),
             terminal: Mutex::new(None),
             events: Mutex::new(Some(events_tx.clone())),
+            notifications: broadcast::channel(NOTIFICATIONS_BUFFERED).0,
         });
         let task = Task::new(
             hosts,
@@ -562,6 +563,14 @@ impl Client {
     /// The current state.
     pub fn state(&self) -> State {
         *self.state.borrow()
+    }
+
+    /// Every watch notification of this session from now on, once each however many of its watches it
+    /// fires (as ZooKeeper's Java client hands its default watcher one event for all of them), plus the
+    /// removal events of [`Client::remove_watches`] once per kind. A `broadcast` receiver: a reader more
+    /// than 1024 events behind is told it lagged. Each watch still gets its own event too.
+    pub fn notifications(&self) -> broadcast::Receiver<WatchedEvent> {
+        self.shared.notifications.subscribe()
     }
 
     /// Another stream of state transitions, from now on.
@@ -1076,6 +1085,7 @@ mod tests {
         assert!(validate_path("/", false).is_ok());
         assert!(validate_path("/a/b", false).is_ok());
         assert!(validate_path("/a/", true).is_ok());
+        assert!(validate_path("/", true).is_ok(), "ZooKeeper allows a sequential child of the root");
         for p in ["", "a", "/a/", "//a", "/a/./b", "/a/../b", "/a\0"] {
             assert!(validate_path(p, false).is_err(), "{p:?}");
         }

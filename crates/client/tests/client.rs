@@ -736,3 +736,58 @@ async fn who_am_i_multi_read_and_config() {
     c.get_config().await.unwrap();
     c.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn notifications_come_once_however_many_watches_fire() {
+    let server = TestServer::start().await;
+    let (c, _) = connect(&server.addr, Duration::from_secs(4)).await;
+    let (writer, _) = connect(&server.addr, Duration::from_secs(4)).await;
+    let root = unique_root("notify");
+    ensure(&writer, &root).await;
+    let mut all = c.notifications();
+    let (_, _, w1) = c.get_data_w(&root).await.unwrap();
+    let (_, w2) = c.exists_w(&root).await.unwrap();
+    let (_, _, w3) = c.get_data_w(&root).await.unwrap();
+    writer.set_data(&root, b"x", ANY_VERSION).await.unwrap();
+    for w in [w1, w2, w3] {
+        assert_eq!(
+            within(SOON, "each watch", w).await.event_type,
+            EventType::NodeDataChanged
+        );
+    }
+    let ev = within(SOON, "the notification", all.recv()).await.unwrap();
+    assert_eq!(
+        (ev.event_type, ev.path.as_str()),
+        (EventType::NodeDataChanged, root.as_str())
+    );
+    // Removing a data watch and a child watch: one event of each kind.
+    let (_, _, _d1) = c.get_data_w(&root).await.unwrap();
+    let (_, _d2) = c.exists_w(&root).await.unwrap();
+    let (_, _, _ch) = c.get_children_w(&root).await.unwrap();
+    c.remove_watches(&root, WatcherType::Any, false)
+        .await
+        .unwrap();
+    let mut kinds = vec![
+        within(SOON, "removal 1", all.recv())
+            .await
+            .unwrap()
+            .event_type,
+        within(SOON, "removal 2", all.recv())
+            .await
+            .unwrap()
+            .event_type,
+    ];
+    kinds.sort_by_key(|k| k.as_i32());
+    assert_eq!(
+        kinds,
+        [EventType::DataWatchRemoved, EventType::ChildWatchRemoved]
+    );
+    // Nothing else was queued: the next one is a later change's.
+    let (_, _, _again) = c.get_data_w(&root).await.unwrap();
+    writer.set_data(&root, b"y", ANY_VERSION).await.unwrap();
+    let ev = within(SOON, "the next notification", all.recv())
+        .await
+        .unwrap();
+    assert_eq!(ev.event_type, EventType::NodeDataChanged);
+    c.close().await.unwrap();
+}

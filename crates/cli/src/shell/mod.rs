@@ -22,13 +22,14 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use oxkeeper_client::{
-    Client, ConnectOptions, Error, EventType, KeeperState, PersistentEvent, PersistentWatch, State,
-    StateStream, Watch,
+    Client, ConnectOptions, Error, EventType, KeeperState, PersistentWatch, State, StateStream,
+    Watch, WatchedEvent,
 };
 use rustyline::error::ReadlineError;
 use rustyline::history::FileHistory;
 use rustyline::{CompletionType, Config, Editor, ExternalPrinter};
 use tokio::runtime::Runtime;
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use commands::{err, out, CliError, Ctx, COMMANDS};
@@ -161,31 +162,36 @@ impl Events {
         }
     }
 
-    /// Prints the event of a one-shot watch when it fires (not the end of the session: the state watcher
-    /// reports that once).
+    /// Keeps a one-shot watch registered (and so re-armed after a reconnect) until it fires. Its event
+    /// is printed from the session's notifications, once however many watches it fires, as zkCli's
+    /// single default watcher sees it.
     pub fn once(&self, watch: Watch) {
-        let events = self.clone();
         tokio::spawn(async move {
-            let e = watch.await;
-            if e.event_type != EventType::None {
-                events.emit(e.state, e.event_type, Some(&e.path));
-            }
+            let _ = watch.await;
         });
     }
 
-    /// Prints a persistent watch's events until it is removed or the session ends.
+    /// Keeps a persistent watch registered until it is removed or the session ends (its events are
+    /// printed from the notifications; a resync after a reconnect is silent, as zkCli's client re-adds
+    /// the watch silently too).
     pub fn persistent(&self, mut watch: PersistentWatch) {
+        tokio::spawn(async move { while watch.next().await.is_some() {} });
+    }
+
+    /// Prints every watch notification of the session (and the removal events of removewatches).
+    fn notifications(&self, mut rx: broadcast::Receiver<WatchedEvent>) -> JoinHandle<()> {
         let events = self.clone();
         tokio::spawn(async move {
-            while let Some(e) = watch.next().await {
-                // A resync after a reconnect: zkCli's client re-adds the watch silently too.
-                if let PersistentEvent::Event(e) = e {
-                    if e.event_type != EventType::None {
-                        events.emit(e.state, e.event_type, Some(&e.path));
+            loop {
+                match rx.recv().await {
+                    Ok(e) if e.event_type != EventType::None => {
+                        events.emit(e.state, e.event_type, Some(&e.path))
                     }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break,
                 }
             }
-        });
+        })
     }
 
     /// Prints the session's state transitions until the session ends.
@@ -209,6 +215,7 @@ enum Link {
     Up {
         client: Client,
         states: JoinHandle<()>,
+        notifications: JoinHandle<()>,
     },
     /// No session could be established; the next command tries again (zkCli's client keeps trying).
     Down,
@@ -552,12 +559,19 @@ impl Shell {
                     KeeperState::SyncConnected
                 };
                 self.events.emit(state, EventType::None, None);
-                let states = {
+                let (states, notifications) = {
                     let _guard = self.runtime.enter();
-                    self.events.states(stream)
+                    (
+                        self.events.states(stream),
+                        self.events.notifications(client.notifications()),
+                    )
                 };
                 self.set_current(Some(client.clone()));
-                self.link = Link::Up { client, states };
+                self.link = Link::Up {
+                    client,
+                    states,
+                    notifications,
+                };
                 true
             }
             Err(e) => {
@@ -573,7 +587,12 @@ impl Shell {
 
     /// Closes the session, if any; its Closed event is printed unless `quietly`.
     fn close(&mut self, quietly: bool) {
-        let Link::Up { client, states } = std::mem::replace(&mut self.link, Link::Down) else {
+        let Link::Up {
+            client,
+            states,
+            notifications,
+        } = std::mem::replace(&mut self.link, Link::Down)
+        else {
             return;
         };
         self.set_current(None);
@@ -584,6 +603,7 @@ impl Shell {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, client.close()).await;
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, states).await;
         });
+        notifications.abort();
         let _ = std::io::stdout().flush();
     }
 
