@@ -1085,7 +1085,10 @@ mod tests {
         assert!(validate_path("/", false).is_ok());
         assert!(validate_path("/a/b", false).is_ok());
         assert!(validate_path("/a/", true).is_ok());
-        assert!(validate_path("/", true).is_ok(), "ZooKeeper allows a sequential child of the root");
+        assert!(
+            validate_path("/", true).is_ok(),
+            "ZooKeeper allows a sequential child of the root"
+        );
         for p in ["", "a", "/a/", "//a", "/a/./b", "/a/../b", "/a\0"] {
             assert!(validate_path(p, false).is_err(), "{p:?}");
         }
