@@ -486,6 +486,22 @@ async fn reconnects_to_another_host_in_the_list() {
 }
 
 #[tokio::test]
+async fn a_dead_host_in_the_connect_string_is_skipped() {
+    let server = TestServer::start().await;
+    // A port nobody listens on: bind one, learn it, close it.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = l.local_addr().unwrap();
+    drop(l);
+    // Hosts are shuffled: over several connects the dead one comes first in some of them.
+    for _ in 0..6 {
+        let (c, states) = connect(&format!("{dead},{}", server.addr), Duration::from_secs(6)).await;
+        assert!(states.current().is_connected());
+        assert!(c.exists("/").await.unwrap().is_some());
+        c.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn a_server_behind_our_last_zxid_is_skipped() {
     let server = TestServer::start().await;
     if !server.in_process() {
