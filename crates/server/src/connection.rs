@@ -6,14 +6,14 @@
 //! executor. A connection's first frame is a ConnectRequest or a four-letter word.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use oxkeeper_proto::frame::{encode_reply, four_letter_word};
 use oxkeeper_proto::records::{ConnectRequest, Record, Request, RequestHeader, Response};
 use oxkeeper_proto::{xid, OpCode, Reader};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -102,11 +102,10 @@ pub async fn serve(
         shared.config.sessionless_cnxn_timeout_ms,
         shared.now_ms(),
     );
-    let (fwd, fwd_rx) = mpsc::channel(HELD_REQUESTS);
-    tokio::spawn(forward(fwd_rx, shared.clone()));
+    let mut handoff = Handoff::default();
     let mut rd = rd;
     let closed_by_us = tokio::select! {
-        r = read_loop(&mut rd, conn, remote, &shared, &out, &session, &fwd) => {
+        r = read_loop(&mut rd, conn, remote, &shared, &out, &session, &mut handoff) => {
             if let Err(e) = r {
                 tracing::debug!(conn, %remote, "connection closed: {e}");
                 match e {
@@ -125,9 +124,9 @@ pub async fn serve(
         _ = cancel.cancelled() => true,
     };
     shared.stats.cnxn_closed(conn);
-    // Through the forwarder, behind the requests the client sent before it went.
-    let _ = fwd.send(ExecMsg::Closed { conn }).await;
-    drop(fwd);
+    // Behind the requests the client sent before it went (some may still be held).
+    let _ = handoff.send(&shared, ExecMsg::Closed { conn }).await;
+    drop(handoff);
     drop(slot);
     // Let the writer flush what the executor queued (e.g. a closeSession reply), then end it.
     out.close();
@@ -151,32 +150,46 @@ pub async fn serve(
 /// How long a closing connection waits for its writer to flush, and then for the client to close its side.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
+/// Bytes gathered for one write when several replies are queued at once; a gathering buffer that grew beyond
+/// this is freed after the write, so an idle connection holds no buffer at all.
+const WRITE_GATHER_MAX: usize = 64 * 1024;
+
 async fn write_loop(
-    wr: tokio::net::tcp::OwnedWriteHalf,
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
     mut rx: mpsc::Receiver<Out>,
     cancel: CancellationToken,
 ) {
-    let mut w = BufWriter::with_capacity(64 * 1024, wr);
+    let mut gathered: Vec<u8> = Vec::new();
     loop {
         let msg = tokio::select! {
             m = rx.recv() => m,
             _ = cancel.cancelled() => None,
         };
         let Some(mut msg) = msg else { break };
-        // Write everything that is queued, then flush once.
+        // Everything queued goes out in as few writes as possible: a lone reply as it is, several gathered.
+        let mut close = false;
         loop {
             match msg {
                 Out::Bytes(b) => {
-                    if w.write_all(&b).await.is_err() {
-                        cancel.cancel();
-                        return;
+                    if gathered.is_empty() && rx.is_empty() {
+                        if wr.write_all(&b).await.is_err() {
+                            cancel.cancel();
+                            return;
+                        }
+                    } else {
+                        gathered.extend_from_slice(&b);
+                        if gathered.len() >= WRITE_GATHER_MAX {
+                            if wr.write_all(&gathered).await.is_err() {
+                                cancel.cancel();
+                                return;
+                            }
+                            gathered.clear();
+                        }
                     }
                 }
                 Out::Close => {
-                    let _ = w.flush().await;
-                    let _ = w.shutdown().await;
-                    cancel.cancel();
-                    return;
+                    close = true;
+                    break;
                 }
             }
             match rx.try_recv() {
@@ -184,13 +197,23 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
-        if w.flush().await.is_err() {
+        if !gathered.is_empty() {
+            if wr.write_all(&gathered).await.is_err() {
+                cancel.cancel();
+                return;
+            }
+            gathered.clear();
+        }
+        if gathered.capacity() > WRITE_GATHER_MAX {
+            gathered = Vec::new();
+        }
+        if close {
+            let _ = wr.shutdown().await;
             cancel.cancel();
             return;
         }
     }
-    let _ = w.flush().await;
-    let _ = w.shutdown().await;
+    let _ = wr.shutdown().await;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -283,7 +306,41 @@ const HELD_REQUESTS: usize = 16;
 /// all connections are below `globalOutstandingLimit` (ZooKeeper's throttle). Pings never pass here: the
 /// reader answers them itself, so a member at its limit (a stalled disk, a flood of closes) still answers
 /// every connection's pings as long as that connection holds fewer than `HELD_REQUESTS` requests.
-async fn forward(mut rx: mpsc::Receiver<ExecMsg>, shared: Arc<Shared>) {
+/// Hands a connection's messages to the executor, in order. Directly while the member is below
+/// `globalOutstandingLimit`; at the limit they are held, in order, by a forwarder task (made on first need, so
+/// an idle connection costs no task and no queue) that waits for room, while the reader goes on.
+#[derive(Default)]
+struct Handoff {
+    /// The forwarder's queue, and how many messages it holds that the executor has not been given yet.
+    held: Option<(mpsc::Sender<ExecMsg>, Arc<AtomicUsize>)>,
+}
+
+impl Handoff {
+    async fn send(&mut self, shared: &Arc<Shared>, msg: ExecMsg) -> Result<(), ConnError> {
+        let counted = !matches!(msg, ExecMsg::Closed { .. });
+        let holding = self
+            .held
+            .as_ref()
+            .is_some_and(|(_, n)| n.load(Ordering::Acquire) > 0);
+        // Only when nothing is held: a message must never overtake one of the same connection.
+        if !holding && (!counted || shared.outstanding() < shared.config.global_outstanding_limit) {
+            if counted {
+                shared.request_started();
+            }
+            return shared.exec.send(msg).map_err(|_| ConnError::ExecutorGone);
+        }
+        let (tx, n) = self.held.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(HELD_REQUESTS);
+            let n = Arc::new(AtomicUsize::new(0));
+            tokio::spawn(forward(rx, shared.clone(), n.clone()));
+            (tx, n)
+        });
+        n.fetch_add(1, Ordering::AcqRel);
+        tx.send(msg).await.map_err(|_| ConnError::ExecutorGone)
+    }
+}
+
+async fn forward(mut rx: mpsc::Receiver<ExecMsg>, shared: Arc<Shared>, held: Arc<AtomicUsize>) {
     while let Some(m) = rx.recv().await {
         if !matches!(m, ExecMsg::Closed { .. }) {
             shared.wait_below_outstanding_limit().await;
@@ -292,6 +349,8 @@ async fn forward(mut rx: mpsc::Receiver<ExecMsg>, shared: Arc<Shared>) {
         if shared.exec.send(m).is_err() {
             return;
         }
+        // After the executor has it: the reader's next message may then go directly, behind this one.
+        held.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -302,7 +361,7 @@ async fn read_loop(
     shared: &Arc<Shared>,
     out: &Outbound,
     session: &Arc<AtomicI64>,
-    fwd: &mpsc::Sender<ExecMsg>,
+    handoff: &mut Handoff,
 ) -> Result<(), ConnError> {
     let max = shared.config.max_buffer_bytes;
     let sessionless = Duration::from_millis(shared.config.sessionless_cnxn_timeout_ms);
@@ -369,9 +428,9 @@ async fn read_loop(
         stats.add(Counter::BytesReceived, 4 + payload.len() as u64);
         let mut r = Reader::new(&payload);
         let Ok(header) = RequestHeader::decode(&mut r) else {
-            fwd.send(ExecMsg::Malformed { conn, xid: 0 })
-                .await
-                .map_err(|_| ConnError::ExecutorGone)?;
+            handoff
+                .send(shared, ExecMsg::Malformed { conn, xid: 0 })
+                .await?;
             continue;
         };
         let body = &payload[r.position()..];
@@ -415,6 +474,6 @@ async fn read_loop(
                 }
             }
         };
-        fwd.send(msg).await.map_err(|_| ConnError::ExecutorGone)?;
+        handoff.send(shared, msg).await?;
     }
 }
