@@ -29,6 +29,9 @@ pub struct CommonArgs {
     /// Write the latency per second (p50, p99, max) to this CSV file.
     #[arg(long, global = true, value_name = "FILE.csv")]
     pub timeline: Option<PathBuf>,
+    /// Draw the latency per second (p50, p99, max; log scale) to this SVG file.
+    #[arg(long, global = true, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
     /// Worker threads of the generator's runtime (default: one per core).
     #[arg(long, global = true)]
     pub threads: Option<usize>,

@@ -4,10 +4,11 @@
 //! Built on `proto` directly: requests are encoded once per session and patched, pipelined, and written in
 //! batches, so the generator is not the bottleneck; it reports its own CPU, the machine's and the server's
 //! beside every figure to show it. `session` is the raw connection, `workload` the five workloads, `stats`
-//! the HDR histograms, `report` the table/JSON/CSV output.
+//! the HDR histograms, `report` the table/JSON/CSV output, `plot` the SVG of latency over time.
 
 pub mod args;
 pub mod error;
+pub mod plot;
 pub mod progress;
 pub mod report;
 pub mod schedule;
@@ -53,6 +54,15 @@ pub fn run(args: BenchArgs) -> ExitCode {
     }
     if let Some(path) = &args.common.timeline {
         if let Err(e) = std::fs::write(path, report.timeline_csv()) {
+            eprintln!("oxkeeper bench: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if let Some(path) = &args.common.plot {
+        let written = plot::latency_svg(&report)
+            .map_err(|e| e.to_string())
+            .and_then(|svg| std::fs::write(path, svg).map_err(|e| e.to_string()));
+        if let Err(e) = written {
             eprintln!("oxkeeper bench: cannot write {}: {e}", path.display());
             return ExitCode::from(2);
         }
