@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
 # oxkeeper against Apache ZooKeeper 3.8 (Debian package), every `oxkeeper bench` workload, on this machine.
 # A benchmark, not a test: it runs each workload against both servers in alternating pairs (ox, zk, then zk, ox,
-# ...) and prints a side-by-side table of medians with the ratio oxkeeper/ZooKeeper. Both servers run
-# standalone on 127.0.0.1 (a free port, never 2181) with the same zoo.cfg: tickTime=2000, forceSync=yes,
-# maxClientCnxns=0, 4lw.commands.whitelist=*, admin.enableServer=false, data under one temporary directory
-# (same disk); one server at a time, on a fresh data directory for each run of a pair.
+# ...) and prints a side-by-side table of medians with the ratio oxkeeper/ZooKeeper, then the issue-6 targets
+# read off that table. Both servers run standalone on 127.0.0.1 (a free port, never 2181) with the same zoo.cfg:
+# tickTime=2000, forceSync=yes, maxClientCnxns=0, clientPortListenBacklog=128, 4lw.commands.whitelist=*,
+# admin.enableServer=false, data under one directory (same disk); one server at a time, each run of a pair on a
+# fresh data directory. Once, at the end, ZooKeeper's figures are cross-checked with an independent load
+# generator: a small closed-loop program on ZooKeeper's own Java client.
 #
-#   bench/compare.sh            # 5 pairs, 10 s runs, 19000 idle sessions (about 25 minutes on 2 cores)
-#   QUICK=1 bench/compare.sh    # 1 pair, 2 s runs, 2000 idle sessions (a smoke run, a few minutes)
+#   bench/compare.sh            # 5 pairs, 8 s runs, idle sessions up to the fd limit, 1M nodes (about 30 min)
+#   QUICK=1 bench/compare.sh    # 1 pair, 2 s runs, 2000 idle sessions, 100k nodes (a smoke run, about 3 min)
 #
-# Settings (environment): PAIRS (5), DURATION (10s: each ops/sessions/watch run), WARMUP (5s: unmeasured load
-# on each fresh server first, so that the JVM has compiled its hot paths), IDLE_SESSIONS (19000; the
-# generator's file-descriptor hard limit bounds it), IDLE_DURATION (30s: how long they are held),
-# IDLE_HEAP_DURATION (10s: the hold of ZooKeeper's second idle run, the one for its live heap),
-# CLEANUP_EPHEMERALS (10000), WATCHERS (100), ZK_JAVA_OPTS (extra JVM flags; default none, as Debian's
-# scripts), BENCH_DIR (default /tmp/oxk-compare-<timestamp>: every run's JSON, the server logs and the
-# summary; kept afterwards, the data directories are removed), SKIP_INSTALL=1 (do not run the installer).
+# Settings (environment): PAIRS (5), DURATION (8s: each ops/sessions/watch run), WARMUP (5s: unmeasured load
+# on each fresh server first, so that the JVM has compiled its hot paths), IDLE_SESSIONS (the generator's
+# open-file hard limit minus 1000: 19000 here), IDLE_DURATION (30s: how long they are held), IDLE_HEAP_DURATION
+# (5s: the hold of ZooKeeper's second idle run, the one for its live heap), NODES (1000000 small nodes, bulk
+# created with 32 sessions x 32 in flight, for the memory per node), NODE_SIZE (32 bytes), CLEANUP_EPHEMERALS
+# (10000), WATCHERS (100), CROSSCHECK (1; 0 skips it), CROSS_DURATION (DURATION), ZK_JAVA_OPTS (extra JVM
+# flags for the server; default none, as Debian's /etc/zookeeper/conf/environment), BENCH_DIR (default
+# /tmp/oxk-compare-<date>: every run's JSON, the server logs and the summary; kept afterwards, the data
+# directories are removed), SKIP_INSTALL=1 (do not run the installer).
 #
 # The generator and the server share the machine's cores: every JSON keeps the generator's CPU beside the
-# server's (cpu.generator_pct, cpu.server_pct, cpu.machine_busy_pct), and the table shows the generator's share.
+# server's and the rest of the machine's (cpu.generator_pct, cpu.server_pct, cpu.others_pct); the table shows
+# them, and the header the load average, sampled at every server start.
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -26,18 +31,27 @@ REPO=$PWD
 QUICK=${QUICK:-0}
 if [[ $QUICK == 1 ]]; then
     : "${PAIRS:=1}" "${DURATION:=2s}" "${WARMUP:=1s}" "${IDLE_SESSIONS:=2000}" "${IDLE_DURATION:=8s}"
-    : "${IDLE_HEAP_DURATION:=5s}"
+    : "${IDLE_HEAP_DURATION:=5s}" "${NODES:=100000}" "${CROSS_DURATION:=2s}"
 fi
 PAIRS=${PAIRS:-5}
-DURATION=${DURATION:-10s}
+DURATION=${DURATION:-8s}
 WARMUP=${WARMUP:-5s}
-IDLE_SESSIONS=${IDLE_SESSIONS:-19000}
+IDLE_SESSIONS=${IDLE_SESSIONS:-$(($(ulimit -Hn) - 1000))}
 IDLE_DURATION=${IDLE_DURATION:-30s}
-IDLE_HEAP_DURATION=${IDLE_HEAP_DURATION:-10s}
+IDLE_HEAP_DURATION=${IDLE_HEAP_DURATION:-5s}
+NODES=${NODES:-1000000}
+NODE_SIZE=${NODE_SIZE:-32}
 CLEANUP_EPHEMERALS=${CLEANUP_EPHEMERALS:-10000}
 WATCHERS=${WATCHERS:-100}
+CROSSCHECK=${CROSSCHECK:-1}
+CROSS_DURATION=${CROSS_DURATION:-$DURATION}
 TICK_MS=2000
+# oxkeeper listens with a fixed backlog of 128 (tokio's TcpListener::bind, as Rust's std); ZooKeeper's default
+# (-1) would be Java's 50, so it is given 128 too. The backlog each server really has is logged (ss).
+LISTEN_BACKLOG=128
 ZK_CLASSPATH=/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar
+ZK_CLIENT_CLASSPATH=/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-nop.jar
+CLK_TCK=$(getconf CLK_TCK)
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 
@@ -45,10 +59,10 @@ if [[ ${SKIP_INSTALL:-0} != 1 ]]; then
     log "installing what is missing (tests/clients/install.sh) ..."
     tests/clients/install.sh >&2
 fi
-for need in /usr/share/java/zookeeper.jar /usr/share/java/slf4j-simple.jar; do
+for need in /usr/share/java/zookeeper.jar /usr/share/java/slf4j-simple.jar /usr/share/java/slf4j-nop.jar; do
     [[ -f $need ]] || { echo "compare: $need missing after tests/clients/install.sh" >&2; exit 1; }
 done
-for cmd in java jcmd python3; do
+for cmd in java javac jcmd python3 ss; do
     command -v "$cmd" >/dev/null || { echo "compare: $cmd not found" >&2; exit 1; }
 done
 
@@ -57,27 +71,31 @@ cargo build --release --locked -q -p oxkeeper --bin oxkeeper
 REVISION=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?')
 
 WORK=${BENCH_DIR:-/tmp/oxk-compare-$(date +%Y%m%d-%H%M%S)}
-mkdir -p "$WORK/bin" "$WORK/runs"
+mkdir -p "$WORK/bin" "$WORK/runs" "$WORK/java"
 # A copy, so that a build in this tree during the run cannot swap the binary between pairs.
 cp "$REPO/target/release/oxkeeper" "$WORK/bin/"
 OX_BIN=$WORK/bin/oxkeeper
-MEM=$WORK/memory.tsv # kind, pair, metric, value: the measurements taken here (jcmd, /proc), not by the generator
-: >"$MEM"
+MEM=$WORK/memory.tsv     # kind, pair, metric, value: what the script measures itself (jcmd, /proc)
+PROBES=$WORK/probes.tsv  # when, metric, value: the disk's fdatasync latency and the loopback round trip
+LOADS=$WORK/loadavg.tsv  # when, 1-min, 5-min, 15-min load average: at the start of each server
+: >"$MEM"; : >"$PROBES"; : >"$LOADS"
 SCRIPT_START=$(date +%s)
-LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 SERVER_PID=
+IDLE_PID=
 cleanup() {
     if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
         kill -KILL "$SERVER_PID" 2>/dev/null || true
     fi
-    if [[ -n ${IDLE_PID:-} ]] && kill -0 "$IDLE_PID" 2>/dev/null; then
+    if [[ -n $IDLE_PID ]] && kill -0 "$IDLE_PID" 2>/dev/null; then
         kill -KILL "$IDLE_PID" 2>/dev/null || true
     fi
 }
 trap cleanup EXIT
 trap 'echo "compare: interrupted by a signal" >&2; exit 130' INT TERM HUP
 trap 'echo "compare: failed at line $LINENO (exit status $?)" >&2' ERR
+
+loadavg() { echo "$(date +%T) $(cut -d' ' -f1-3 /proc/loadavg)" | tr ' ' '\t' >>"$LOADS"; }
 
 free_port() {
     python3 - <<'EOF'
@@ -112,12 +130,67 @@ except OSError:
 EOF
 }
 
+# The physical limit of one closed-loop writer: one fdatasync on the data disk plus one loopback round trip,
+# probed before every server start (the other users of the disk change it: a build's writes slow every
+# fdatasync down, the servers' too). fdatasync: 128-byte writes, one 4 KiB page apart, into a preallocated,
+# already synced file (as ZooKeeper's preallocated log), 100 unmeasured then 500 measured; the round trip:
+# 1-byte ping-pong over TCP between two Python processes (an upper bound: Python's own per-call cost is in it).
+probe_limits() { # label
+    sync
+    python3 - "$WORK" "$1" >>"$PROBES" <<'EOF'
+import os, socket, statistics, sys, time
+
+work, label = sys.argv[1], sys.argv[2]
+path = os.path.join(work, "fdatasync-probe")
+fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, b"\0" * (16 << 20))
+os.fsync(fd)
+buf = b"x" * 128
+lat = []
+for i in range(600):
+    t = time.perf_counter_ns()
+    os.pwrite(fd, buf, i * 4096)
+    os.fdatasync(fd)
+    if i >= 100:
+        lat.append((time.perf_counter_ns() - t) / 1000)
+os.close(fd)
+os.unlink(path)
+lat.sort()
+print(f"{label}\tfdatasync p50 (us)\t{statistics.median(lat):.0f}")
+print(f"{label}\tfdatasync p99 (us)\t{lat[int(len(lat) * 0.99)]:.0f}")
+
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(1)
+port = srv.getsockname()[1]
+if os.fork() == 0:
+    c, _ = srv.accept()
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while (b := c.recv(1)):
+        c.sendall(b)
+    os._exit(0)
+c = socket.create_connection(("127.0.0.1", port))
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+rtt = []
+for i in range(6000):
+    t = time.perf_counter_ns()
+    c.sendall(b"p")
+    c.recv(1)
+    if i >= 1000:
+        rtt.append((time.perf_counter_ns() - t) / 1000)
+c.close()
+os.wait()
+print(f"{label}\tloopback round trip p50 (us)\t{statistics.median(rtt):.1f}")
+EOF
+}
+
 write_cfg() { # dir
     cat >"$1/zoo.cfg" <<EOF
 tickTime=$TICK_MS
 dataDir=$1/data
 clientPort=$PORT
 clientPortAddress=127.0.0.1
+clientPortListenBacklog=$LISTEN_BACKLOG
 maxClientCnxns=0
 forceSync=yes
 admin.enableServer=false
@@ -127,9 +200,13 @@ EOF
 
 start_server() { # kind dir; sets SERVER_PID, waits until `srvr` reports a mode (serving)
     local kind=$1 dir=$2 i
+    loadavg
+    probe_limits "$kind-$PAIR"
     if [[ $kind == oxkeeper ]]; then
         (cd "$dir" && RUST_LOG=info,openraft=warn exec "$OX_BIN" --config zoo.cfg >>server.log 2>&1) &
     else
+        # Debian's JVM settings (none: the JVM's defaults, G1 and a quarter of the memory as the maximum
+        # heap), plus a GC log.
         # shellcheck disable=SC2086 # ZK_JAVA_OPTS is a list of flags
         (cd "$dir" && exec java ${ZK_JAVA_OPTS:-} -Xlog:gc:file=gc.log:time \
             -cp "$ZK_CLASSPATH" org.apache.zookeeper.server.ZooKeeperServerMain ./zoo.cfg >>server.log 2>&1) &
@@ -137,7 +214,11 @@ start_server() { # kind dir; sets SERVER_PID, waits until `srvr` reports a mode 
     SERVER_PID=$!
     disown "$SERVER_PID"
     for ((i = 0; i < 600; i++)); do # 60 s
-        if four srvr | grep -q '^Mode:'; then return 0; fi
+        if four srvr | grep -q '^Mode:'; then
+            # A listening socket's Send-Q is its backlog.
+            echo "listen backlog: $(ss -ltnH "sport = :$PORT" | awk '{print $3}' | head -1)" >>"$dir/server.log"
+            return 0
+        fi
         kill -0 "$SERVER_PID" 2>/dev/null || { echo "compare: $kind exited at start; see $dir/server.log" >&2; exit 1; }
         sleep 0.1
     done
@@ -168,7 +249,7 @@ run() { # kind label bench-arguments...; keeps the JSON as runs/<label>.<kind>.<
     shift 2
     out=$WORK/runs/$label.$kind.$PAIR.json
     log "$kind (pair $PAIR): $label"
-    if ! bench "$@" >"$out.tmp" 2>"$WORK/runs/$label.$kind.$PAIR.stderr"; then
+    if ! bench "$@" --plot "${out%.json}.svg" >"$out.tmp" 2>"$WORK/runs/$label.$kind.$PAIR.stderr"; then
         log "warning: $kind $label failed (exit status $?); see $WORK/runs/$label.$kind.$PAIR.stderr"
         mv "$out.tmp" "$out.failed"
         return 0
@@ -231,6 +312,24 @@ run_idle() { # kind label sessions duration
         mem "$kind" "RSS after idle (KiB)" "$(rss_kib)"; fi
 }
 
+# Memory per node, on a fresh server: RSS (and ZooKeeper's live heap) when it starts, then after NODES small
+# nodes bulk-created by 32 sessions x 32 requests in flight (kept: the server is stopped afterwards).
+run_nodes() { # kind dir
+    local kind=$1 dir=$2
+    stop_server
+    rm -rf "$dir/data"
+    mkdir -p "$dir/data"
+    start_server "$kind" "$dir"
+    sleep 1
+    mem "$kind" "RSS before nodes (KiB)" "$(rss_kib)"
+    [[ $kind == zookeeper ]] && mem "$kind" "live heap before nodes (KiB)" "$(zk_live_heap_kib)"
+    run "$kind" nodes ops --op create --sessions 32 --depth 32 --requests "$NODES" --value-size "$NODE_SIZE" --keep
+    sleep 1
+    mem "$kind" "RSS with nodes (KiB)" "$(rss_kib)"
+    [[ $kind == zookeeper ]] && mem "$kind" "live heap with nodes (KiB)" "$(zk_live_heap_kib)"
+    return 0
+}
+
 run_instance() { # kind
     local kind=$1 dir n op
     dir=$WORK/$kind-$PAIR
@@ -254,6 +353,191 @@ run_instance() { # kind
     run "$kind" expiry expiry --cleanup-ephemerals "$CLEANUP_EPHEMERALS"
     run_idle "$kind" idle "$IDLE_SESSIONS" "$IDLE_DURATION"
     if [[ $kind == zookeeper ]]; then run_idle "$kind" idle-heap "$IDLE_SESSIONS" "$IDLE_HEAP_DURATION"; fi
+    log "$kind (pair $PAIR): $NODES nodes on a fresh server"
+    run_nodes "$kind" "$dir"
+    stop_server
+    rm -rf "$dir/data"
+}
+
+# The independent load generator: closed-loop getData/setData through ZooKeeper's own Java client (its
+# asynchronous API: each session sends its next request from the callback of the last), N sessions with one
+# request in flight each over 1000 nodes of 100 bytes, as `oxkeeper bench ops` does by default. It reads the
+# server's CPU from /proc over its measured window.
+write_java_generator() {
+    cat >"$WORK/java/ZkLoad.java" <<'EOF'
+import java.lang.management.ManagementFactory;
+import java.nio.file.Files;
+import java.nio.file.Paths;
+import java.util.Arrays;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+
+import org.apache.zookeeper.AsyncCallback;
+import org.apache.zookeeper.CreateMode;
+import org.apache.zookeeper.Watcher;
+import org.apache.zookeeper.ZooDefs;
+import org.apache.zookeeper.ZooKeeper;
+import org.apache.zookeeper.data.Stat;
+
+// java ZkLoad host:port get|set sessions warmup_s duration_s value_bytes keys server_pid clk_tck
+// Prints one line: ops= window_s= ops_per_s= p50_us= p99_us= p999_us= max_us= errors= client_cpu_s= server_cpu_s=
+public class ZkLoad {
+    static volatile int phase; // 0 warm-up, 1 measured, 2 stopping
+
+    static final class Loop implements AsyncCallback.DataCallback, AsyncCallback.StatCallback {
+        final ZooKeeper zk;
+        final boolean set;
+        final String root;
+        final byte[] data;
+        final int keys, stride;
+        final CountDownLatch stopped = new CountDownLatch(1);
+        int next;
+        long sent, errors;
+        long[] lat = new long[1 << 16]; // microseconds, measured window only
+        int count;
+
+        Loop(ZooKeeper zk, boolean set, String root, byte[] data, int keys, int index, int stride) {
+            this.zk = zk; this.set = set; this.root = root; this.data = data; this.keys = keys;
+            this.next = index; this.stride = stride;
+        }
+
+        void issue() {
+            String path = root + "/k" + (next % keys);
+            next += stride;
+            sent = System.nanoTime();
+            if (set) zk.setData(path, data, -1, this, null);
+            else zk.getData(path, false, this, null);
+        }
+
+        void reply(int rc) {
+            long now = System.nanoTime();
+            int p = phase;
+            if (p == 1) {
+                if (count == lat.length) lat = Arrays.copyOf(lat, count * 2);
+                lat[count++] = (now - sent) / 1000;
+                if (rc != 0) errors++;
+            }
+            if (p == 2) stopped.countDown();
+            else issue();
+        }
+
+        public void processResult(int rc, String path, Object ctx, byte[] d, Stat stat) { reply(rc); }
+        public void processResult(int rc, String path, Object ctx, Stat stat) { reply(rc); }
+    }
+
+    static long cpuNanos() {
+        return ((com.sun.management.OperatingSystemMXBean) ManagementFactory.getOperatingSystemMXBean())
+            .getProcessCpuTime();
+    }
+
+    static long serverTicks(String pid) throws Exception {
+        String stat = new String(Files.readAllBytes(Paths.get("/proc/" + pid + "/stat")));
+        String[] f = stat.substring(stat.lastIndexOf(')') + 2).split(" ");
+        return Long.parseLong(f[11]) + Long.parseLong(f[12]); // utime + stime
+    }
+
+    public static void main(String[] a) throws Exception {
+        String hostPort = a[0];
+        boolean set = a[1].equals("set");
+        int n = Integer.parseInt(a[2]);
+        double warmup = Double.parseDouble(a[3]), seconds = Double.parseDouble(a[4]);
+        byte[] data = new byte[Integer.parseInt(a[5])];
+        int keys = Integer.parseInt(a[6]);
+        String serverPid = a[7];
+        double clkTck = Double.parseDouble(a[8]);
+
+        ZooKeeper[] zks = new ZooKeeper[n];
+        for (int i = 0; i < n; i++) {
+            CountDownLatch up = new CountDownLatch(1);
+            zks[i] = new ZooKeeper(hostPort, 30000, e -> {
+                if (e.getState() == Watcher.Event.KeeperState.SyncConnected) up.countDown();
+            });
+            if (!up.await(30, TimeUnit.SECONDS)) throw new IllegalStateException("session " + i + " not connected");
+        }
+        String root = "/zkload-" + System.nanoTime();
+        zks[0].create(root, new byte[0], ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT);
+        CountDownLatch created = new CountDownLatch(keys);
+        for (int k = 0; k < keys; k++) {
+            zks[0].create(root + "/k" + k, data, ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT,
+                (rc, path, ctx, name) -> created.countDown(), null);
+        }
+        created.await();
+
+        Loop[] loops = new Loop[n];
+        for (int i = 0; i < n; i++) loops[i] = new Loop(zks[i], set, root, data, keys, i, n);
+        for (Loop l : loops) l.issue();
+        Thread.sleep((long) (warmup * 1000));
+        long cpu0 = cpuNanos(), srv0 = serverTicks(serverPid), t0 = System.nanoTime();
+        phase = 1;
+        Thread.sleep((long) (seconds * 1000));
+        phase = 2;
+        long t1 = System.nanoTime(), cpu1 = cpuNanos(), srv1 = serverTicks(serverPid);
+        for (Loop l : loops) {
+            if (!l.stopped.await(30, TimeUnit.SECONDS)) throw new IllegalStateException("a request never answered");
+        }
+
+        int total = 0;
+        long errors = 0;
+        for (Loop l : loops) { total += l.count; errors += l.errors; }
+        long[] all = new long[total];
+        int at = 0;
+        for (Loop l : loops) { System.arraycopy(l.lat, 0, all, at, l.count); at += l.count; }
+        Arrays.sort(all);
+        double window = (t1 - t0) / 1e9;
+        System.out.printf("ops=%d window_s=%.3f ops_per_s=%.0f p50_us=%d p99_us=%d p999_us=%d max_us=%d errors=%d"
+                + " client_cpu_s=%.3f server_cpu_s=%.3f%n",
+            total, window, total / window, pct(all, 50), pct(all, 99), pct(all, 99.9), all[total - 1], errors,
+            (cpu1 - cpu0) / 1e9, (srv1 - srv0) / clkTck);
+
+        CountDownLatch deleted = new CountDownLatch(keys);
+        for (int k = 0; k < keys; k++) zks[0].delete(root + "/k" + k, -1, (rc, path, ctx) -> deleted.countDown(), null);
+        deleted.await();
+        zks[0].delete(root, -1);
+        for (ZooKeeper zk : zks) zk.close();
+    }
+
+    // The smallest value that at least p% of the values do not exceed (as an HDR histogram reads it).
+    static long pct(long[] sorted, double p) {
+        int i = (int) Math.ceil(p / 100 * sorted.length) - 1;
+        return sorted[Math.max(0, Math.min(sorted.length - 1, i))];
+    }
+}
+EOF
+    javac -nowarn -d "$WORK/java" -cp "$ZK_CLIENT_CLASSPATH" "$WORK/java/ZkLoad.java"
+}
+
+# Once, on a fresh ZooKeeper: for get and set at 1 and 32 sessions, the Java generator and `oxkeeper bench ops`
+# one after the other (the order alternates from case to case), each with the same sessions, depth (1), keys
+# and value size.
+crosscheck() {
+    local dir=$WORK/zookeeper-crosscheck op n i=0 out secs warm
+    secs=$(sed 's/s$//' <<<"$CROSS_DURATION")
+    warm=$(sed 's/s$//' <<<"$WARMUP")
+    log "cross-check: compiling the Java generator"
+    write_java_generator
+    PAIR=x
+    mkdir -p "$dir/data"
+    PORT=$(free_port)
+    write_cfg "$dir"
+    start_server zookeeper "$dir"
+    bench ops --op mixed --mix get=50,set=50 --sessions 32 --duration "$WARMUP" >/dev/null 2>&1 || true
+    for op in get set; do
+        for n in 1 32; do
+            local order="java bench"
+            ((i++ % 2)) && order="bench java"
+            for gen in $order; do
+                log "cross-check: $gen, $op, $n session(s)"
+                if [[ $gen == java ]]; then
+                    out=$WORK/runs/cross-java-$op-$n.txt
+                    java -cp "$WORK/java:$ZK_CLIENT_CLASSPATH" ZkLoad "127.0.0.1:$PORT" "$op" "$n" "$warm" "$secs" \
+                        100 1000 "$SERVER_PID" "$CLK_TCK" >"$out" 2>"${out%.txt}.stderr" ||
+                        log "warning: the Java generator failed; see ${out%.txt}.stderr"
+                else
+                    run zookeeper "cross-bench-$op-$n" ops --op "$op" --sessions "$n" --duration "$CROSS_DURATION"
+                fi
+            done
+        done
+    done
     stop_server
     rm -rf "$dir/data"
 }
@@ -263,36 +547,45 @@ for ((PAIR = 1; PAIR <= PAIRS; PAIR++)); do
     if ((PAIR % 2)); then order="oxkeeper zookeeper"; else order="zookeeper oxkeeper"; fi
     for kind in $order; do run_instance "$kind"; done
 done
-LOAD_AT_END=$(cut -d' ' -f1-3 /proc/loadavg)
+[[ $CROSSCHECK == 1 ]] && crosscheck
+loadavg
 
 {
     echo "oxkeeper $REVISION vs Apache ZooKeeper" \
         "$(dpkg-query -W -f='${Version}' zookeeper 2>/dev/null || echo '3.8')" \
-        "($(java -version 2>&1 | head -1)), JVM flags: ${ZK_JAVA_OPTS:-JVM defaults} (+ GC log)"
+        "($(java -version 2>&1 | head -1)); ZooKeeper's JVM flags:" \
+        "${ZK_JAVA_OPTS:-none (the JVM's defaults, as Debian's)} + -Xlog:gc"
     echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'))," \
-        "$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) memory" \
-        "($(awk '/MemAvailable/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) available at end);" \
-        "data on $(df -P "$WORK" | awk 'NR == 2 {print $1}')"
-    echo "load average at start: $LOAD_AT_START; at end: $LOAD_AT_END"
+        "$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) memory;" \
+        "data on $(df -P "$WORK" | awk 'NR == 2 {print $1}') ($(findmnt -n -o FSTYPE --target "$WORK" 2>/dev/null || echo '?'));" \
+        "open files: $(ulimit -Sn) soft, $(ulimit -Hn) hard"
+    echo "load average (1 min) at each server start: $(cut -f2 "$LOADS" | paste -sd' '); 1/5/15 min at the end:" \
+        "$(tail -1 "$LOADS" | cut -f2- | tr '\t' ' ')"
     echo "$PAIRS pair(s); runs of $DURATION after a $WARMUP warm-up per server; idle: $IDLE_SESSIONS sessions" \
-        "held $IDLE_DURATION; expiry cleanup: $CLEANUP_EPHEMERALS ephemerals; watch: $WATCHERS watchers;" \
-        "generator and server share the cores"
-    python3 - "$WORK" "$IDLE_SESSIONS" <<'PYEOF'
+        "held $IDLE_DURATION; nodes: $NODES x $NODE_SIZE B; expiry cleanup: $CLEANUP_EPHEMERALS ephemerals;" \
+        "watch: $WATCHERS watchers; listen backlog: $(grep -h '^listen backlog' "$WORK"/*-1/server.log | sort -u | cut -d' ' -f3 | paste -sd/)" \
+        "(ox/zk); generator and server share the cores"
+    python3 - "$WORK" "$IDLE_SESSIONS" "$NODES" <<'PYEOF'
 import glob, json, os, statistics, sys
 
-work, idle_n = sys.argv[1], int(sys.argv[2])
+work, idle_n, nodes_n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 KINDS = ("oxkeeper", "zookeeper")
-runs = {}  # (label, kind) -> [json, ...] in pair order
+runs = {}  # (label, kind) -> [(pair, json), ...]
 for path in sorted(glob.glob(os.path.join(work, "runs", "*.json"))):
     label, kind, pair = os.path.basename(path)[: -len(".json")].rsplit(".", 2)
     with open(path) as f:
-        runs.setdefault((label, kind), []).append((int(pair), json.load(f)))
-mem = {}  # (metric, kind) -> [value, ...]
+        runs.setdefault((label, kind), []).append((pair, json.load(f)))
+mem = {}  # (metric, kind) -> [(pair, value), ...]
 with open(os.path.join(work, "memory.tsv")) as f:
     for line in f:
         kind, pair, metric, value = line.rstrip("\n").split("\t")
         if value:
-            mem.setdefault((metric, kind), []).append((int(pair), float(value)))
+            mem.setdefault((metric, kind), []).append((pair, float(value)))
+probes = {}  # metric -> [value at each server start, ...]
+with open(os.path.join(work, "probes.tsv")) as f:
+    for line in f:
+        _, k, v = line.rstrip("\n").split("\t")
+        probes.setdefault(k, []).append(float(v))
 
 rows = []  # (figure, better, {kind: [values]})
 
@@ -308,55 +601,55 @@ def lat(d, name=None):
 def fig(d, name):
     return next((x["value"] for x in d["figures"] if x["name"] == name), None)
 
+def values(label, kind, f):
+    vs = []
+    for _, d in runs.get((label, kind), []):
+        try:
+            v = f(d)
+        except (KeyError, TypeError, ZeroDivisionError, IndexError):
+            v = None
+        if v is not None:
+            vs.append(v)
+    return vs
+
 def add(figure, better, label, f):
-    vals = {}
-    for kind in KINDS:
-        vs = []
-        for _, d in runs.get((label, kind), []):
-            try:
-                v = f(d)
-            except (KeyError, TypeError, ZeroDivisionError, IndexError):
-                v = None
-            if v is not None:
-                vs.append(v)
-        vals[kind] = vs
+    vals = {kind: values(label, kind, f) for kind in KINDS}
     if any(vals.values()):
         rows.append((figure, better, vals))
 
 def add_latency(prefix, label, name=None):
-    for q, key in (("p50", "p50_us"), ("p99", "p99_us"), ("max", "max_us")):
+    for q, key in (("p50", "p50_us"), ("p99", "p99_us"), ("p99.9", "p999_us"), ("max", "max_us")):
         add(f"{prefix} {q} (ms)", "lower", label, lambda d, key=key: lat(d, name)[key] / 1000)
 
 def cpu_per(d, count):
     s = d["cpu"].get("server_cpu_s")
     return None if s is None or not count else s * 1e6 / count
 
+def add_cpu(prefix, label, unit, count):
+    add(f"{prefix} server CPU per {unit} (us)", "lower", label, lambda d: cpu_per(d, count(d)))
+    add(f"{prefix} generator CPU (% of a core)", "-", label, lambda d: d["cpu"]["generator_pct"])
+    add(f"{prefix} other processes' CPU (% of a core)", "-", label, lambda d: d["cpu"]["others_pct"])
+
+OPS = ["set", "get", "create", "mixed"]
 labels = sorted({l for l, _ in runs if l.startswith("ops-")},
-                key=lambda l: (["set", "get", "create", "mixed"].index(l.split("-")[1]), int(l.split("-")[2])))
+                key=lambda l: (OPS.index(l.split("-")[1]), int(l.split("-")[2])))
 for label in labels:
     _, op, n = label.split("-")
     name = f"{op}{' (get=90,set=10)' if op == 'mixed' else ''}, {n} session{'s' if n != '1' else ''}:"
     add(f"{name} throughput (ops/s)", "higher", label, lambda d: rate(d, "requests")["per_s"])
     add_latency(f"{name} latency", label)
-    add(f"{name} server CPU per op (us)", "lower", label, lambda d: cpu_per(d, rate(d, "requests")["count"]))
-    add(f"{name} server RSS (MiB)", "lower", label, lambda d: d["server_rss_kib"] / 1024)
-    add(f"{name} generator CPU (% of a core)", "-", label, lambda d: d["cpu"]["generator_pct"])
-    add(f"{name} other processes' CPU (% of a core)", "-", label, lambda d: d["cpu"]["others_pct"])
+    add_cpu(name, label, "op", lambda d: rate(d, "requests")["count"])
     add(f"{name} errors", "lower", label, lambda d: d["error_total"] or None)
 
 add("sessions: established per s", "higher", "sessions", lambda d: rate(d, "established")["per_s"])
 add_latency("sessions: establish", "sessions", "establish")
 add("sessions: close p99 (ms)", "lower", "sessions", lambda d: lat(d, "close")["p99_us"] / 1000)
-add("sessions: server CPU per session (us)", "lower", "sessions",
-    lambda d: cpu_per(d, rate(d, "established")["count"]))
-add("sessions: generator CPU (% of a core)", "-", "sessions", lambda d: d["cpu"]["generator_pct"])
+add_cpu("sessions:", "sessions", "session", lambda d: rate(d, "established")["count"])
 add("sessions: errors", "lower", "sessions", lambda d: d["error_total"] or None)
 
 add("watch: notifications per s", "higher", "watch", lambda d: rate(d, "notifications")["per_s"])
 add_latency("watch: fan-out (last watcher)", "watch", "last arrival per write")
-add("watch: server CPU per notification (us)", "lower", "watch",
-    lambda d: cpu_per(d, rate(d, "notifications")["count"]))
-add("watch: generator CPU (% of a core)", "-", "watch", lambda d: d["cpu"]["generator_pct"])
+add_cpu("watch:", "watch", "notification", lambda d: rate(d, "notifications")["count"])
 
 add_latency("expiry: lateness per ephemeral", "expiry", "lateness (per ephemeral)")
 add("expiry: cleanup, close -> last NodeDeleted (ms)", "lower", "expiry",
@@ -369,9 +662,14 @@ add("idle: sessions connected per s", "higher", "idle", lambda d: rate(d, "conne
 add("idle: sessions held", "higher", "idle", lambda d: fig(d, "sessions held"))
 add("idle: sessions alive at the end", "higher", "idle", lambda d: fig(d, "sessions alive at the end"))
 add("idle: ping p99 (ms)", "lower", "idle", lambda d: lat(d, "ping")["p99_us"] / 1000)
+add("idle: ping max (ms)", "lower", "idle", lambda d: lat(d, "ping")["max_us"] / 1000)
 add("idle: server CPU per session (us/s)", "lower", "idle", lambda d: fig(d, "server cpu per session"))
-add("idle: server RSS per session, generator's samples (B)", "lower", "idle", lambda d: fig(d, "server rss per session"))
 add("idle: errors", "lower", "idle", lambda d: d["error_total"] or None)
+
+add(f"nodes: bulk creates per s (32 x 32 in flight)", "higher", "nodes", lambda d: rate(d, "requests")["per_s"])
+add("nodes: create p99 (ms)", "lower", "nodes", lambda d: lat(d)["p99_us"] / 1000)
+add("nodes: server CPU per create (us)", "lower", "nodes", lambda d: cpu_per(d, rate(d, "requests")["count"]))
+add("nodes: errors", "lower", "nodes", lambda d: d["error_total"] or None)
 
 def mem_vals(metric, kind):
     return [v for _, v in sorted(mem.get((metric, kind), []))]
@@ -381,24 +679,35 @@ def mem_row(figure, metric, scale=1.0):
     if any(vals.values()):
         rows.append((figure, "lower", vals))
 
+def growth(with_m, before_m, kind, per):
+    w, b = dict(mem.get((with_m, kind), [])), dict(mem.get((before_m, kind), []))
+    return [(w[p] - b[p]) * per for p in sorted(w) if p in b]
+
 mem_row("memory: RSS at start (MiB)", "RSS at start (KiB)", 1 / 1024)
 mem_row("memory: RSS before idle (MiB)", "RSS before idle (KiB)", 1 / 1024)
 mem_row("memory: RSS with idle sessions (MiB)", "RSS with idle sessions (KiB)", 1 / 1024)
 mem_row("memory: RSS after idle (MiB)", "RSS after idle (KiB)", 1 / 1024)
 mem_row("memory: ZooKeeper live heap before idle (MiB)", "live heap before idle (KiB)", 1 / 1024)
 mem_row("memory: ZooKeeper live heap with idle sessions (MiB)", "live heap with idle sessions (KiB)", 1 / 1024)
-mem_row("memory: ZooKeeper live heap after idle (MiB)", "live heap after idle (KiB)", 1 / 1024)
-
-def per_session(with_m, before_m, kind):
-    w, b = dict(mem.get((with_m, kind), [])), dict(mem.get((before_m, kind), []))
-    return [(w[p] - b[p]) * 1024 / idle_n for p in sorted(w) if p in b]
-
 rows.append(("memory: RSS per idle session (B)", "lower",
-             {k: per_session("RSS with idle sessions (KiB)", "RSS before idle (KiB)", k) for k in KINDS}))
+             {k: growth("RSS with idle sessions (KiB)", "RSS before idle (KiB)", k, 1024 / idle_n) for k in KINDS}))
 # The figure the targets use: oxkeeper's RSS growth, ZooKeeper's live-heap growth (its RSS is reserved heap).
-rows.append(("memory: idle memory per session, ox RSS / zk live heap (B)", "lower", {
-    "oxkeeper": per_session("RSS with idle sessions (KiB)", "RSS before idle (KiB)", "oxkeeper"),
-    "zookeeper": per_session("live heap with idle sessions (KiB)", "live heap before idle (KiB)", "zookeeper"),
+IDLE_MEM = "memory: per idle session, ox RSS / zk live heap (B)"
+rows.append((IDLE_MEM, "lower", {
+    "oxkeeper": growth("RSS with idle sessions (KiB)", "RSS before idle (KiB)", "oxkeeper", 1024 / idle_n),
+    "zookeeper": growth("live heap with idle sessions (KiB)", "live heap before idle (KiB)", "zookeeper",
+                        1024 / idle_n),
+}))
+mem_row("memory: RSS before nodes (MiB)", "RSS before nodes (KiB)", 1 / 1024)
+mem_row(f"memory: RSS with {nodes_n} nodes (MiB)", "RSS with nodes (KiB)", 1 / 1024)
+mem_row(f"memory: ZooKeeper live heap with {nodes_n} nodes (MiB)", "live heap with nodes (KiB)", 1 / 1024)
+per_m = 1e6 / nodes_n / 1024  # KiB per NODES -> MiB per 1M nodes
+rows.append(("memory: RSS per 1M nodes (MiB)", "lower",
+             {k: growth("RSS with nodes (KiB)", "RSS before nodes (KiB)", k, per_m) for k in KINDS}))
+NODES_MEM = "memory: per 1M nodes, ox RSS / zk live heap (MiB)"
+rows.append((NODES_MEM, "lower", {
+    "oxkeeper": growth("RSS with nodes (KiB)", "RSS before nodes (KiB)", "oxkeeper", per_m),
+    "zookeeper": growth("live heap with nodes (KiB)", "live heap before nodes (KiB)", "zookeeper", per_m),
 }))
 
 def fmt(v):
@@ -417,25 +726,105 @@ def med(vs):
     return statistics.median(vs) if vs else None
 
 width = max(len(r[0]) for r in rows) if rows else 20
+print()
 print("medians of the pairs; ratio = oxkeeper/ZooKeeper; better: which way is better")
 print(f"{'figure':<{width}} {'oxkeeper':>10} {'ZooKeeper':>10} {'ox/zk':>7} {'better':>6}   runs ox | zk")
+medians = {}
 for figure, better, vals in rows:
     ox, zk = med(vals["oxkeeper"]), med(vals["zookeeper"])
+    medians[figure] = (ox, zk)
     ratio = "-" if ox is None or not zk else f"{ox / zk:.2f}"
     runs_s = " ".join(fmt(v) for v in vals["oxkeeper"]) + " | " + " ".join(fmt(v) for v in vals["zookeeper"])
     print(f"{figure:<{width}} {fmt(ox):>10} {fmt(zk):>10} {ratio:>7} {better:>6}   {runs_s}")
-# The generator's CPU and the server's are both measured; anything else busy on the machine skews a run.
-busy = []
-for (label, kind), ds in sorted(runs.items()):
-    for pair, d in ds:
-        o = d.get("cpu", {}).get("others_pct")
-        if o is not None and o > 25:
-            busy.append(f"{label}.{kind}.{pair} ({o:.0f}%)")
-if busy:
-    print("WARNING: other processes used more than a quarter of a core during: " + ", ".join(busy))
 failed = sorted(glob.glob(os.path.join(work, "runs", "*.failed")))
 if failed:
     print("FAILED runs (not in the table): " + " ".join(os.path.basename(p) for p in failed))
+
+# The targets of issue 6, read off the medians above.
+print()
+fsyncs, rtts = probes.get("fdatasync p50 (us)", []), probes.get("loopback round trip p50 (us)", [])
+fsync, rtt = med(fsyncs), med(rtts)
+limit = 1e6 / (fsync + rtt) if fsync and rtt else None
+if limit:
+    print(f"probes before each server start: fdatasync p50 {' '.join(fmt(v) for v in fsyncs)} us (median {fsync:.0f};"
+          f" 128 B into a preallocated file on the data disk; p99 {' '.join(fmt(v) for v in probes['fdatasync p99 (us)'])});"
+          f" loopback round trip p50 {' '.join(fmt(v) for v in rtts)} us (Python)")
+    print(f"1-session write limit: 1 / (median fdatasync + round trip) = {limit:.0f} ops/s; 80% = {0.8 * limit:.0f};"
+          f" with the fastest probes ({min(fsyncs):.0f} + {min(rtts):.0f} us): {1e6 / (min(fsyncs) + min(rtts)):.0f} ops/s")
+
+def ratio(figure):
+    ox, zk = medians.get(figure, (None, None))
+    return None if ox is None or not zk else ox / zk
+
+def target(what, value, goal, ok, shown):
+    status = "-" if value is None else ("met" if ok(value) else "NOT met")
+    print(f"  {what:<58} {shown(value) if value is not None else '-':>12}  goal {goal:<10} {status}")
+
+print("targets (issue 6):")
+for op in ("set", "create"):
+    target(f"writes, {op} 32 sessions: throughput ox/zk", ratio(f"{op}, 32 sessions: throughput (ops/s)"),
+           ">= 2x", lambda v: v >= 2, lambda v: f"{v:.2f}x")
+for label in ("get, 32 sessions", "mixed (get=90,set=10), 32 sessions"):
+    target(f"reads, {label}: throughput ox/zk", ratio(f"{label}: throughput (ops/s)"),
+           ">= 3x", lambda v: v >= 3, lambda v: f"{v:.2f}x")
+for label in ("set, 32 sessions", "get, 32 sessions", "create, 32 sessions", "mixed (get=90,set=10), 32 sessions"):
+    target(f"{label}: p99 ox/zk", ratio(f"{label}: latency p99 (ms)"), "<= 0.5x", lambda v: v <= 0.5,
+           lambda v: f"{v:.2f}x")
+# Against the fastest probes: the disk's own limit when nothing else uses it (the strictest reading).
+best = 1e6 / (min(fsyncs) + min(rtts)) if fsyncs and rtts else None
+for op in ("set", "create"):
+    ox = medians.get(f"{op}, 1 session: throughput (ops/s)", (None, None))[0]
+    target(f"1 session {op}: ox throughput / limit of the fastest probes", ox / best if ox and best else None,
+           ">= 80%", lambda v: v >= 0.8, lambda v: f"{100 * v:.0f}%")
+    target(f"1 session {op}: ox throughput / limit of the median probes", ox / limit if ox and limit else None,
+           ">= 80%", lambda v: v >= 0.8, lambda v: f"{100 * v:.0f}%")
+target("session establishment ox/zk", ratio("sessions: established per s"), ">= 3x", lambda v: v >= 3,
+       lambda v: f"{v:.2f}x")
+target(f"cleanup of a 10k-ephemeral session ox/zk", ratio("expiry: cleanup, close -> last NodeDeleted (ms)"),
+       "<= 0.25x", lambda v: v <= 0.25, lambda v: f"{v:.2f}x")
+target("memory per idle session, ox RSS / zk live heap", ratio(IDLE_MEM), "<= 0.33x", lambda v: v <= 1 / 3,
+       lambda v: f"{v:.2f}x")
+target("memory per 1M nodes, ox RSS / zk live heap", ratio(NODES_MEM), "<= 0.33x", lambda v: v <= 1 / 3,
+       lambda v: f"{v:.2f}x")
+held = values("idle", "oxkeeper", lambda d: fig(d, "sessions alive at the end"))
+errs = values("idle", "oxkeeper", lambda d: d["error_total"])
+target(f"ox idle sessions alive at the end, of {idle_n} (worst run)", min(held) if held else None,
+       f"{idle_n}, 0 err", lambda v: v >= idle_n and not any(errs), lambda v: f"{v:.0f}, {max(errs)} err")
+
+# The cross-check: the same ZooKeeper measured by the Java generator and by `oxkeeper bench`.
+cross = []
+for op in ("get", "set"):
+    for n in ("1", "32"):
+        try:
+            with open(os.path.join(work, "runs", f"cross-java-{op}-{n}.txt")) as f:
+                j = dict(kv.split("=") for kv in f.read().split())
+        except (OSError, ValueError):
+            j = None
+        b = runs.get((f"cross-bench-{op}-{n}", "zookeeper"))
+        if j or b:
+            cross.append((op, n, j, b[0][1] if b else None))
+if cross:
+    print()
+    print("cross-check, one fresh ZooKeeper: ZooKeeper's Java client (async API, closed loop) vs oxkeeper bench ops;")
+    print("same sessions, 1 request in flight each, 1000 nodes of 100 B; latencies in ms")
+    print(f"{'case':<18} {'generator':<15} {'ops/s':>8} {'p50':>7} {'p99':>7} {'p99.9':>7} {'max':>7}"
+          f" {'gen CPU%':>8} {'zk CPU us/op':>12}")
+    for op, n, j, b in cross:
+        case = f"{op}, {n} session{'s' if n != '1' else ''}"
+        if j:
+            w, ops = float(j["window_s"]), int(j["ops"])
+            print(f"{case:<18} {'Java client':<15} {float(j['ops_per_s']):>8.0f} {int(j['p50_us']) / 1e3:>7.3f}"
+                  f" {int(j['p99_us']) / 1e3:>7.3f} {int(j['p999_us']) / 1e3:>7.3f} {int(j['max_us']) / 1e3:>7.2f}"
+                  f" {100 * float(j['client_cpu_s']) / w:>8.0f} {float(j['server_cpu_s']) * 1e6 / max(ops, 1):>12.1f}")
+        if b:
+            l, r = lat(b), rate(b, "requests")
+            print(f"{case:<18} {'oxkeeper bench':<15} {r['per_s']:>8.0f} {l['p50_us'] / 1e3:>7.3f}"
+                  f" {l['p99_us'] / 1e3:>7.3f} {l['p999_us'] / 1e3:>7.3f} {l['max_us'] / 1e3:>7.2f}"
+                  f" {b['cpu']['generator_pct']:>8.0f} {cpu_per(b, r['count']) or 0:>12.1f}")
+        if j and b:
+            print(f"{'':<18} {'bench/Java':<15} {rate(b, 'requests')['per_s'] / float(j['ops_per_s']):>8.2f}"
+                  f" {lat(b)['p50_us'] / max(int(j['p50_us']), 1):>7.2f} {lat(b)['p99_us'] / max(int(j['p99_us']), 1):>7.2f}")
 PYEOF
+    echo
     echo "total time: $(($(date +%s) - SCRIPT_START)) s; every run's JSON: $WORK/runs"
 } | tee "$WORK/summary.txt"
