@@ -1,5 +1,6 @@
-//! Microbenchmarks of the jute codec on the hot frames: decode and encode of the common requests and
-//! replies, and splitting a buffer of many frames.
+//! Microbenchmarks of the jute codec on the hot frames: decode and encode of the common requests, the
+//! getData reply, a watcher notification and the handshake, and splitting a buffer of many frames.
+//! Throughput is in bytes of whole frames (length prefix included).
 //!
 //! cargo bench -p oxkeeper-proto --bench codec
 
@@ -7,11 +8,14 @@ use std::hint::black_box;
 
 use divan::counter::{BytesCount, ItemsCount};
 use divan::Bencher;
-use oxkeeper_proto::frame::{encode_notification, encode_reply, encode_request, split_request};
-use oxkeeper_proto::frame::{Decoded, FrameDecoder, LENGTH_PREFIX_BYTES};
+use oxkeeper_proto::frame::{
+    encode_connect_request, encode_connect_response, encode_notification, encode_reply,
+    encode_request, split_reply, split_request, Decoded, FrameDecoder, LENGTH_PREFIX_BYTES,
+};
 use oxkeeper_proto::{
-    perms, Acl, CreateRequest, EventType, Id, KeeperState, MultiOp, OpCode, PathVersion, PathWatch,
-    Record, Request, Response, SetDataRequest, Stat, WatcherEvent,
+    perms, Acl, ConnectRequest, ConnectResponse, CreateRequest, EventType, Id, KeeperState,
+    MultiOp, OpCode, PathVersion, PathWatch, Record, Request, Response, SetDataRequest, Stat,
+    WatcherEvent,
 };
 
 fn main() {
@@ -19,6 +23,7 @@ fn main() {
 }
 
 const PATH: &str = "/bench/app/config/node-0000012345";
+const ZXID: i64 = 0x1_0000_2000;
 
 fn open_acl() -> Vec<Acl> {
     vec![Acl {
@@ -33,7 +38,7 @@ fn open_acl() -> Vec<Acl> {
 fn stat() -> Stat {
     Stat {
         czxid: 0x1_0000_0010,
-        mzxid: 0x1_0000_2000,
+        mzxid: ZXID,
         ctime: 1_763_000_000_000,
         mtime: 1_763_000_100_000,
         version: 7,
@@ -143,28 +148,103 @@ fn watcher_event() -> WatcherEvent {
 #[divan::bench]
 fn encode_get_data_reply(bencher: Bencher) {
     let resp = get_data_reply();
-    bencher.bench(|| encode_reply(42, 0x1_0000_2000, 0, black_box(&resp)));
+    let len = encode_reply(42, ZXID, 0, &resp).len();
+    bencher
+        .counter(BytesCount::new(len))
+        .bench(|| encode_reply(42, ZXID, 0, black_box(&resp)));
 }
 
-/// Client side: the getData reply body back to a `Response`.
+/// Client side: a getData reply frame's payload back to its header and `Response`.
 #[divan::bench]
 fn decode_get_data_reply(bencher: Bencher) {
-    let body = get_data_reply().to_bytes();
-    bencher.bench(|| Response::decode(OpCode::GetData, black_box(&body)).unwrap());
+    let frame = encode_reply(42, ZXID, 0, &get_data_reply());
+    let payload = &frame[LENGTH_PREFIX_BYTES..];
+    bencher.counter(BytesCount::new(frame.len())).bench(|| {
+        let (header, body) = split_reply(black_box(payload)).unwrap();
+        (header, Response::decode(OpCode::GetData, body).unwrap())
+    });
 }
 
 /// Server side: a watcher notification frame.
 #[divan::bench]
 fn encode_watcher_event(bencher: Bencher) {
     let event = watcher_event();
-    bencher.bench(|| encode_notification(-1, black_box(&event)));
+    let len = encode_notification(-1, &event).len();
+    bencher
+        .counter(BytesCount::new(len))
+        .bench(|| encode_notification(-1, black_box(&event)));
 }
 
-/// Client side: a notification body back to a `WatcherEvent`.
+/// Client side: a notification frame's payload back to its header and `WatcherEvent`.
 #[divan::bench]
 fn decode_watcher_event(bencher: Bencher) {
-    let body = watcher_event().to_bytes();
-    bencher.bench(|| WatcherEvent::from_bytes(black_box(&body)).unwrap());
+    let frame = encode_notification(-1, &watcher_event());
+    let payload = &frame[LENGTH_PREFIX_BYTES..];
+    bencher.counter(BytesCount::new(frame.len())).bench(|| {
+        let (header, body) = split_reply(black_box(payload)).unwrap();
+        (header, WatcherEvent::from_bytes(body).unwrap())
+    });
+}
+
+fn connect_request() -> ConnectRequest {
+    ConnectRequest {
+        protocol_version: 0,
+        last_zxid_seen: ZXID,
+        timeout_ms: 30_000,
+        session_id: 0,
+        passwd: Some(vec![0; 16]),
+        read_only: Some(false),
+    }
+}
+
+fn connect_response() -> ConnectResponse {
+    ConnectResponse {
+        protocol_version: 0,
+        timeout_ms: 30_000,
+        session_id: 0x0100_0000_0000_002a,
+        passwd: vec![0x3c; 16],
+        read_only: Some(false),
+    }
+}
+
+/// Client side: the handshake request frame.
+#[divan::bench]
+fn encode_connect_request_frame(bencher: Bencher) {
+    let req = connect_request();
+    let len = encode_connect_request(&req).len();
+    bencher
+        .counter(BytesCount::new(len))
+        .bench(|| encode_connect_request(black_box(&req)));
+}
+
+/// Server side: the handshake request payload back to a `ConnectRequest` (as the server reads it).
+#[divan::bench]
+fn decode_connect_request(bencher: Bencher) {
+    let frame = encode_connect_request(&connect_request());
+    let payload = &frame[LENGTH_PREFIX_BYTES..];
+    bencher
+        .counter(BytesCount::new(frame.len()))
+        .bench(|| ConnectRequest::from_prefix(black_box(payload)).unwrap());
+}
+
+/// Server side: the handshake reply frame.
+#[divan::bench]
+fn encode_connect_response_frame(bencher: Bencher) {
+    let resp = connect_response();
+    let len = encode_connect_response(&resp).len();
+    bencher
+        .counter(BytesCount::new(len))
+        .bench(|| encode_connect_response(black_box(&resp)));
+}
+
+/// Client side: the handshake reply payload back to a `ConnectResponse`.
+#[divan::bench]
+fn decode_connect_response(bencher: Bencher) {
+    let frame = encode_connect_response(&connect_response());
+    let payload = &frame[LENGTH_PREFIX_BYTES..];
+    bencher
+        .counter(BytesCount::new(frame.len()))
+        .bench(|| ConnectResponse::from_prefix(black_box(payload)).unwrap());
 }
 
 /// Framing: splits a buffer holding 1,000 pipelined getData frames, as a server reading a full socket
@@ -177,14 +257,17 @@ fn frame_split_1000_get_data(bencher: Bencher) {
         buf.extend(encode_request(xid, &request("getData")));
     }
     let decoder = FrameDecoder::default();
-    bencher.counter(ItemsCount::new(FRAMES)).bench(|| {
-        let mut rest = black_box(&buf[..]);
-        let mut frames = 0usize;
-        while let Decoded::Frame(payload) = decoder.decode(rest) {
-            frames += 1;
-            rest = &rest[LENGTH_PREFIX_BYTES + payload.len()..];
-        }
-        assert_eq!(frames, FRAMES);
-        frames
-    });
+    bencher
+        .counter(ItemsCount::new(FRAMES))
+        .counter(BytesCount::new(buf.len()))
+        .bench(|| {
+            let mut rest = black_box(&buf[..]);
+            let mut frames = 0usize;
+            while let Decoded::Frame(payload) = decoder.decode(rest) {
+                frames += 1;
+                rest = &rest[LENGTH_PREFIX_BYTES + payload.len()..];
+            }
+            assert_eq!(frames, FRAMES);
+            frames
+        });
 }
