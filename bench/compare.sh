@@ -286,7 +286,8 @@ run_idle() { # kind label sessions duration
     log "$kind (pair $PAIR): $label ($n sessions held $duration)"
     if ((heap)); then mem "$kind" "live heap before idle (KiB)" "$(zk_live_heap_kib)"; else
         mem "$kind" "RSS before idle (KiB)" "$(rss_kib)"; fi
-    bench idle --sessions "$n" --duration "$duration" >"$out.tmp" 2>"${out%.json}.stderr" &
+    # Without the ERR trap in the background: the run's own exit status is read by `wait` below.
+    (trap - ERR; bench idle --sessions "$n" --duration "$duration") >"$out.tmp" 2>"${out%.json}.stderr" &
     IDLE_PID=$!
     conns=0
     for ((i = 0; i < 1200; i++)); do # 120 s
@@ -758,7 +759,7 @@ def ratio(figure):
 
 def target(what, value, goal, ok, shown):
     status = "-" if value is None else ("met" if ok(value) else "NOT met")
-    print(f"  {what:<58} {shown(value) if value is not None else '-':>12}  goal {goal:<10} {status}")
+    print(f"  {what:<62} {shown(value) if value is not None else '-':>12}  goal {goal:<10} {status}")
 
 print("targets (issue 6):")
 for op in ("set", "create"):
