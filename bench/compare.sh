@@ -68,13 +68,15 @@ done
 
 log "building (release) ..."
 cargo build --release --locked -q -p oxkeeper --bin oxkeeper
+cargo build --release --locked -q -p oxkeeper-bench --example null_server
 REVISION=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?')
 
 WORK=${BENCH_DIR:-/tmp/oxk-compare-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$WORK/bin" "$WORK/runs" "$WORK/java"
 # A copy, so that a build in this tree during the run cannot swap the binary between pairs.
-cp "$REPO/target/release/oxkeeper" "$WORK/bin/"
+cp "$REPO/target/release/oxkeeper" "$REPO/target/release/examples/null_server" "$WORK/bin/"
 OX_BIN=$WORK/bin/oxkeeper
+NULL_BIN=$WORK/bin/null_server
 MEM=$WORK/memory.tsv     # kind, pair, metric, value: what the script measures itself (jcmd, /proc)
 PROBES=$WORK/probes.tsv  # when, metric, value: the disk's fdatasync latency and the loopback round trip
 LOADS=$WORK/loadavg.tsv  # when, 1-min, 5-min, 15-min load average: at the start of each server
@@ -360,6 +362,29 @@ run_instance() { # kind
     rm -rf "$dir/data"
 }
 
+# The machine's ceiling: the same ops runs against a server that keeps nothing and answers at once
+# (crates/bench/examples/null_server.rs). No real server can be faster here, so `null / ZooKeeper` is the
+# largest ratio this machine can show; the targets below are read against it.
+run_null() {
+    local i
+    PORT=$(free_port)
+    log "null server (pair $PAIR): starting on 127.0.0.1:$PORT"
+    "$NULL_BIN" --listen "127.0.0.1:$PORT" >"$WORK/null-$PAIR.log" 2>&1 &
+    SERVER_PID=$!
+    disown "$SERVER_PID"
+    for ((i = 0; i < 100; i++)); do
+        grep -q '^listening on' "$WORK/null-$PAIR.log" && break
+        sleep 0.1
+    done
+    for op in get set; do
+        for n in 1 32; do
+            run null "ops-$op-$n" ops --op "$op" --sessions "$n" --duration "$DURATION"
+        done
+    done
+    run null "ops-mixed-32" ops --op mixed --mix get=90,set=10 --sessions 32 --duration "$DURATION"
+    stop_server
+}
+
 # The independent load generator: closed-loop getData/setData through ZooKeeper's own Java client (its
 # asynchronous API: each session sends its next request from the callback of the last), N sessions with one
 # request in flight each over 1000 nodes of 100 bytes, as `oxkeeper bench ops` does by default. It reads the
@@ -547,6 +572,7 @@ log "results and server logs in $WORK"
 for ((PAIR = 1; PAIR <= PAIRS; PAIR++)); do
     if ((PAIR % 2)); then order="oxkeeper zookeeper"; else order="zookeeper oxkeeper"; fi
     for kind in $order; do run_instance "$kind"; done
+    run_null
 done
 [[ $CROSSCHECK == 1 ]] && crosscheck
 loadavg
@@ -761,6 +787,22 @@ def target(what, value, goal, ok, shown):
     status = "-" if value is None else ("met" if ok(value) else "NOT met")
     print(f"  {what:<62} {shown(value) if value is not None else '-':>12}  goal {goal:<10} {status}")
 
+# The ceiling: what the generator reaches against the null server (nothing kept, no disk).
+ceiling = {}
+for label in ("ops-get-32", "ops-mixed-32", "ops-set-32", "ops-get-1", "ops-set-1"):
+    vs = values(label, "null", lambda d: rate(d, "requests")["per_s"])
+    if vs:
+        ceiling[label] = med(vs)
+if ceiling:
+    print("the machine's ceiling (the same runs against a null server: no state, no disk; generator and server share"
+          " the cores):")
+    for label, v in ceiling.items():
+        _, op, n = label.split("-")
+        name = f"{op}{' (get=90,set=10)' if op == 'mixed' else ''}, {n} session{'s' if n != '1' else ''}"
+        zk = medians.get(f"{name}: throughput (ops/s)", (None, None))[1]
+        ox = medians.get(f"{name}: throughput (ops/s)", (None, None))[0]
+        print(f"  {name:<40} {v:>9.0f} ops/s = {v / zk if zk else float('nan'):.2f}x ZooKeeper"
+              f" (oxkeeper reaches {100 * ox / v if ox else float('nan'):.0f}% of it)")
 print("targets (issue 6):")
 for op in ("set", "create"):
     target(f"writes, {op} 32 sessions: throughput ox/zk", ratio(f"{op}, 32 sessions: throughput (ops/s)"),

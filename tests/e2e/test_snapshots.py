@@ -1,4 +1,4 @@
-"""Snapshots (oxkeeper's data directory): taken every `snapCount` log entries, at most
+"""Snapshots (oxkeeper's data directory): taken every `snapCount` transactions, at most
 `autopurge.snapRetainCount` kept, the log purged behind them; a restart (SIGKILL or SIGTERM) starts from the newest
 valid snapshot and replays the log after it; a damaged newest snapshot is never trusted.
 

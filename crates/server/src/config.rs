@@ -55,7 +55,7 @@ pub struct Config {
     /// expired session as one plus its ephemerals. Mass expiry is spread out at this rate so that live
     /// sessions' pings and requests are never starved.
     pub session_expiry_rate: u64,
-    /// `snapCount`: a snapshot is taken every this many log entries (each holds one or more transactions).
+    /// `snapCount`: a snapshot is taken every this many transactions (a log entry holds one or more).
     pub snap_count: u64,
     /// `autopurge.snapRetainCount`: snapshots kept (at least 3, as ZooKeeper).
     pub snap_retain_count: usize,

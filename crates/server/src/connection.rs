@@ -1,22 +1,24 @@
 //! One client connection: framing in, one outbound FIFO out.
 //!
 //! The reader decodes frames and hands requests to the executor in arrival order; it answers pings itself,
-//! at once, so a slow write can never make a client miss its read timeout. The writer drains the outbound
-//! queue; a queue that fills up (a client that does not read) closes the connection instead of stalling the
-//! executor. A connection's first frame is a ConnectRequest or a four-letter word.
+//! at once, so a slow write can never make a client miss its read timeout. Replies are written straight to
+//! the socket by whoever produces them (the executor, or the reader for a ping), without a hop through
+//! another task: only when the socket's send buffer is full does the rest wait in the connection's queue,
+//! drained by a writer task made for that backlog and gone when it is written. A queue that fills up (a
+//! client that does not read) closes the connection instead of stalling the executor. A connection's first
+//! frame is a ConnectRequest or a four-letter word.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use oxkeeper_proto::frame::{encode_reply, four_letter_word};
 use oxkeeper_proto::records::{ConnectRequest, Record, Request, RequestHeader, Response};
 use oxkeeper_proto::{xid, OpCode, Reader};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::executor::{ExecMsg, Shared};
@@ -24,57 +26,216 @@ use crate::stats::Counter;
 
 pub type ConnId = u64;
 
-/// What a connection's writer sends, in order.
-#[derive(Debug)]
-pub enum Out {
-    /// Bytes to write as they are (framed replies, or a four-letter word's text).
-    Bytes(Vec<u8>),
-    /// Flush what came before, then close the socket.
-    Close,
-}
-
-/// The executor's handle on a connection's outbound queue.
+/// The executor's handle on a connection's outbound side.
 #[derive(Clone, Debug)]
 pub struct Outbound {
-    tx: mpsc::Sender<Out>,
+    inner: Arc<OutInner>,
     cancel: CancellationToken,
     /// The server closes the connection (it decided to, or a closeSession was read): an end of stream from
     /// the client after this is not a drop.
     closing: Arc<AtomicBool>,
 }
 
-impl Outbound {
-    /// Enqueues bytes; false (and the connection is closing) if the queue is full or gone.
-    pub fn send(&self, bytes: Vec<u8>) -> bool {
-        match self.tx.try_send(Out::Bytes(bytes)) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(
-                    "outbound queue full: closing a connection whose client does not read"
-                );
-                self.cancel.cancel();
-                false
+#[derive(Debug)]
+struct OutInner {
+    sock: Arc<TcpStream>,
+    state: Mutex<OutState>,
+    /// Messages the queue may hold before the connection is closed as a client that does not read.
+    max_queued: usize,
+    /// Signalled when the queue has been written out (or given up).
+    drained: Notify,
+}
+
+#[derive(Debug, Default)]
+struct OutState {
+    /// What could not be written yet, in order; the front may be partly written (`front_written`).
+    queue: VecDeque<Out>,
+    front_written: usize,
+    /// A writer task is draining `queue`.
+    writer: bool,
+    /// The write side is shut down (after a Close, or an error): nothing more is written.
+    done: bool,
+}
+
+#[derive(Debug)]
+enum Out {
+    Bytes(Vec<u8>),
+    /// Shut the write side down once everything before it is written.
+    Close,
+}
+
+/// What one attempt to write the queue's front achieved.
+enum Progress {
+    /// The queue is empty (or the write side is done).
+    Empty,
+    /// The socket's send buffer is full: wait until it is writable.
+    Blocked,
+}
+
+impl OutState {
+    /// Writes as much of the queue as the socket takes now, in order.
+    fn write_queued(&mut self, sock: &TcpStream, cancel: &CancellationToken) -> Progress {
+        while let Some(front) = self.queue.front() {
+            match front {
+                Out::Bytes(b) => match sock.try_write(&b[self.front_written..]) {
+                    Ok(n) => {
+                        self.front_written += n;
+                        if self.front_written == b.len() {
+                            self.queue.pop_front();
+                            self.front_written = 0;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        return Progress::Blocked
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        self.give_up(cancel);
+                        return Progress::Empty;
+                    }
+                },
+                Out::Close => {
+                    shutdown_write(sock);
+                    self.give_up(cancel);
+                    return Progress::Empty;
+                }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+        Progress::Empty
+    }
+
+    fn give_up(&mut self, cancel: &CancellationToken) {
+        self.done = true;
+        self.queue.clear();
+        self.queue.shrink_to_fit();
+        self.front_written = 0;
+        cancel.cancel();
+    }
+}
+
+/// Shuts the socket's write side down (the client reads the end of the stream after our last bytes).
+fn shutdown_write(sock: &TcpStream) {
+    let _ = socket2::SockRef::from(sock).shutdown(std::net::Shutdown::Write);
+}
+
+impl Outbound {
+    fn new(sock: Arc<TcpStream>, max_queued: usize) -> Outbound {
+        Outbound {
+            inner: Arc::new(OutInner {
+                sock,
+                state: Mutex::new(OutState::default()),
+                max_queued,
+                drained: Notify::new(),
+            }),
+            cancel: CancellationToken::new(),
+            closing: Arc::default(),
         }
     }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, OutState> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `bytes` after everything sent before; false (and the connection is closing) if the queue is
+    /// full or the connection gone.
+    pub fn send(&self, bytes: Vec<u8>) -> bool {
+        self.push(Out::Bytes(bytes))
+    }
+
+    fn push(&self, out: Out) -> bool {
+        let mut st = self.state();
+        if st.done {
+            return false;
+        }
+        if st.queue.len() >= self.inner.max_queued {
+            drop(st);
+            tracing::warn!("outbound queue full: closing a connection whose client does not read");
+            self.cancel.cancel();
+            return false;
+        }
+        st.queue.push_back(out);
+        if st.writer {
+            return true;
+        }
+        // Nothing waits before it: write now, on this thread; a writer task takes over what the socket
+        // does not accept yet.
+        if let Progress::Blocked = st.write_queued(&self.inner.sock, &self.cancel) {
+            st.writer = true;
+            drop(st);
+            tokio::spawn(write_backlog(self.clone()));
+            return true;
+        }
+        let done = st.done;
+        drop(st);
+        if done {
+            self.inner.drained.notify_waiters();
+        }
+        true
+    }
+
     /// Closes after everything queued so far is written.
     pub fn close(&self) {
         self.closing.store(true, Ordering::Release);
-        if self.tx.try_send(Out::Close).is_err() {
+        if !self.push(Out::Close) {
             self.cancel.cancel();
         }
     }
+
     pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.state().queue.len()
     }
+
+    /// Waits until what was queued is written, or the connection has given up on it.
+    async fn flushed(&self) {
+        loop {
+            let notified = self.inner.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let st = self.state();
+                if st.done || (st.queue.is_empty() && !st.writer) {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Drains a connection's backlog as the socket becomes writable, then ends.
+async fn write_backlog(out: Outbound) {
+    loop {
+        tokio::select! {
+            r = out.inner.sock.writable() => if r.is_err() {
+                let mut st = out.state();
+                st.give_up(&out.cancel);
+                st.writer = false;
+                break;
+            },
+            _ = out.cancel.cancelled() => {
+                let mut st = out.state();
+                st.give_up(&out.cancel);
+                st.writer = false;
+                break;
+            }
+        }
+        let mut st = out.state();
+        if let Progress::Empty = st.write_queued(&out.inner.sock, &out.cancel) {
+            st.writer = false;
+            // A queue that grew large while the client was slow gives its memory back.
+            if st.queue.capacity() > 64 {
+                st.queue.shrink_to_fit();
+            }
+            break;
+        }
+    }
+    out.inner.drained.notify_waiters();
 }
 
 pub fn ping_reply(zxid: i64) -> Vec<u8> {
     encode_reply(xid::PING, zxid, 0, &Response::Empty)
 }
 
-/// Runs a connection to its end.
 /// Serves one client connection until it closes. `slot` (its place in the `maxClientCnxns` count) is given
 /// back as soon as the connection is closed, before the close linger.
 pub async fn serve(
@@ -85,15 +246,9 @@ pub async fn serve(
     slot: crate::server::IpSlot,
 ) {
     let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
-    let (tx, rx) = mpsc::channel(shared.config.outbound_queue_max.max(16));
-    let cancel = CancellationToken::new();
-    let out = Outbound {
-        tx,
-        cancel: cancel.clone(),
-        closing: Arc::default(),
-    };
-    let writer = tokio::spawn(write_loop(wr, rx, cancel.clone()));
+    let sock = Arc::new(stream);
+    let out = Outbound::new(sock.clone(), shared.config.outbound_queue_max.max(16));
+    let cancel = out.cancel.clone();
     let session = Arc::new(AtomicI64::new(0));
     shared.stats.cnxn_opened(
         conn,
@@ -103,7 +258,7 @@ pub async fn serve(
         shared.now_ms(),
     );
     let mut handoff = Handoff::default();
-    let mut rd = rd;
+    let mut rd = FrameReader::new(sock.clone());
     let closed_by_us = tokio::select! {
         r = read_loop(&mut rd, conn, remote, &shared, &out, &session, &mut handoff) => {
             if let Err(e) = r {
@@ -128,92 +283,131 @@ pub async fn serve(
     let _ = handoff.send(&shared, ExecMsg::Closed { conn }).await;
     drop(handoff);
     drop(slot);
-    // Let the writer flush what the executor queued (e.g. a closeSession reply), then end it.
+    // Let what the executor queued (e.g. a closeSession reply) be written, then shut the write side down.
     out.close();
-    let _ = tokio::time::timeout(CLOSE_LINGER, writer).await;
+    let _ = tokio::time::timeout(CLOSE_LINGER, out.flushed()).await;
+    cancel.cancel();
     if closed_by_us {
         // Closing a socket whose receive buffer holds unread bytes makes the kernel send RST, which can
         // destroy our last replies (an AUTHFAILED, a closeSession reply) before the client reads them.
         // Our side is shut down; read and discard until the client closes too, for a bounded time.
-        let _ = tokio::time::timeout(CLOSE_LINGER, async {
-            let mut sink = [0u8; 4096];
-            while let Ok(n) = rd.read(&mut sink).await {
-                if n == 0 {
-                    break;
-                }
-            }
-        })
-        .await;
+        let _ = tokio::time::timeout(CLOSE_LINGER, rd.discard_until_closed()).await;
     }
 }
 
-/// How long a closing connection waits for its writer to flush, and then for the client to close its side.
+/// How long a closing connection waits for its queue to be written, and then for the client to close its
+/// side.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
-/// Bytes gathered for one write when several replies are queued at once; a gathering buffer that grew beyond
-/// this is freed after the write, so an idle connection holds no buffer at all.
-const WRITE_GATHER_MAX: usize = 64 * 1024;
+/// Bytes read from the socket at most per read call (on the stack, never held across an await).
+const READ_CHUNK: usize = 16 * 1024;
 
-async fn write_loop(
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Out>,
-    cancel: CancellationToken,
-) {
-    let mut gathered: Vec<u8> = Vec::new();
-    loop {
-        let msg = tokio::select! {
-            m = rx.recv() => m,
-            _ = cancel.cancelled() => None,
-        };
-        let Some(mut msg) = msg else { break };
-        // Everything queued goes out in as few writes as possible: a lone reply as it is, several gathered.
-        let mut close = false;
-        loop {
-            match msg {
-                Out::Bytes(b) => {
-                    if gathered.is_empty() && rx.is_empty() {
-                        if wr.write_all(&b).await.is_err() {
-                            cancel.cancel();
-                            return;
-                        }
-                    } else {
-                        gathered.extend_from_slice(&b);
-                        if gathered.len() >= WRITE_GATHER_MAX {
-                            if wr.write_all(&gathered).await.is_err() {
-                                cancel.cancel();
-                                return;
-                            }
-                            gathered.clear();
-                        }
-                    }
-                }
-                Out::Close => {
-                    close = true;
-                    break;
-                }
-            }
-            match rx.try_recv() {
-                Ok(m) => msg = m,
-                Err(_) => break,
-            }
-        }
-        if !gathered.is_empty() {
-            if wr.write_all(&gathered).await.is_err() {
-                cancel.cancel();
-                return;
-            }
-            gathered.clear();
-        }
-        if gathered.capacity() > WRITE_GATHER_MAX {
-            gathered = Vec::new();
-        }
-        if close {
-            let _ = wr.shutdown().await;
-            cancel.cancel();
-            return;
+/// A connection's incoming bytes cut into frames. One read call takes whatever has arrived (often several
+/// pipelined frames); bytes of an incomplete frame wait in `buf`, which an idle connection keeps empty.
+struct FrameReader {
+    sock: Arc<TcpStream>,
+    buf: Vec<u8>,
+    /// Where the unconsumed bytes of `buf` start.
+    pos: usize,
+}
+
+impl FrameReader {
+    fn new(sock: Arc<TcpStream>) -> FrameReader {
+        FrameReader {
+            sock,
+            buf: Vec::new(),
+            pos: 0,
         }
     }
-    let _ = wr.shutdown().await;
+
+    fn available(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+        if self.pos == self.buf.len() {
+            self.pos = 0;
+            self.buf.clear();
+            // A buffer grown for a large frame is not kept by an idle connection.
+            if self.buf.capacity() > READ_CHUNK {
+                self.buf = Vec::new();
+            }
+        }
+    }
+
+    /// Reads what has arrived, waiting until something has. `Ok(false)` at the end of the stream.
+    async fn fill(&mut self) -> std::io::Result<bool> {
+        loop {
+            self.sock.readable().await?;
+            match self.read_now() {
+                Ok(n) => return Ok(n > 0),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One non-blocking read into `buf` (the chunk lives on the stack of this synchronous call only).
+    fn read_now(&mut self) -> std::io::Result<usize> {
+        if self.pos > 0 && self.pos * 2 >= self.buf.len() {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        let mut chunk = [0u8; READ_CHUNK];
+        let n = self.sock.try_read(&mut chunk)?;
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    /// Waits until at least `n` bytes are available. `Err(ClientClosed)` if the stream ends first (before
+    /// any byte of them: `UnexpectedEof` within).
+    async fn need(&mut self, n: usize) -> Result<(), ConnError> {
+        while self.available().len() < n {
+            let before = self.available().len();
+            if !self.fill().await? {
+                return Err(if before == 0 {
+                    ConnError::ClientClosed
+                } else {
+                    std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The next frame's payload (its length prefix checked against `max`).
+    async fn frame(&mut self, max: usize) -> Result<Vec<u8>, ConnError> {
+        self.need(4).await?;
+        let a = self.available();
+        let len = i32::from_be_bytes([a[0], a[1], a[2], a[3]]);
+        if len < 0 || len as usize > max {
+            return Err(ConnError::BadLength(len));
+        }
+        // Grows with what actually arrives: a client announcing 1 MiB and then stalling pins no memory.
+        let len = len as usize;
+        self.need(4 + len).await?;
+        let payload = self.available()[4..4 + len].to_vec();
+        self.consume(4 + len);
+        Ok(payload)
+    }
+
+    async fn discard_until_closed(&mut self) {
+        self.buf = Vec::new();
+        self.pos = 0;
+        loop {
+            match self.fill().await {
+                Ok(true) => {
+                    self.buf.clear();
+                }
+                _ => return,
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -241,41 +435,6 @@ impl ConnError {
             _ => false,
         }
     }
-}
-
-async fn read_frame(
-    rd: &mut OwnedReadHalf,
-    max: usize,
-    first4: Option<[u8; 4]>,
-) -> Result<Option<Vec<u8>>, ConnError> {
-    let len_bytes = match first4 {
-        Some(b) => b,
-        None => {
-            let mut b = [0u8; 4];
-            match rd.read_exact(&mut b).await {
-                Ok(_) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    return Err(ConnError::ClientClosed)
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    };
-    let len = i32::from_be_bytes(len_bytes);
-    if len < 0 || len as usize > max {
-        return Err(ConnError::BadLength(len));
-    }
-    // Grow with what actually arrives: a client announcing 1 MiB and then stalling pins no memory.
-    let len = len as usize;
-    let mut payload = Vec::with_capacity(len.min(64 * 1024));
-    let got = (&mut *rd)
-        .take(len as u64)
-        .read_to_end(&mut payload)
-        .await?;
-    if got < len {
-        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
-    }
-    Ok(Some(payload))
 }
 
 /// ZooKeeper's counters of a parsed ConnectRequest: every one is a connection request; one that names a
@@ -355,7 +514,7 @@ async fn forward(mut rx: mpsc::Receiver<ExecMsg>, shared: Arc<Shared>, held: Arc
 }
 
 async fn read_loop(
-    rd: &mut OwnedReadHalf,
+    rd: &mut FrameReader,
     conn: ConnId,
     remote: SocketAddr,
     shared: &Arc<Shared>,
@@ -366,17 +525,13 @@ async fn read_loop(
     let max = shared.config.max_buffer_bytes;
     let sessionless = Duration::from_millis(shared.config.sessionless_cnxn_timeout_ms);
     let stats = &shared.stats;
-    let mut first = [0u8; 4];
-    match tokio::time::timeout(sessionless, rd.read_exact(&mut first)).await {
+    match tokio::time::timeout(sessionless, rd.need(4)).await {
         Err(_) => return Err(ConnError::SessionlessTimeout),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            return Err(ConnError::ClientClosed)
-        }
-        Ok(Err(e)) => return Err(e.into()),
-        Ok(Ok(_)) => {}
+        Ok(r) => r?,
     }
     stats.cnxn_touched(conn, shared.now_ms());
-    if let Some(word) = four_letter_word(first) {
+    let a = rd.available();
+    if let Some(word) = four_letter_word([a[0], a[1], a[2], a[3]]) {
         // A packet of 4 bytes in and, once the text is written, one out, as ZooKeeper counts them.
         stats.cnxn_four_letter(conn);
         stats.add(Counter::BytesReceived, 4);
@@ -396,12 +551,9 @@ async fn read_loop(
         stats.packet_sent();
         return Ok(());
     }
-    let payload = match tokio::time::timeout(sessionless, read_frame(rd, max, Some(first))).await {
+    let payload = match tokio::time::timeout(sessionless, rd.frame(max)).await {
         Err(_) => return Err(ConnError::SessionlessTimeout),
-        Ok(r) => match r? {
-            Some(p) => p,
-            None => return Err(ConnError::ClientClosed),
-        },
+        Ok(r) => r?,
     };
     stats.cnxn_touched(conn, shared.now_ms());
     stats.add(Counter::BytesReceived, 4 + payload.len() as u64);
@@ -421,9 +573,7 @@ async fn read_loop(
         .map_err(|_| ConnError::ExecutorGone)?;
 
     loop {
-        let Some(payload) = read_frame(rd, max, None).await? else {
-            return Err(ConnError::ClientClosed);
-        };
+        let payload = rd.frame(max).await?;
         stats.cnxn_touched(conn, shared.now_ms());
         stats.add(Counter::BytesReceived, 4 + payload.len() as u64);
         let mut r = Reader::new(&payload);

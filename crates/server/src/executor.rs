@@ -248,6 +248,15 @@ pub struct Executor {
     replicator: Replicator,
     member: u64,
     proposals: Vec<Envelope>,
+    /// Log entries proposed and not yet applied. While `MAX_PROPOSALS_IN_FLIGHT` are, new commands gather
+    /// in `proposals` and go out as one entry when one of those is applied (group commit one level up: the
+    /// log would make them wait for the fdatasync in progress anyway, and one entry for many commands costs
+    /// openraft and the log far less than one each).
+    in_flight: usize,
+    /// Transactions applied since the last snapshot was asked for. ZooKeeper's `snapCount` counts
+    /// transactions, and a log entry carries a batch of them: counting entries would let the log (and its
+    /// copy in memory) grow to many times `snapCount` transactions between snapshots under load.
+    since_snapshot: u64,
     /// Paces the container reaper's deletions (`znode.container.maxPerMinute`).
     reaper_pacer: Pacer,
     /// Expired sessions (marked closing) whose CloseSession is not proposed yet, oldest first.
@@ -282,6 +291,8 @@ impl Executor {
             replicator,
             member,
             proposals: Vec::new(),
+            in_flight: 0,
+            since_snapshot: 0,
             reaper_pacer,
             expiry_backlog: VecDeque::new(),
             expiry_pacer,
@@ -329,6 +340,8 @@ impl Executor {
     fn handle_replicated(&mut self, m: ToExecutor) -> Option<u64> {
         match m {
             ToExecutor::Committed(c) => {
+                // Replayed entries at start were never counted: saturate.
+                self.in_flight = self.in_flight.saturating_sub(c.entries.len());
                 let index = c.last_index;
                 self.apply_committed(c);
                 Some(index)
@@ -426,6 +439,13 @@ impl Executor {
             tokio::select! {
                 biased;
                 c = committed.recv() => match c {
+                    Some(ToExecutor::Committed(c)) => {
+                        // What gathered while these were in the log goes out first, before their replies
+                        // are written: the next fdatasync need not wait for this apply.
+                        self.in_flight = self.in_flight.saturating_sub(c.entries.len());
+                        self.flush_proposals().await;
+                        self.apply_committed(c);
+                    }
                     Some(m) => {
                         self.handle_replicated(m);
                     }
@@ -452,7 +472,7 @@ impl Executor {
     }
 
     async fn flush_proposals(&mut self) {
-        if self.proposals.is_empty() {
+        if self.proposals.is_empty() || self.in_flight >= MAX_PROPOSALS_IN_FLIGHT {
             return;
         }
         let mut batch = std::mem::take(&mut self.proposals);
@@ -469,12 +489,21 @@ impl Executor {
         if batch.is_empty() {
             return;
         }
-        if let Err(e) = self.replicator.propose(encode_batch(&batch)).await {
-            // The outcome of these writes is unknown: close their connections (clients see CONNECTION_LOSS).
-            tracing::error!("proposal failed: {e}");
-            for env in batch {
-                if let Some(o) = env.origin {
-                    self.close_conn(o.conn);
+        match self.replicator.propose(encode_batch(&batch)).await {
+            Ok(()) => {
+                self.in_flight += 1;
+                // openraft's core task, just woken by this proposal, sits in this worker's LIFO slot,
+                // where the other worker cannot steal it: let it run now rather than after everything
+                // else this loop does next (measured: ~85 µs less from proposal to the log's append).
+                tokio::task::yield_now().await;
+            }
+            Err(e) => {
+                // The outcome of these writes is unknown: close their connections (clients see CONNECTION_LOSS).
+                tracing::error!("proposal failed: {e}");
+                for env in batch {
+                    if let Some(o) = env.origin {
+                        self.close_conn(o.conn);
+                    }
                 }
             }
         }
@@ -793,6 +822,7 @@ impl Executor {
         for (index, payload) in &c.entries {
             match decode_batch(payload) {
                 Ok(batch) => {
+                    self.since_snapshot += batch.len() as u64;
                     for env in batch {
                         self.apply_one(env);
                     }
@@ -805,6 +835,15 @@ impl Executor {
             }
         }
         let _ = c.applied.send(());
+        if self.since_snapshot >= self.shared.config.snap_count {
+            self.since_snapshot = 0;
+            let raft = self.replicator.raft().clone();
+            tokio::spawn(async move {
+                if let Err(e) = raft.trigger().snapshot().await {
+                    tracing::warn!("snapshot not started: {e}");
+                }
+            });
+        }
     }
 
     fn apply_one(&mut self, env: Envelope) {
@@ -1130,11 +1169,14 @@ impl Executor {
         if batch.is_empty() {
             return;
         }
-        if let Err(e) = self
+        let proposed = self
             .replicator
             .propose_as(&leadership, encode_batch(&batch))
-            .await
-        {
+            .await;
+        if proposed.is_ok() {
+            self.in_flight += 1;
+        }
+        if let Err(e) = proposed {
             // No longer the leader (or the log is gone): the next leader expires these sessions. Here
             // they stay marked closing; this member stops serving them when the close commits.
             tracing::warn!("session expiry not proposed: {e}");
@@ -1192,14 +1234,15 @@ impl Executor {
             outstanding: self.shared.outstanding(),
             clock: (self.shared.now_ms(), wall_ms()),
             stalls: self.shared.clock.stall_stats(),
-            wal: (
-                self.replicator.wal_health(),
-                self.replicator.wal_stats().no_space_retries,
-            ),
+            wal: (self.replicator.wal_health(), self.replicator.wal_stats()),
             expiry_backlog: self.expiry_backlog.len(),
         }
     }
 }
+
+/// Log entries of client commands the executor lets be proposed and not yet applied; see `in_flight`. Two:
+/// one being made durable while the next one waits in the log's queue for the following fdatasync.
+const MAX_PROPOSALS_IN_FLIGHT: usize = 2;
 
 /// How often the expiry pass runs: a tenth of a tick, between 10 and 50 ms, so a bucket is expired at most
 /// 50 ms after its time (ZooKeeper's expirer thread wakes exactly at it). A pass with nothing due costs a

@@ -52,7 +52,10 @@ pub struct View<'a> {
     /// Expired sessions whose close is paced and not proposed yet.
     pub expiry_backlog: usize,
     /// The log's health and its out-of-space retries so far.
-    pub wal: (oxkeeper_storage::WalHealth, u64),
+    pub wal: (
+        oxkeeper_storage::WalHealth,
+        oxkeeper_storage::WalWriterStats,
+    ),
 }
 
 /// Java's `Date.toString()` in UTC: `EEE MMM dd HH:mm:ss zzz yyyy`.
@@ -431,7 +434,15 @@ fn monitor(v: &View<'_>) -> String {
     };
     kv("oxkeeper_log_state", state.into());
     kv("oxkeeper_log_out_of_space_seconds", since.to_string());
-    kv("oxkeeper_log_no_space_retries", v.wal.1.to_string());
+    kv(
+        "oxkeeper_log_no_space_retries",
+        v.wal.1.no_space_retries.to_string(),
+    );
+    // Group commit at work: log entries and fdatasyncs (one per batch) so far.
+    kv("oxkeeper_log_syncs", v.wal.1.batches.to_string());
+    kv("oxkeeper_log_entries", v.wal.1.entries.to_string());
+    kv("oxkeeper_log_write_us", v.wal.1.write_us.to_string());
+    kv("oxkeeper_log_entry_bytes", v.wal.1.entry_bytes.to_string());
     s
 }
 

@@ -588,7 +588,8 @@ pub struct LogOptions {
     pub log_dir: PathBuf,
     /// The snapshots (`dataDir`/snapshots).
     pub snapshot_dir: PathBuf,
-    /// Take a snapshot every this many log entries (`snapCount`); `None`: never.
+    /// Take a snapshot every this many log entries at the latest; `None`: never. (The executor asks for one
+    /// every `snapCount` transactions, which comes first: an entry holds at least one.)
     pub snap_count: Option<u64>,
     /// Snapshots kept (`autopurge.snapRetainCount`).
     pub snap_retain: usize,

@@ -38,6 +38,9 @@ pub struct WalWriterStats {
     pub entries: u64,
     /// Bytes of entries written (payload only).
     pub entry_bytes: u64,
+    /// Time spent writing and syncing batches, in microseconds (so `write_us / batches` is the mean cost of
+    /// one group commit).
+    pub write_us: u64,
     /// Attempts that failed for lack of space and were retried (or given up at shutdown).
     pub no_space_retries: u64,
 }
@@ -125,6 +128,7 @@ struct Shared {
     wake: Condvar,
     submissions: AtomicU64,
     batches: AtomicU64,
+    write_us: AtomicU64,
     entries: AtomicU64,
     entry_bytes: AtomicU64,
     no_space_retries: AtomicU64,
@@ -246,6 +250,7 @@ impl WalWriter {
             wake: Condvar::new(),
             submissions: AtomicU64::new(0),
             batches: AtomicU64::new(0),
+            write_us: AtomicU64::new(0),
             entries: AtomicU64::new(0),
             entry_bytes: AtomicU64::new(0),
             no_space_retries: AtomicU64::new(0),
@@ -291,6 +296,7 @@ impl WalWriter {
         WalWriterStats {
             submissions: load(&self.shared.submissions),
             batches: load(&self.shared.batches),
+            write_us: load(&self.shared.write_us),
             entries: load(&self.shared.entries),
             entry_bytes: load(&self.shared.entry_bytes),
             no_space_retries: load(&self.shared.no_space_retries),
@@ -562,8 +568,12 @@ fn write_appends<D: Disk>(
             .iter()
             .map(|(index, bytes)| (*index, bytes.as_slice()))
     });
+    let started = std::time::Instant::now();
     let mut result = wal.append_iter(all);
     if let Ok(Some(_)) = result {
+        shared
+            .write_us
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         let (bytes, count) = appends.iter().fold((0, 0), |(bytes, count), (entries, _)| {
             let payload: usize = entries.iter().map(|(_, bytes)| bytes.len()).sum();
             (bytes + payload, count + entries.len())

@@ -2174,3 +2174,25 @@ fn update_settings_before_bootstrap_is_refused() {
     assert_eq!(a.err, ErrorCode::SystemError as i32);
     assert!(!sm.settings().extended_types_enabled);
 }
+
+#[test]
+fn a_child_with_its_parents_acl_shares_the_parents_list() {
+    let mut h = H::new();
+    let s = h.session();
+    h.ok(s, create("/a", 0));
+    h.ok(s, create("/a/same", 0));
+    let restricted = vec![acl(perms::ALL, "digest", &digest_id("u:p"))];
+    h.ok(s, create_with("/a/other", None, restricted.clone()));
+    let tree = h.sm.tree();
+    let (parent, same, other) = (
+        tree.get("/a").expect("/a"),
+        tree.get("/a/same").expect("/a/same"),
+        tree.get("/a/other").expect("/a/other"),
+    );
+    assert!(
+        Arc::ptr_eq(&parent.acl, &same.acl),
+        "an equal ACL is shared, not copied"
+    );
+    assert_eq!(*other.acl, restricted);
+    assert!(!Arc::ptr_eq(&parent.acl, &other.acl));
+}
