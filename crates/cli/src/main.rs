@@ -4,6 +4,14 @@
 
 mod shell;
 
+/// jemalloc instead of glibc's malloc. The server allocates many small objects from several threads
+/// (decoded requests and commands, tree nodes, replies): with glibc, 1M pipelined creates spent a third of the
+/// server's time in `_int_malloc`, `malloc_consolidate` and `free` (11 µs of CPU per create, 108k/s here);
+/// with jemalloc 6.1 µs and 194k/s, with the same RSS per node and less per idle session (4.3 vs 4.7 KB).
+/// (mimalloc was as fast but took 24 MiB more at start and more per node and per session.)
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};

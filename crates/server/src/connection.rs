@@ -53,6 +53,8 @@ struct OutState {
     front_written: usize,
     /// A writer task is draining `queue`.
     writer: bool,
+    /// In the executor's outbox: `queue` holds replies to write at its next flush.
+    dirty: bool,
     /// The write side is shut down (after a Close, or an error): nothing more is written.
     done: bool,
 }
@@ -72,36 +74,60 @@ enum Progress {
     Blocked,
 }
 
+/// Replies gathered into one write call at most.
+const GATHER_MAX: usize = 64;
+
 impl OutState {
-    /// Writes as much of the queue as the socket takes now, in order.
+    /// Writes as much of the queue as the socket takes now, in order: replies queued together go out in
+    /// one call (a gathering write).
     fn write_queued(&mut self, sock: &TcpStream, cancel: &CancellationToken) -> Progress {
-        while let Some(front) = self.queue.front() {
-            match front {
-                Out::Bytes(b) => match sock.try_write(&b[self.front_written..]) {
-                    Ok(n) => {
-                        self.front_written += n;
-                        if self.front_written == b.len() {
-                            self.queue.pop_front();
-                            self.front_written = 0;
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        return Progress::Blocked
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        self.give_up(cancel);
-                        return Progress::Empty;
-                    }
-                },
-                Out::Close => {
-                    shutdown_write(sock);
+        loop {
+            let mut slices: [std::io::IoSlice<'_>; GATHER_MAX] =
+                std::array::from_fn(|_| std::io::IoSlice::new(&[]));
+            let mut count = 0;
+            for out in self.queue.iter().take(GATHER_MAX) {
+                let Out::Bytes(b) = out else { break };
+                let from = if count == 0 { self.front_written } else { 0 };
+                slices[count] = std::io::IoSlice::new(&b[from..]);
+                count += 1;
+            }
+            if count == 0 {
+                if self.queue.is_empty() {
+                    return Progress::Empty;
+                }
+                // A Close, with everything before it written.
+                shutdown_write(sock);
+                self.give_up(cancel);
+                return Progress::Empty;
+            }
+            let result = sock.try_write_vectored(&slices[..count]);
+            match result {
+                Ok(n) => self.advance(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Progress::Blocked,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => {
                     self.give_up(cancel);
                     return Progress::Empty;
                 }
             }
         }
-        Progress::Empty
+    }
+
+    /// Drops `n` written bytes from the front of the queue.
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(Out::Bytes(b)) = self.queue.front() else {
+                return;
+            };
+            let left = b.len() - self.front_written;
+            if n < left {
+                self.front_written += n;
+                return;
+            }
+            n -= left;
+            self.queue.pop_front();
+            self.front_written = 0;
+        }
     }
 
     fn give_up(&mut self, cancel: &CancellationToken) {
@@ -157,20 +183,57 @@ impl Outbound {
         if st.writer {
             return true;
         }
-        // Nothing waits before it: write now, on this thread; a writer task takes over what the socket
-        // does not accept yet.
+        self.write_now(st);
+        true
+    }
+
+    /// Queues `bytes` to be written at the executor's next `Outbox::flush`, so that the replies one pass of
+    /// the executor makes for a connection leave in one write call. False (and the connection is closing)
+    /// if the queue is full or the connection gone.
+    pub fn queue(&self, bytes: Vec<u8>, outbox: &Outbox) -> bool {
+        let mut st = self.state();
+        if st.done {
+            return false;
+        }
+        if st.queue.len() >= self.inner.max_queued {
+            drop(st);
+            tracing::warn!("outbound queue full: closing a connection whose client does not read");
+            self.cancel.cancel();
+            return false;
+        }
+        st.queue.push_back(Out::Bytes(bytes));
+        if !st.writer && !st.dirty {
+            st.dirty = true;
+            drop(st);
+            outbox.push(self.clone());
+        }
+        true
+    }
+
+    /// Writes what `queue` left for later.
+    fn flush(&self) {
+        let mut st = self.state();
+        st.dirty = false;
+        if st.writer || st.done {
+            return;
+        }
+        self.write_now(st);
+    }
+
+    /// Writes the queue now, on this thread (nothing waits before it); a writer task takes over what the
+    /// socket does not accept yet.
+    fn write_now(&self, mut st: std::sync::MutexGuard<'_, OutState>) {
         if let Progress::Blocked = st.write_queued(&self.inner.sock, &self.cancel) {
             st.writer = true;
             drop(st);
             tokio::spawn(write_backlog(self.clone()));
-            return true;
+            return;
         }
         let done = st.done;
         drop(st);
         if done {
             self.inner.drained.notify_waiters();
         }
-        true
     }
 
     /// Closes after everything queued so far is written.
@@ -198,6 +261,84 @@ impl Outbound {
                 }
             }
             notified.await;
+        }
+    }
+}
+
+/// The connections the executor queued replies for in its current pass. At the end of the pass they are
+/// handed, in one message, to the flusher tasks (one per core), which write each connection's replies with
+/// one call: the executor never spends its own time in socket writes, and connections are written in
+/// parallel with its next pass.
+#[derive(Debug)]
+pub struct Outbox {
+    dirty: Mutex<Vec<Outbound>>,
+    flushers: Vec<mpsc::UnboundedSender<Vec<Outbound>>>,
+    next: AtomicUsize,
+}
+
+impl Outbox {
+    /// Starts the flusher tasks on the current runtime.
+    pub fn start() -> Outbox {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let flushers = (0..n)
+            .map(|_| {
+                let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Outbound>>();
+                tokio::spawn(async move {
+                    while let Some(batch) = rx.recv().await {
+                        for out in batch {
+                            out.flush();
+                        }
+                    }
+                });
+                tx
+            })
+            .collect();
+        Outbox {
+            dirty: Mutex::default(),
+            flushers,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn push(&self, out: Outbound) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(out);
+    }
+
+    /// Hands every connection queued in this pass to the flushers (spread over them).
+    pub fn flush(&self) {
+        let dirty = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()));
+        if dirty.is_empty() {
+            return;
+        }
+        let k = self.flushers.len();
+        if k <= 1 || dirty.len() == 1 {
+            let i = self.next.fetch_add(1, Ordering::Relaxed) % k.max(1);
+            self.hand(i, dirty);
+            return;
+        }
+        let mut shards: Vec<Vec<Outbound>> = (0..k).map(|_| Vec::new()).collect();
+        for (j, out) in dirty.into_iter().enumerate() {
+            shards[j % k].push(out);
+        }
+        for (i, shard) in shards.into_iter().enumerate() {
+            if !shard.is_empty() {
+                self.hand(i, shard);
+            }
+        }
+    }
+
+    fn hand(&self, i: usize, batch: Vec<Outbound>) {
+        match self.flushers.get(i) {
+            Some(tx) => {
+                if let Err(mpsc::error::SendError(batch)) = tx.send(batch) {
+                    // The runtime is shutting down: write here.
+                    batch.iter().for_each(Outbound::flush);
+                }
+            }
+            None => batch.iter().for_each(Outbound::flush),
         }
     }
 }

@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 
 use crate::clock::SessionClock;
 use crate::config::Config;
-use crate::connection::{ConnId, Outbound};
+use crate::connection::{ConnId, Outbound, Outbox};
 use crate::replication::{Committed, Payload, Replicator, SnapshotSource, ToExecutor};
 use crate::stats::{ConnStats, ServerStats};
 
@@ -248,6 +248,8 @@ pub struct Executor {
     replicator: Replicator,
     member: u64,
     proposals: Vec<Envelope>,
+    /// Connections with replies queued in this pass of the executor, written at its end.
+    outbox: Outbox,
     /// Log entries proposed and not yet applied. While `MAX_PROPOSALS_IN_FLIGHT` are, new commands gather
     /// in `proposals` and go out as one entry when one of those is applied (group commit one level up: the
     /// log would make them wait for the fdatasync in progress anyway, and one entry for many commands costs
@@ -291,6 +293,7 @@ impl Executor {
             replicator,
             member,
             proposals: Vec::new(),
+            outbox: Outbox::start(),
             in_flight: 0,
             since_snapshot: 0,
             reaper_pacer,
@@ -445,6 +448,7 @@ impl Executor {
                         self.in_flight = self.in_flight.saturating_sub(c.entries.len());
                         self.flush_proposals().await;
                         self.apply_committed(c);
+                        self.outbox.flush();
                     }
                     Some(m) => {
                         self.handle_replicated(m);
@@ -467,6 +471,7 @@ impl Executor {
                 _ = expiry.tick() => self.expire_sessions().await,
                 _ = reaper.tick() => self.reap_containers(),
             }
+            self.outbox.flush();
             self.flush_proposals().await;
         }
     }
@@ -749,7 +754,7 @@ impl Executor {
         };
         c.stats.sent += 1;
         self.shared.stats.packet_sent();
-        send(c, encode_connect_response(&resp));
+        send(c, &self.outbox, encode_connect_response(&resp));
         self.close_conn(conn);
     }
 
@@ -770,7 +775,7 @@ impl Executor {
             read_only: c.read_only_byte.then_some(false),
         };
         c.stats.sent += 1;
-        send(c, encode_connect_response(&resp));
+        send(c, &self.outbox, encode_connect_response(&resp));
         self.shared.stats.packet_sent();
         self.pump(conn);
     }
@@ -860,7 +865,7 @@ impl Executor {
             for (conn, ev) in self.watches.trigger(t) {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     if check_acl(&t.acl, perms::READ, &c.auth) {
-                        send_notification(c, &self.shared.stats, t.zxid, &ev);
+                        send_notification(c, &self.outbox, &self.shared.stats, t.zxid, &ev);
                     }
                 }
             }
@@ -1009,7 +1014,7 @@ impl Executor {
                     }
                     None => {
                         let err = ErrorCode::AuthFailed as i32;
-                        send(c, encode_reply(xid, 0, err, &Response::Empty));
+                        send(c, &self.outbox, encode_reply(xid, 0, err, &Response::Empty));
                         self.close_conn(conn);
                         return;
                     }
@@ -1017,7 +1022,7 @@ impl Executor {
             }
             Request::SetWatches { req: sw, .. } => {
                 for ev in self.watches.set_watches(conn, sw, self.sm.tree()) {
-                    send_notification(c, &self.shared.stats, -1, &ev);
+                    send_notification(c, &self.outbox, &self.shared.stats, -1, &ev);
                 }
                 (xid, zxid, 0, Response::Empty)
             }
@@ -1094,7 +1099,7 @@ impl Executor {
         };
         c.stats.sent += 1;
         self.shared.stats.packet_sent();
-        send(c, encode_reply(xid, zxid, err, resp));
+        send(c, &self.outbox, encode_reply(xid, zxid, err, resp));
     }
 
     fn close_conn(&mut self, conn: ConnId) {
@@ -1265,18 +1270,25 @@ fn is_write(req: &Request) -> bool {
     )
 }
 
-/// Enqueues a frame; a connection whose queue is full is marked closing (its writer closes it).
-fn send(c: &mut Conn, frame: Vec<u8>) {
-    if !c.out.send(frame) {
+/// Queues a frame, written when this pass of the executor ends (`Outbox::flush`); a connection whose queue
+/// is full is marked closing (it is being closed).
+fn send(c: &mut Conn, outbox: &Outbox, frame: Vec<u8>) {
+    if !c.out.queue(frame, outbox) {
         c.closing = true;
     }
 }
 
 /// A watch event; ZooKeeper counts it as a packet sent.
-fn send_notification(c: &mut Conn, stats: &ServerStats, zxid: i64, ev: &WatcherEvent) {
+fn send_notification(
+    c: &mut Conn,
+    outbox: &Outbox,
+    stats: &ServerStats,
+    zxid: i64,
+    ev: &WatcherEvent,
+) {
     c.stats.sent += 1;
     stats.packet_sent();
-    send(c, encode_notification(zxid, ev));
+    send(c, outbox, encode_notification(zxid, ev));
 }
 
 /// The ids an AuthPacket adds, or `None` for an unknown scheme or bad credentials (AUTHFAILED, then close).
