@@ -9,6 +9,7 @@
 pub mod codec;
 pub mod consts;
 pub mod frame;
+pub mod javadate;
 pub mod records;
 mod request;
 mod response;

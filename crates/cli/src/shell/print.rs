@@ -26,42 +26,10 @@ pub fn stat(s: &Stat, zone: &Zone) -> String {
     )
 }
 
-const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-/// Milliseconds since the epoch as Java's `Date.toString()`: `Sat Nov 21 16:33:43 UTC 2026`.
+/// Milliseconds since the epoch as Java's `Date.toString()` in the local zone: `Sat Nov 21 16:33:43 UTC 2026`.
 pub fn java_date(ms: i64, zone: &Zone) -> String {
-    let secs = ms.div_euclid(1000);
-    let (offset, abbrev) = zone.at(secs);
-    let local = secs + i64::from(offset);
-    let days = local.div_euclid(86_400);
-    let of_day = local.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    let weekday = WEEKDAYS[days.rem_euclid(7) as usize];
-    format!(
-        "{weekday} {} {day:02} {:02}:{:02}:{:02} {abbrev} {year}",
-        MONTHS[(month - 1) as usize],
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60
-    )
-}
-
-/// (year, month 1-12, day 1-31) of a day counted from 1970-01-01, proleptic Gregorian (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    let (offset, abbrev) = zone.at(ms.div_euclid(1000));
+    oxkeeper_proto::javadate::java_date(ms, i64::from(offset), abbrev)
 }
 
 /// A jute string as the record's `toString()` writes it: a leading quote, some characters escaped.
