@@ -169,39 +169,39 @@ impl Outbound {
     }
 
     fn push(&self, out: Out) -> bool {
+        let Some(st) = self.admit(out) else {
+            return false;
+        };
+        if !st.writer {
+            self.write_now(st);
+        }
+        true
+    }
+
+    /// Appends `out` to the queue and returns the locked state; `None` (and the connection is closing) if
+    /// the queue is full or the connection gone.
+    fn admit(&self, out: Out) -> Option<std::sync::MutexGuard<'_, OutState>> {
         let mut st = self.state();
         if st.done {
-            return false;
+            return None;
         }
         if st.queue.len() >= self.inner.max_queued {
             drop(st);
             tracing::warn!("outbound queue full: closing a connection whose client does not read");
             self.cancel.cancel();
-            return false;
+            return None;
         }
         st.queue.push_back(out);
-        if st.writer {
-            return true;
-        }
-        self.write_now(st);
-        true
+        Some(st)
     }
 
     /// Queues `bytes` to be written at the executor's next `Outbox::flush`, so that the replies one pass of
     /// the executor makes for a connection leave in one write call. False (and the connection is closing)
     /// if the queue is full or the connection gone.
     pub fn queue(&self, bytes: Vec<u8>, outbox: &Outbox) -> bool {
-        let mut st = self.state();
-        if st.done {
+        let Some(mut st) = self.admit(Out::Bytes(bytes)) else {
             return false;
-        }
-        if st.queue.len() >= self.inner.max_queued {
-            drop(st);
-            tracing::warn!("outbound queue full: closing a connection whose client does not read");
-            self.cancel.cancel();
-            return false;
-        }
-        st.queue.push_back(Out::Bytes(bytes));
+        };
         if !st.writer && !st.dirty {
             st.dirty = true;
             drop(st);
