@@ -313,20 +313,16 @@ impl Outbox {
         if dirty.is_empty() {
             return;
         }
-        let k = self.flushers.len();
-        if k <= 1 || dirty.len() == 1 {
-            let i = self.next.fetch_add(1, Ordering::Relaxed) % k.max(1);
-            self.hand(i, dirty);
-            return;
-        }
-        let mut shards: Vec<Vec<Outbound>> = (0..k).map(|_| Vec::new()).collect();
+        // Round robin from a rotating start, so that lone connections do not all land on one flusher.
+        let k = self.flushers.len().max(1);
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut shards: Vec<Vec<Outbound>> = (0..k.min(dirty.len())).map(|_| Vec::new()).collect();
+        let n = shards.len();
         for (j, out) in dirty.into_iter().enumerate() {
-            shards[j % k].push(out);
+            shards[j % n].push(out);
         }
-        for (i, shard) in shards.into_iter().enumerate() {
-            if !shard.is_empty() {
-                self.hand(i, shard);
-            }
+        for (j, shard) in shards.into_iter().enumerate() {
+            self.hand((start + j) % k, shard);
         }
     }
 

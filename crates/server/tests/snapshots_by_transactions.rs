@@ -26,8 +26,8 @@ fn snapshot_files(server: &TestServer) -> Vec<String> {
         .collect()
 }
 
-/// `zk_oxkeeper_log_entries` from `mntr`: log entries written so far.
-async fn log_entries(server: &TestServer) -> u64 {
+/// A number from `mntr` (`zk_<key>`).
+async fn mntr(server: &TestServer, key: &str) -> u64 {
     let mut s = tokio::net::TcpStream::connect(server.addr)
         .await
         .expect("connect for mntr");
@@ -35,9 +35,9 @@ async fn log_entries(server: &TestServer) -> u64 {
     let mut text = String::new();
     s.read_to_string(&mut text).await.expect("read mntr");
     text.lines()
-        .find_map(|l| l.strip_prefix("zk_oxkeeper_log_entries\t"))
+        .find_map(|l| l.strip_prefix(&format!("zk_{key}\t")))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no zk_oxkeeper_log_entries in mntr: {text}"))
+        .unwrap_or_else(|| panic!("no zk_{key} in mntr: {text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,7 +46,7 @@ async fn a_snapshot_follows_snap_count_transactions_batched_into_few_entries() {
     let server = TestServer::start_on(disk.clone(), |c| c.snap_count = SNAP_COUNT).await;
     let mut c = Client::connect(server.addr, 30_000).await;
     let before = snapshot_files(&server).len();
-    let entries_before = log_entries(&server).await;
+    let entries_before = mntr(&server, "oxkeeper_log_entries").await;
 
     // While the first write's fdatasync is held, the others gather behind it.
     let gate = disk.stall();
@@ -62,14 +62,20 @@ async fn a_snapshot_follows_snap_count_transactions_batched_into_few_entries() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // Let the creates reach the executor and gather while the log is stalled.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Every create has reached the executor (outstanding) and gathers there while the log is stalled.
+    while mntr(&server, "outstanding_requests").await < WRITES as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "the creates never reached the executor"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     gate.release();
     for i in 0..WRITES {
         let f = c.rx.recv_within(SOON).await.expect("a create reply");
         assert_eq!((f.xid(), f.err()), (i as i32 + 1, 0), "create {i}");
     }
-    let entries = log_entries(&server).await - entries_before;
+    let entries = mntr(&server, "oxkeeper_log_entries").await - entries_before;
     assert!(
         entries < SNAP_COUNT,
         "the {WRITES} creates took {entries} log entries: not batched, the test proves nothing"
