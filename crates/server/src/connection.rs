@@ -285,9 +285,11 @@ impl Outbox {
                 let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Outbound>>();
                 tokio::spawn(async move {
                     while let Some(batch) = rx.recv().await {
+                        oxkeeper_storage::hoptrace::hop("flusher");
                         for out in batch {
                             out.flush();
                         }
+                        oxkeeper_storage::hoptrace::hop("written");
                     }
                 });
                 tx
@@ -313,6 +315,7 @@ impl Outbox {
         if dirty.is_empty() {
             return;
         }
+        oxkeeper_storage::hoptrace::hop("outbox");
         // Round robin from a rotating start, so that lone connections do not all land on one flusher.
         let k = self.flushers.len().max(1);
         let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -761,6 +764,7 @@ async fn read_loop(
                 }
             }
         };
+        oxkeeper_storage::hoptrace::hop("recv");
         handoff.send(shared, msg).await?;
     }
 }

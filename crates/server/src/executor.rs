@@ -443,6 +443,7 @@ impl Executor {
                 biased;
                 c = committed.recv() => match c {
                     Some(ToExecutor::Committed(c)) => {
+                        oxkeeper_storage::hoptrace::hop("exec_apply");
                         // What gathered while these were in the log goes out first, before their replies
                         // are written: the next fdatasync need not wait for this apply.
                         self.in_flight = self.in_flight.saturating_sub(c.entries.len());
@@ -457,6 +458,7 @@ impl Executor {
                 },
                 m = rx.recv() => match m {
                     Some(m) => {
+                        oxkeeper_storage::hoptrace::hop("exec_in");
                         self.handle(m);
                         // Take everything already queued so that one log entry carries many commands.
                         for _ in 0..4096 {
@@ -494,6 +496,7 @@ impl Executor {
         if batch.is_empty() {
             return;
         }
+        oxkeeper_storage::hoptrace::hop("propose");
         match self.replicator.propose(encode_batch(&batch)).await {
             Ok(()) => {
                 self.in_flight += 1;

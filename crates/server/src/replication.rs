@@ -255,10 +255,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 inner.log.insert(index, entry);
             }
         }
-        self.wal.submit(
-            encoded,
-            Box::new(move |r| callback.io_completed(r.map_err(io_err))),
-        );
+        oxkeeper_storage::hoptrace::hop("append");
+        let done: oxkeeper_storage::Completion =
+            Box::new(move |r| callback.io_completed(r.map_err(io_err)));
+        // When the log's thread has nothing to do, write here, on this runtime worker: handing the
+        // batch to that thread and its completion back to the runtime costs two wake-ups of sleeping
+        // threads (~30 µs each on a VM) around a ~150 µs fdatasync; measured with one session, set
+        // 3.2-3.5k/s -> 3.5-4.2k/s. First yield, so that what openraft's core just woke (the state
+        // machine's apply, in this worker's LIFO slot, which the other workers cannot steal) runs
+        // before this worker blocks. Only on the multi-threaded runtime (the other workers go on
+        // meanwhile) and only while the disk is quick (`is_idle_and_quick`); otherwise the thread.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread && self.wal.is_idle_and_quick() {
+            tokio::task::yield_now().await;
+            self.wal.submit_now(encoded, done);
+        } else {
+            self.wal.submit(encoded, done);
+        }
         Ok(())
     }
 
@@ -451,6 +465,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineProxy {
             }
         }
         if let Some(last_index) = last.as_ref().map(|l| l.index()) {
+            oxkeeper_storage::hoptrace::hop("sm_apply");
             let (ack, done) = oneshot::channel();
             self.tx
                 .send(ToExecutor::Committed(Committed {

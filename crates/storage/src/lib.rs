@@ -9,6 +9,7 @@ mod atomic_file;
 mod disk;
 mod error;
 mod format;
+pub mod hoptrace;
 mod recovery;
 #[cfg(any(test, feature = "sim"))]
 mod sim;

@@ -1,10 +1,13 @@
 //! `WalWriter`: group commit. A dedicated thread owns the `Wal` and turns everything queued into as few
 //! batches (and fdatasyncs) as the limits allow.
 //!
-//! Submitters never wait: they hand over entries with a completion callback. The thread drains the
+//! `submit` never waits: it hands over entries with a completion callback. The thread drains the
 //! queue into one batch (up to `WalOptions::batch_bytes_max` / `batch_entries_max`), writes it, does
 //! one fdatasync, then runs the completions of that batch in submission order. A completion runs only
 //! when its entries are durable; the thread checks this before every acknowledgement.
+//!
+//! `submit_now` is the same but, when the log is idle, writes on the caller's thread instead (in order
+//! with the thread: one flag says who writes), saving the two thread wake-ups of the hand-off.
 //!
 //! Disk faults never reach the callers as ENOSPC: out of space, the thread holds the batch (and
 //! everything queued behind it) unacknowledged and retries it until it is durable, reporting
@@ -110,7 +113,34 @@ impl fmt::Display for WalHealth {
 /// The handle of the group-commit thread. Dropping it is `shutdown`.
 pub struct WalWriter {
     shared: Arc<Shared>,
+    /// The log, for `submit_now` on the caller's thread; the writer thread holds another reference.
+    log: Arc<dyn WriteNow>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// The log behind a lock (always free: `Queue::busy` says who may write), type-erased for `WalWriter`.
+struct Log<D: Disk>(Mutex<Wal<D>>);
+
+impl<D: Disk> Log<D> {
+    fn wal(&self) -> MutexGuard<'_, Wal<D>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+trait WriteNow: Send + Sync {
+    /// One attempt at `work` (see `attempt`), recording a final failure in `shared`'s health.
+    fn attempt_once(&self, shared: &Shared, work: &Work) -> Result<(), WalError>;
+}
+
+impl<D: Disk> WriteNow for Log<D> {
+    fn attempt_once(&self, shared: &Shared, work: &Work) -> Result<(), WalError> {
+        let mut wal = self.wal();
+        let result = attempt(&mut wal, shared, work);
+        if let Some(cause) = wal.stopped() {
+            shared.set_health(WalHealth::Failed(cause.clone()));
+        }
+        result
+    }
 }
 
 /// Entries of one submission: consecutive `(index, bytes)`.
@@ -129,6 +159,8 @@ struct Shared {
     submissions: AtomicU64,
     batches: AtomicU64,
     write_us: AtomicU64,
+    /// How long the last batch took to write and sync, in microseconds.
+    last_write_us: AtomicU64,
     entries: AtomicU64,
     entry_bytes: AtomicU64,
     no_space_retries: AtomicU64,
@@ -141,6 +173,9 @@ const HEALTH_OK: u8 = 0;
 const HEALTH_OUT_OF_SPACE: u8 = 1;
 const HEALTH_FAILED: u8 = 2;
 
+/// See `WalWriter::is_idle_and_quick`.
+const QUICK_WRITE: Duration = Duration::from_millis(1);
+
 /// How often a long out-of-space episode is logged again.
 const NO_SPACE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -151,6 +186,8 @@ struct Queue {
     closing: bool,
     /// The thread has exited (or died): requests are refused.
     closed: bool,
+    /// Someone (the thread, or a caller of `submit_now`) is writing: nobody else may take work.
+    busy: bool,
 }
 
 impl Shared {
@@ -245,12 +282,15 @@ impl WalWriter {
     }
 
     pub fn try_spawn<D: Disk>(wal: Wal<D>) -> std::io::Result<Self> {
+        let log = Arc::new(Log(Mutex::new(wal)));
+        let thread_log = Arc::clone(&log);
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             submissions: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             write_us: AtomicU64::new(0),
+            last_write_us: AtomicU64::new(0),
             entries: AtomicU64::new(0),
             entry_bytes: AtomicU64::new(0),
             no_space_retries: AtomicU64::new(0),
@@ -260,9 +300,10 @@ impl WalWriter {
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("oxkeeper-wal".into())
-            .spawn(move || run(wal, &thread_shared))?;
+            .spawn(move || run(&thread_log, &thread_shared))?;
         Ok(WalWriter {
             shared,
+            log,
             thread: Some(thread),
         })
     }
@@ -274,6 +315,61 @@ impl WalWriter {
     pub fn submit(&self, entries: Vec<(u64, Vec<u8>)>, done: Completion) {
         self.shared.submissions.fetch_add(1, Ordering::Relaxed);
         self.shared.push(Request::Append(entries, done));
+    }
+
+    /// Whether nothing is being written or queued: `submit_now` would write on the caller's thread.
+    pub fn is_idle(&self) -> bool {
+        let queue = self.shared.lock();
+        !queue.busy && queue.requests.is_empty() && !queue.closing && !queue.closed
+    }
+
+    /// Whether a caller that must not block for long (an async task) should use `submit_now`: the log is
+    /// idle and its last batch was written and synced within `QUICK_WRITE` (a disk that has turned
+    /// slow, e.g. while a snapshot is written, is left to the thread).
+    pub fn is_idle_and_quick(&self) -> bool {
+        self.shared.last_write_us.load(Ordering::Relaxed) < QUICK_WRITE.as_micros() as u64
+            && self.is_idle()
+    }
+
+    /// As `submit`, but if nothing is being written or queued, writes (and syncs) the entries on the
+    /// calling thread and runs `done` before returning: no hand-off to the writer thread and back, which
+    /// on a lightly loaded machine costs more than the write (each is a wake-up of a sleeping thread).
+    /// Otherwise, or if this one attempt runs out of space (the thread then retries it), it queues.
+    pub fn submit_now(&self, entries: Vec<(u64, Vec<u8>)>, done: Completion) {
+        self.shared.submissions.fetch_add(1, Ordering::Relaxed);
+        let request = Request::Append(entries, done);
+        {
+            let mut queue = self.shared.lock();
+            let idle = !queue.busy && queue.requests.is_empty() && !queue.closing;
+            if queue.closed || !idle || !self.shared.health().is_ok() {
+                drop(queue);
+                self.shared.push(request);
+                return;
+            }
+            queue.busy = true;
+        }
+        // Gives the turn back (to the thread, if anything queued meanwhile), even if a completion panics.
+        let _turn = Turn(&self.shared);
+        let Request::Append(entries, done) = request else {
+            unreachable!("built as an append above");
+        };
+        let work = Work::Appends(vec![(entries, done)]);
+        crate::hoptrace::hop("wal_start");
+        let result = self.log.attempt_once(&self.shared, &work);
+        crate::hoptrace::hop("wal_done");
+        if matches!(&result, Err(error) if error.is_no_space()) {
+            // The thread owns out-of-space episodes (retries, health, logging): hand it the batch,
+            // ahead of anything queued since.
+            let Work::Appends(appends) = work else {
+                unreachable!("built as appends above");
+            };
+            let mut queue = self.shared.lock();
+            for (entries, done) in appends.into_iter().rev() {
+                queue.requests.push_front(Request::Append(entries, done));
+            }
+            return;
+        }
+        work.complete(result);
     }
 
     /// Queues `Wal::truncate_after`, ordered after everything submitted before.
@@ -329,6 +425,21 @@ impl Drop for WalWriter {
     }
 }
 
+/// `submit_now`'s turn at writing: ends it, and wakes the thread if work queued meanwhile.
+struct Turn<'a>(&'a Shared);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut queue = self.0.lock();
+        queue.busy = false;
+        let more = !queue.requests.is_empty() || queue.closing;
+        drop(queue);
+        if more {
+            self.0.wake.notify_one();
+        }
+    }
+}
+
 /// What the thread takes from the queue in one go.
 enum Work {
     /// Consecutive appends that fit one batch.
@@ -372,12 +483,12 @@ impl Drop for ExitGuard<'_> {
     }
 }
 
-fn run<D: Disk>(mut wal: Wal<D>, shared: &Shared) {
+fn run<D: Disk>(log: &Log<D>, shared: &Shared) {
     let _guard = ExitGuard(shared);
     loop {
         let work = {
             let mut queue = shared.lock();
-            while queue.requests.is_empty() && !queue.closing {
+            while queue.busy || (queue.requests.is_empty() && !queue.closing) {
                 queue = shared
                     .wake
                     .wait(queue)
@@ -386,10 +497,14 @@ fn run<D: Disk>(mut wal: Wal<D>, shared: &Shared) {
             if queue.requests.is_empty() {
                 return;
             }
-            take_work(&mut queue.requests, &wal)
+            queue.busy = true;
+            take_work(&mut queue.requests, &log.wal())
         };
-        let result = perform(&mut wal, shared, &work);
+        crate::hoptrace::hop("wal_start");
+        let result = perform(&mut log.wal(), shared, &work);
+        crate::hoptrace::hop("wal_done");
         work.complete(result);
+        shared.lock().busy = false;
     }
 }
 
@@ -571,9 +686,9 @@ fn write_appends<D: Disk>(
     let started = std::time::Instant::now();
     let mut result = wal.append_iter(all);
     if let Ok(Some(_)) = result {
-        shared
-            .write_us
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let took = started.elapsed().as_micros() as u64;
+        shared.write_us.fetch_add(took, Ordering::Relaxed);
+        shared.last_write_us.store(took, Ordering::Relaxed);
         let (bytes, count) = appends.iter().fold((0, 0), |(bytes, count), (entries, _)| {
             let payload: usize = entries.iter().map(|(_, bytes)| bytes.len()).sum();
             (bytes + payload, count + entries.len())

@@ -112,6 +112,108 @@ fn concurrent_submitters_share_fdatasyncs_and_complete_in_order() {
 }
 
 #[test]
+fn submit_now_writes_on_the_caller_when_idle_and_keeps_order_with_the_thread() {
+    let disk = SimDisk::new();
+    let writer = WalWriter::spawn(open(&disk, small()));
+    // Idle: written, synced and completed on this thread before submit_now returns.
+    let caller = std::thread::current().id();
+    let (tx, rx) = mpsc::channel();
+    writer.submit_now(
+        vec![(1, entry(1))],
+        Box::new(move |result| {
+            let _ = tx.send((std::thread::current().id(), result));
+        }),
+    );
+    let (thread, result) = rx.try_recv().expect("completed before submit_now returned");
+    assert_eq!(thread, caller);
+    assert!(result.is_ok(), "{result:?}");
+    assert!(writer.is_idle());
+
+    // Many submitters, each way in at random: one order, every entry once, no lost wake-up.
+    const THREADS: u64 = 8;
+    const PER_THREAD: u64 = 300;
+    let next = Mutex::new(2u64);
+    let (tx, rx) = mpsc::channel();
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let (writer, next, tx) = (&writer, &next, tx.clone());
+            scope.spawn(move || {
+                let mut rng = StdRng::seed_from_u64(t);
+                for _ in 0..PER_THREAD {
+                    let (done_tx, done_rx) = mpsc::channel();
+                    {
+                        let mut next = next.lock().unwrap();
+                        let index = *next;
+                        *next += 1;
+                        let tx = tx.clone();
+                        let done: Completion = Box::new(move |result| {
+                            let _ = tx.send((index, result));
+                            let _ = done_tx.send(());
+                        });
+                        if rng.gen_bool(0.5) {
+                            writer.submit_now(vec![(index, entry(index))], done);
+                        } else {
+                            writer.submit(vec![(index, entry(index))], done);
+                        }
+                    }
+                    done_rx.recv_timeout(PATIENCE).expect("a submission never completed");
+                }
+            });
+        }
+    });
+    drop(tx);
+    let completed: Vec<(u64, Result<(), WalError>)> = rx.iter().collect();
+    let total = 1 + THREADS * PER_THREAD;
+    assert_eq!(completed.len() as u64, total - 1);
+    for (k, (index, result)) in completed.iter().enumerate() {
+        assert_eq!(*index, k as u64 + 2, "completions out of submission order");
+        assert!(result.is_ok(), "{result:?}");
+    }
+    assert_eq!(writer.stats().submissions, total);
+    writer.shutdown();
+    let (_, recovered) = Wal::open(disk.clone(), Path::new("/wal"), small()).unwrap();
+    let expected: Vec<(u64, Vec<u8>)> = (1..=total).map(|i| (i, entry(i))).collect();
+    assert_eq!(recovered.entries, expected);
+}
+
+#[test]
+fn submit_now_out_of_space_leaves_the_batch_to_the_thread() {
+    let disk = SimDisk::new();
+    let opts = fast_retry(small());
+    let writer = WalWriter::spawn(open(&disk, opts.clone()));
+    let (tx, rx) = mpsc::channel();
+    disk.set_fault(Some(SimFault::NoSpace));
+    writer.submit_now(vec![(1, entry(1))], report(&tx, 1));
+    // Not acknowledged, not failed: the thread holds it and retries.
+    assert!(rx.try_recv().is_err());
+    wait_until("the writer thread retries the batch", || {
+        writer.stats().no_space_retries >= 3
+    });
+    assert!(!writer.is_idle());
+    // Behind it, both ways in queue.
+    writer.submit_now(vec![(2, entry(2))], report(&tx, 2));
+    writer.submit(vec![(3, entry(3))], report(&tx, 3));
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_millis(20)),
+        Err(RecvTimeoutError::Timeout)
+    ));
+    disk.set_fault(None);
+    let done: Vec<u64> = rx
+        .iter()
+        .take(3)
+        .map(|(tag, r)| r.map(|()| tag).unwrap())
+        .collect();
+    assert_eq!(done, [1, 2, 3]);
+    wait_until("the writer is idle again", || writer.is_idle());
+    writer.shutdown();
+    let (_, recovered) = Wal::open(disk.clone(), Path::new("/wal"), opts).unwrap();
+    assert_eq!(
+        recovered.entries,
+        (1..=3).map(|i| (i, entry(i))).collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn no_completion_reports_an_entry_that_a_power_loss_then_loses() {
     use rand::{rngs::StdRng, Rng, SeedableRng};
     for seed in 0..40 {
@@ -125,7 +227,12 @@ fn no_completion_reports_an_entry_that_a_power_loss_then_loses() {
         disk.crash_after(rng.gen_range(0..60));
         let (tx, rx) = mpsc::channel();
         for index in 1..=200 {
-            writer.submit(vec![(index, entry(index))], report(&tx, index));
+            // Both ways in: the writer thread's batches and writes on the caller's thread.
+            if rng.gen_bool(0.5) {
+                writer.submit_now(vec![(index, entry(index))], report(&tx, index));
+            } else {
+                writer.submit(vec![(index, entry(index))], report(&tx, index));
+            }
         }
         writer.shutdown();
         disk.power_loss(&mut rng);
