@@ -7,7 +7,7 @@
 
 use crate::path::{self, child_name, parent_of};
 use crate::quota::{self, QuotaIndex};
-use imbl::{HashMap, OrdSet};
+use imbl::{OrdMap, OrdSet};
 use oxkeeper_proto::{Acl, ErrorCode, Stat, CONTAINER_EPHEMERAL_OWNER, TTL_EPHEMERAL_OWNER_MASK};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -74,6 +74,66 @@ impl NodeKind {
     }
 }
 
+/// A name in a node's children set: the child's whole path (the very allocation that keys the child in
+/// the node map, so a name costs no allocation of its own: ~48 B less per node) and where the last
+/// component starts in it. It reads, compares and is looked up as that last component.
+#[derive(Clone, Debug)]
+pub struct ChildName {
+    path: Arc<str>,
+    at: usize,
+}
+
+impl ChildName {
+    fn new(path: Arc<str>) -> Self {
+        let at = path.rfind('/').map_or(0, |slash| slash + 1);
+        ChildName { path, at }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.path[self.at..]
+    }
+}
+
+impl std::ops::Deref for ChildName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::borrow::Borrow<str> for ChildName {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for ChildName {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for ChildName {}
+
+impl PartialOrd for ChildName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ChildName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::fmt::Display for ChildName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One znode.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
@@ -82,7 +142,7 @@ pub struct Node {
     pub acl: Arc<Vec<Acl>>,
     pub stat: NodeStat,
     /// Child names (last components), ordered.
-    pub children: OrdSet<Arc<str>>,
+    pub children: OrdSet<ChildName>,
 }
 
 impl Node {
@@ -149,7 +209,10 @@ pub fn next_version(current: i32) -> i32 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(into = "wire::Tree", try_from = "wire::Tree")]
 pub struct DataTree {
-    nodes: HashMap<Arc<str>, Arc<Node>>,
+    /// A persistent B-tree: ~59 B per entry where imbl's hash trie took ~134 B (a lookup costs ~0.1 µs
+    /// more); iterating it visits parents before their children. Its keys are the allocations the
+    /// parents' `ChildName`s share.
+    nodes: OrdMap<Arc<str>, Arc<Node>>,
     /// Paths of container nodes (rebuilt from ephemeralOwner on load, as ZooKeeper does).
     containers: OrdSet<Arc<str>>,
     /// Paths of TTL nodes.
@@ -174,7 +237,7 @@ impl DataTree {
     /// No nodes at all (not even the root): what `new` and `from_loaded` fill.
     fn empty() -> Self {
         DataTree {
-            nodes: HashMap::new(),
+            nodes: OrdMap::new(),
             containers: OrdSet::new(),
             ttls: OrdSet::new(),
             approximate_data_size: 0,
@@ -216,16 +279,17 @@ impl DataTree {
         if self.nodes.contains_key(path) {
             return false;
         }
+        let key: Arc<str> = Arc::from(path);
         if path != path::ROOT {
             let Some(parent) = parent_of(path).and_then(|p| self.nodes.get_mut(p)) else {
                 return false;
             };
             Arc::make_mut(parent)
                 .children
-                .insert(Arc::from(child_name(path)));
+                .insert(ChildName::new(key.clone()));
         }
         self.index(path, &node);
-        self.nodes.insert(Arc::from(path), Arc::new(node));
+        self.nodes.insert(key, Arc::new(node));
         true
     }
 
@@ -336,12 +400,13 @@ impl DataTree {
         let parent = Arc::make_mut(parent);
         parent.stat.cversion = parent.stat.cversion.wrapping_add(1);
         parent.stat.pzxid = zxid;
-        parent.children.insert(Arc::from(child_name(path)));
+        let key: Arc<str> = Arc::from(path);
+        parent.children.insert(ChildName::new(key.clone()));
         let parent_acl = parent.acl.clone();
         let node = Node::new(data, acl, NodeStat::created(zxid, time_ms, ephemeral_owner));
         self.index(path, &node);
         let node = Arc::new(node);
-        self.nodes.insert(Arc::from(path), node.clone());
+        self.nodes.insert(key, node.clone());
         quota::node_created(self, path, node.data_len());
         Ok((node, parent_acl))
     }
@@ -603,7 +668,7 @@ mod wire {
 
         fn try_from(wire: Tree) -> Result<Self, Self::Error> {
             let mut tree = DataTree {
-                nodes: HashMap::new(),
+                nodes: OrdMap::new(),
                 containers: OrdSet::new(),
                 ttls: OrdSet::new(),
                 approximate_data_size: 0,
