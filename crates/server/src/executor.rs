@@ -497,6 +497,8 @@ impl Executor {
             return;
         }
         oxkeeper_storage::hoptrace::hop("propose");
+        self.replicator
+            .set_light_load(batch.len() == 1 && self.shared.outstanding() <= 1);
         match self.replicator.propose(encode_batch(&batch)).await {
             Ok(()) => {
                 self.in_flight += 1;

@@ -123,7 +123,9 @@ struct Log<D: Disk>(Mutex<Wal<D>>);
 
 impl<D: Disk> Log<D> {
     fn wal(&self) -> MutexGuard<'_, Wal<D>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -156,7 +156,9 @@ fn submit_now_writes_on_the_caller_when_idle_and_keeps_order_with_the_thread() {
                             writer.submit(vec![(index, entry(index))], done);
                         }
                     }
-                    done_rx.recv_timeout(PATIENCE).expect("a submission never completed");
+                    done_rx
+                        .recv_timeout(PATIENCE)
+                        .expect("a submission never completed");
                 }
             });
         }
