@@ -270,10 +270,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // load the hand-off is cheap (threads are awake) and blocking a worker is not (session
         // establishment at 16 connections lost ~6% when every idle moment wrote here). First yield,
         // so that what openraft's core just woke (the state machine's apply, in this worker's LIFO slot,
-        // which other workers cannot steal) runs before this worker blocks. Only on the multi-threaded
-        // runtime, and only while the disk is quick (`is_idle_and_quick`).
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        // which other workers cannot steal) runs before this worker blocks. Only on a multi-threaded
+        // runtime with another worker to go on meanwhile (pings must never wait for a disk), and only
+        // while the disk is quick (`is_idle_and_quick`).
+        let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
+            h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                && h.metrics().num_workers() >= 2
+        });
         if multi_thread
             && self.light_load.swap(false, Ordering::Relaxed)
             && self.wal.is_idle_and_quick()
