@@ -126,6 +126,7 @@ impl OutState {
             }
             n -= left;
             self.queue.pop_front();
+            crate::executor::release_if_empty(&mut self.queue);
             self.front_written = 0;
         }
     }
@@ -419,14 +420,32 @@ pub async fn serve(
         _ = cancel.cancelled() => true,
     };
     shared.stats.cnxn_closed(conn);
+    // The closing steps' futures (timers) live in their own allocation, not in every connection's.
+    let closing: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+        Box::pin(close(conn, shared, handoff, slot, out, rd, closed_by_us));
+    closing.await;
+}
+
+/// After the reader stopped: tells the executor, lets queued replies out, shuts the socket down.
+async fn close(
+    conn: ConnId,
+    shared: Arc<Shared>,
+    mut handoff: Handoff,
+    slot: crate::server::IpSlot,
+    out: Outbound,
+    mut rd: FrameReader,
+    closed_by_us: bool,
+) {
     // Behind the requests the client sent before it went (some may still be held).
-    let _ = handoff.send(&shared, ExecMsg::Closed { conn }).await;
+    if let Ok(Some(msg)) = handoff.try_send(&shared, ExecMsg::Closed { conn }) {
+        let _ = handoff.boxed_hold(&shared, msg).await;
+    }
     drop(handoff);
     drop(slot);
     // Let what the executor queued (e.g. a closeSession reply) be written, then shut the write side down.
     out.close();
     let _ = tokio::time::timeout(CLOSE_LINGER, out.flushed()).await;
-    cancel.cancel();
+    out.cancel.cancel();
     if closed_by_us {
         // Closing a socket whose receive buffer holds unread bytes makes the kernel send RST, which can
         // destroy our last replies (an AUTHFAILED, a closeSession reply) before the client reads them.
@@ -520,20 +539,57 @@ impl FrameReader {
         Ok(())
     }
 
-    /// The next frame's payload (its length prefix checked against `max`).
+    /// The next frame's payload (its length prefix checked against `max`). Polled by hand rather than
+    /// built from `readable().await`: the future every idle connection keeps is then a few words, not a
+    /// few hundred bytes of nested futures.
     async fn frame(&mut self, max: usize) -> Result<Vec<u8>, ConnError> {
-        self.need(4).await?;
-        let a = self.available();
-        let len = i32::from_be_bytes([a[0], a[1], a[2], a[3]]);
-        if len < 0 || len as usize > max {
-            return Err(ConnError::BadLength(len));
+        std::future::poll_fn(|cx| self.poll_frame(cx, max)).await
+    }
+
+    fn poll_frame(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        max: usize,
+    ) -> std::task::Poll<Result<Vec<u8>, ConnError>> {
+        use std::task::Poll;
+        loop {
+            let a = self.available();
+            if a.len() >= 4 {
+                let len = i32::from_be_bytes([a[0], a[1], a[2], a[3]]);
+                if len < 0 || len as usize > max {
+                    return Poll::Ready(Err(ConnError::BadLength(len)));
+                }
+                // Grows with what actually arrives: a client announcing 1 MiB and then stalling pins no
+                // memory.
+                let len = len as usize;
+                if a.len() >= 4 + len {
+                    let payload = a[4..4 + len].to_vec();
+                    self.consume(4 + len);
+                    return Poll::Ready(Ok(payload));
+                }
+            }
+            // As `fill`: wait until readable, then one read; would-block clears the readiness.
+            if let Err(e) = std::task::ready!(self.sock.poll_read_ready(cx)) {
+                return Poll::Ready(Err(e.into()));
+            }
+            let before = self.available().len();
+            match self.read_now() {
+                Ok(0) => {
+                    return Poll::Ready(Err(if before == 0 {
+                        ConnError::ClientClosed
+                    } else {
+                        std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()
+                    }))
+                }
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Poll::Ready(Err(e.into())),
+            }
         }
-        // Grows with what actually arrives: a client announcing 1 MiB and then stalling pins no memory.
-        let len = len as usize;
-        self.need(4 + len).await?;
-        let payload = self.available()[4..4 + len].to_vec();
-        self.consume(4 + len);
-        Ok(payload)
     }
 
     async fn discard_until_closed(&mut self) {
@@ -615,7 +671,14 @@ struct Handoff {
 }
 
 impl Handoff {
-    async fn send(&mut self, shared: &Arc<Shared>, msg: ExecMsg) -> Result<(), ConnError> {
+    /// Hands `msg` to the executor unless it must be held (the member is at its limit, or earlier
+    /// messages of this connection are held): then it is given back, for `hold`. Not async, so that the
+    /// reader's future (which every idle connection keeps) has no room for a message in flight.
+    fn try_send(
+        &mut self,
+        shared: &Arc<Shared>,
+        msg: ExecMsg,
+    ) -> Result<Option<ExecMsg>, ConnError> {
         let counted = !matches!(msg, ExecMsg::Closed { .. });
         let holding = self
             .held
@@ -626,8 +689,24 @@ impl Handoff {
             if counted {
                 shared.request_started();
             }
-            return shared.exec.send(msg).map_err(|_| ConnError::ExecutorGone);
+            shared.exec.send(msg).map_err(|_| ConnError::ExecutorGone)?;
+            return Ok(None);
         }
+        Ok(Some(msg))
+    }
+
+    /// `hold`, boxed by a plain function (see `boxed_handshake`).
+    fn boxed_hold<'a>(
+        &'a mut self,
+        shared: &'a Arc<Shared>,
+        msg: ExecMsg,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ConnError>> + Send + 'a>>
+    {
+        Box::pin(self.hold(shared, msg))
+    }
+
+    /// Queues `msg` behind the held ones for the forwarder (started on first need).
+    async fn hold(&mut self, shared: &Arc<Shared>, msg: ExecMsg) -> Result<(), ConnError> {
         let (tx, n) = self.held.get_or_insert_with(|| {
             let (tx, rx) = mpsc::channel(HELD_REQUESTS);
             let n = Arc::new(AtomicUsize::new(0));
@@ -662,65 +741,25 @@ async fn read_loop(
     session: &Arc<AtomicI64>,
     handoff: &mut Handoff,
 ) -> Result<(), ConnError> {
-    let max = shared.config.max_buffer_bytes;
-    let sessionless = Duration::from_millis(shared.config.sessionless_cnxn_timeout_ms);
-    let stats = &shared.stats;
-    match tokio::time::timeout(sessionless, rd.need(4)).await {
-        Err(_) => return Err(ConnError::SessionlessTimeout),
-        Ok(r) => r?,
-    }
-    stats.cnxn_touched(conn, shared.now_ms());
-    let a = rd.available();
-    if let Some(word) = four_letter_word([a[0], a[1], a[2], a[3]]) {
-        // A packet of 4 bytes in and, once the text is written, one out, as ZooKeeper counts them.
-        stats.cnxn_four_letter(conn);
-        stats.add(Counter::BytesReceived, 4);
-        stats.packet_received();
-        shared
-            .exec
-            .send(ExecMsg::FourLetter {
-                conn,
-                remote,
-                word,
-                out: out.clone(),
-            })
-            .map_err(|_| ConnError::ExecutorGone)?;
-        // The executor writes the text and closes the socket, whatever the client does meanwhile (`nc`
-        // half-closes right after sending the word).
-        out.cancel.cancelled().await;
-        stats.packet_sent();
+    // The handshake's futures (timers, the first frame) live in their own allocation, freed when it is
+    // done: they would otherwise take room in every idle connection's future.
+    if !boxed_handshake(rd, conn, remote, shared, out, session).await? {
         return Ok(());
     }
-    let payload = match tokio::time::timeout(sessionless, rd.frame(max)).await {
-        Err(_) => return Err(ConnError::SessionlessTimeout),
-        Ok(r) => r?,
-    };
-    stats.cnxn_touched(conn, shared.now_ms());
-    stats.add(Counter::BytesReceived, 4 + payload.len() as u64);
-    // Trailing bytes are ignored, as ZooKeeper's reader ignores them.
-    let req =
-        ConnectRequest::from_prefix(&payload).map_err(|e| ConnError::BadConnect(e.to_string()))?;
-    count_connect_request(shared, conn, &req);
-    shared
-        .exec
-        .send(ExecMsg::Connect {
-            conn,
-            remote,
-            req,
-            out: out.clone(),
-            session: session.clone(),
-        })
-        .map_err(|_| ConnError::ExecutorGone)?;
-
+    let max = shared.config.max_buffer_bytes;
+    let stats = &shared.stats;
     loop {
         let payload = rd.frame(max).await?;
         stats.cnxn_touched(conn, shared.now_ms());
         stats.add(Counter::BytesReceived, 4 + payload.len() as u64);
         let mut r = Reader::new(&payload);
         let Ok(header) = RequestHeader::decode(&mut r) else {
-            handoff
-                .send(shared, ExecMsg::Malformed { conn, xid: 0 })
-                .await?;
+            let wait = handoff
+                .try_send(shared, ExecMsg::Malformed { conn, xid: 0 })?
+                .map(|msg| handoff.boxed_hold(shared, msg));
+            if let Some(wait) = wait {
+                wait.await?;
+            }
             continue;
         };
         let body = &payload[r.position()..];
@@ -765,6 +804,89 @@ async fn read_loop(
             }
         };
         oxkeeper_storage::hoptrace::hop("recv");
-        handoff.send(shared, msg).await?;
+        // At the outstanding limit only, the message waits in a boxed future (see `Handoff::try_send`;
+        // the message is never held across an await here, where it would take room in every idle
+        // connection's future).
+        let wait = handoff
+            .try_send(shared, msg)?
+            .map(|msg| handoff.boxed_hold(shared, msg));
+        if let Some(wait) = wait {
+            wait.await?;
+        }
     }
+}
+
+/// `handshake`, boxed by a plain function: built inside an async function, the future would still get a
+/// slot in the caller's state (rustc keeps room for such temporaries).
+fn boxed_handshake<'a>(
+    rd: &'a mut FrameReader,
+    conn: ConnId,
+    remote: SocketAddr,
+    shared: &'a Arc<Shared>,
+    out: &'a Outbound,
+    session: &'a Arc<AtomicI64>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, ConnError>> + Send + 'a>> {
+    Box::pin(handshake(rd, conn, remote, shared, out, session))
+}
+
+/// Reads the connection's first bytes: a four-letter word (handed to the executor, which answers and
+/// closes: false) or a ConnectRequest (handed to the executor: true), each within the sessionless timeout.
+async fn handshake(
+    rd: &mut FrameReader,
+    conn: ConnId,
+    remote: SocketAddr,
+    shared: &Arc<Shared>,
+    out: &Outbound,
+    session: &Arc<AtomicI64>,
+) -> Result<bool, ConnError> {
+    let max = shared.config.max_buffer_bytes;
+    let sessionless = Duration::from_millis(shared.config.sessionless_cnxn_timeout_ms);
+    let stats = &shared.stats;
+    match tokio::time::timeout(sessionless, rd.need(4)).await {
+        Err(_) => return Err(ConnError::SessionlessTimeout),
+        Ok(r) => r?,
+    }
+    stats.cnxn_touched(conn, shared.now_ms());
+    let a = rd.available();
+    if let Some(word) = four_letter_word([a[0], a[1], a[2], a[3]]) {
+        // A packet of 4 bytes in and, once the text is written, one out, as ZooKeeper counts them.
+        stats.cnxn_four_letter(conn);
+        stats.add(Counter::BytesReceived, 4);
+        stats.packet_received();
+        shared
+            .exec
+            .send(ExecMsg::FourLetter {
+                conn,
+                remote,
+                word,
+                out: out.clone(),
+            })
+            .map_err(|_| ConnError::ExecutorGone)?;
+        // The executor writes the text and closes the socket, whatever the client does meanwhile (`nc`
+        // half-closes right after sending the word).
+        out.cancel.cancelled().await;
+        stats.packet_sent();
+        return Ok(false);
+    }
+    let payload = match tokio::time::timeout(sessionless, rd.frame(max)).await {
+        Err(_) => return Err(ConnError::SessionlessTimeout),
+        Ok(r) => r?,
+    };
+    stats.cnxn_touched(conn, shared.now_ms());
+    stats.add(Counter::BytesReceived, 4 + payload.len() as u64);
+    // Trailing bytes are ignored, as ZooKeeper's reader ignores them.
+    let req =
+        ConnectRequest::from_prefix(&payload).map_err(|e| ConnError::BadConnect(e.to_string()))?;
+    count_connect_request(shared, conn, &req);
+    shared
+        .exec
+        .send(ExecMsg::Connect {
+            conn,
+            remote,
+            req,
+            out: out.clone(),
+            session: session.clone(),
+        })
+        .map_err(|_| ConnError::ExecutorGone)?;
+    Ok(true)
 }
