@@ -415,16 +415,30 @@ impl DataTree {
     /// pzxid (`DataTree.deleteNode`; the parent's cversion does not change). Returns the removed node
     /// and the parent's ACL.
     pub(crate) fn delete(&mut self, path: &str, zxid: i64) -> Option<(Arc<Node>, Arc<Vec<Acl>>)> {
-        if path == path::ROOT || !self.nodes.get(path)?.children.is_empty() {
+        if path == path::ROOT {
             return None;
         }
-        let parent = Arc::make_mut(self.nodes.get_mut(parent_of(path)?)?);
+        let parent_path = parent_of(path)?;
+        // Removed first and put back in the rare refusal: one walk of the map less per delete (a
+        // session's close deletes all its ephemerals in one apply).
+        let (key, node) = self.nodes.remove_with_key(path)?;
+        if !node.children.is_empty() {
+            self.nodes.insert(key, node);
+            return None;
+        }
+        let parent = match self.nodes.get_mut(parent_path) {
+            Some(parent) => Arc::make_mut(parent),
+            None => {
+                // Every node's parent exists (`check_invariants`); should it not, change nothing.
+                self.nodes.insert(key, node);
+                return None;
+            }
+        };
         parent.children.remove(child_name(path));
         if zxid > parent.stat.pzxid {
             parent.stat.pzxid = zxid;
         }
         let parent_acl = parent.acl.clone();
-        let node = self.nodes.remove(path)?;
         match node.kind() {
             NodeKind::Container => {
                 self.containers.remove(path);
