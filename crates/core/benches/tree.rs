@@ -15,11 +15,12 @@ use std::hint::black_box;
 
 use divan::counter::{BytesCount, ItemsCount};
 use divan::Bencher;
-use oxkeeper_core::{ApplySettings, Command, CommandOp, SessionChange, StateMachine};
-use oxkeeper_proto::{
-    perms, Acl, CreateMode, CreateRequest, Id, OpCode, PathVersion, PathWatch, Request,
-    SetDataRequest,
-};
+use oxkeeper_core::{Command, CommandOp, StateMachine};
+use oxkeeper_proto::{CreateMode, PathVersion, PathWatch, Request, SetDataRequest};
+
+mod support;
+
+use support::command;
 
 fn main() {
     divan::main();
@@ -27,7 +28,6 @@ fn main() {
 
 const CHILDREN_PER_DIR: usize = 1000;
 const DATA_BYTES: usize = 100;
-const TIME_MS: i64 = 1_763_000_000_000;
 /// The parent of the sequential creates, and the prefix of their names.
 const SEQ_PARENT: &str = "/seq";
 const SEQ_PREFIX: &str = "s-";
@@ -64,36 +64,8 @@ fn scale() -> Scale {
     }
 }
 
-fn command(session_id: i64, op: CommandOp) -> Command {
-    Command {
-        session_id,
-        cxid: 1,
-        time_ms: TIME_MS,
-        auth: Vec::new(),
-        op,
-    }
-}
-
 fn create_mode(session_id: i64, path: String, mode: CreateMode) -> Command {
-    command(
-        session_id,
-        CommandOp::Write(Request::Create {
-            op: OpCode::Create,
-            req: CreateRequest {
-                path,
-                data: Some(vec![0x5a; DATA_BYTES]),
-                acl: vec![Acl {
-                    perms: perms::ALL,
-                    id: Id {
-                        scheme: "world".into(),
-                        id: "anyone".into(),
-                    },
-                }],
-                flags: mode.as_i32(),
-                ttl: -1,
-            },
-        }),
-    )
+    support::create_node(session_id, path, vec![0x5a; DATA_BYTES], mode)
 }
 
 fn create(session_id: i64, path: String) -> Command {
@@ -133,22 +105,7 @@ struct BenchState {
 
 impl BenchState {
     fn build(dirs: usize, seq_children: usize) -> Self {
-        let mut sm = StateMachine::new();
-        sm.apply(&command(
-            0,
-            CommandOp::Bootstrap {
-                secret: b"bench secret".to_vec(),
-                member_id: 1,
-                settings: ApplySettings::default(),
-            },
-        ));
-        let session = match sm
-            .apply(&command(0, CommandOp::CreateSession { timeout_ms: 30_000 }))
-            .session
-        {
-            Some(SessionChange::Created { id, .. }) => id,
-            other => panic!("no session: {other:?}"),
-        };
+        let (mut sm, session) = support::bootstrapped();
         for parent in ["/bench", "/new", SEQ_PARENT] {
             apply_ok(&mut sm, &create(session, parent.into()));
         }

@@ -7,8 +7,16 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use oxkeeper_core::{ApplySettings, Command, CommandOp, SessionChange, StateMachine};
-use oxkeeper_proto::{perms, Acl, CreateMode, CreateRequest, Id, OpCode, Request};
+use oxkeeper_core::Command;
+use oxkeeper_proto::CreateMode;
+
+#[path = "../benches/support/mod.rs"]
+mod support;
+
+/// A create as `oxkeeper bench ops --op create` sends it: 32 B of data, the open ACL.
+fn create(session_id: i64, path: String) -> Command {
+    support::create_node(session_id, path, vec![0x5a; 32], CreateMode::Persistent)
+}
 
 struct Counting;
 
@@ -46,38 +54,6 @@ fn live() -> (isize, isize) {
     )
 }
 
-fn command(session_id: i64, op: CommandOp) -> Command {
-    Command {
-        session_id,
-        cxid: 1,
-        time_ms: 1_763_000_000_000,
-        auth: Vec::new(),
-        op,
-    }
-}
-
-fn create(session_id: i64, path: String) -> Command {
-    command(
-        session_id,
-        CommandOp::Write(Request::Create {
-            op: OpCode::Create,
-            req: CreateRequest {
-                path,
-                data: Some(vec![0x5a; 32]),
-                acl: vec![Acl {
-                    perms: perms::ALL,
-                    id: Id {
-                        scheme: "world".into(),
-                        id: "anyone".into(),
-                    },
-                }],
-                flags: CreateMode::Persistent.as_i32(),
-                ttl: -1,
-            },
-        }),
-    )
-}
-
 /// Live heap per node of the last measurement (the state before: the bootstrapped tree and the parent).
 /// 1M nodes at 2026-11-21: 360 B and 3.28 allocations (the node map a persistent B-tree, child names
 /// sharing the path's allocation); ZooKeeper 3.8's live heap is ~393 B per such node.
@@ -87,22 +63,7 @@ const BUDGET_ALLOCATIONS: f64 = 3.5;
 #[test]
 fn a_small_node_stays_within_its_memory_budget() {
     let n: usize = 200_000;
-    let mut sm = StateMachine::new();
-    sm.apply(&command(
-        0,
-        CommandOp::Bootstrap {
-            secret: b"memory".to_vec(),
-            member_id: 1,
-            settings: ApplySettings::default(),
-        },
-    ));
-    let session = match sm
-        .apply(&command(0, CommandOp::CreateSession { timeout_ms: 30_000 }))
-        .session
-    {
-        Some(SessionChange::Created { id, .. }) => id,
-        other => panic!("no session: {other:?}"),
-    };
+    let (mut sm, session) = support::bootstrapped();
     let root = "/oxk-bench-12345-1a2b3c";
     assert_eq!(sm.apply(&create(session, root.into())).err, 0);
     let (bytes0, blocks0) = live();
