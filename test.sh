@@ -31,7 +31,9 @@ python3 tests/clients/with_server.py --kind oxkeeper -- tests/clients/run.sh {}
 
 step "the Rust client's integration and recipe suites against Apache ZooKeeper 3.8 (they ran against oxkeeper above)"
 # Short ticks so the suite's short session timeouts are allowed (min is 2 ticks), as its in-process server.
-python3 tests/clients/with_server.py --kind zookeeper --cfg tickTime=100 --cfg maxSessionTimeout=30000 -- \
+# Containers reaped every 100 ms, as in the in-process server: the recipes must cope with their directory gone.
+python3 tests/clients/with_server.py --kind zookeeper --cfg tickTime=100 --cfg maxSessionTimeout=30000 \
+    --jvm znode.container.checkIntervalMs=100 -- \
     env OXK_CLIENT_TEST_SERVER={} cargo test --release --locked -p oxkeeper-client --test client --test recipes
 OXK_CLIENT_TEST_KIND=zookeeper cargo test --release --locked -p oxkeeper-client --test restart
 

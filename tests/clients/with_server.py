@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Start a throw-away server (via tests/lib/servers.py), run a command against it, stop the server.
 
-    tests/clients/with_server.py [--kind zookeeper|oxkeeper] [--cfg key=value ...] -- tests/clients/run.sh {} [which...]
+    tests/clients/with_server.py [--kind zookeeper|oxkeeper] [--cfg key=value ...] [--jvm key=value ...] -- tests/clients/run.sh {} [which...]
 
 Every `{}` in the command is replaced by the server's host:port; it is also exported as OXK_TEST_SERVER.
 With no command, the server is started and kept until Ctrl-C / SIGTERM (its host:port is printed).
@@ -24,6 +24,8 @@ def main():
     ap.add_argument("--kind", default="zookeeper", choices=["zookeeper", "oxkeeper"])
     ap.add_argument("--cfg", action="append", default=[], metavar="KEY=VALUE",
                     help="a zoo.cfg line for the server (repeatable)")
+    ap.add_argument("--jvm", action="append", default=[], metavar="KEY=VALUE",
+                    help="a Java system property for ZooKeeper (repeatable; e.g. znode.container.checkIntervalMs)")
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     a = ap.parse_args()
     cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
@@ -36,7 +38,12 @@ def main():
 
     signal.signal(signal.SIGTERM, on_term)
     extra = dict(kv.split("=", 1) for kv in a.cfg)
-    srv = servers.start(a.kind, extra_cfg=extra)
+    kw = {"extra_cfg": extra}
+    if a.jvm:
+        if a.kind != "zookeeper":
+            ap.error("--jvm is for --kind zookeeper (oxkeeper reads these keys from zoo.cfg: use --cfg)")
+        kw["jvm_props"] = dict(kv.split("=", 1) for kv in a.jvm)
+    srv = servers.start(a.kind, **kw)
     try:
         if not cmd:
             print(srv.hostport, flush=True)

@@ -51,6 +51,9 @@ impl TestServer {
             // ...without capping long ones at 20 ticks (2 s), which would make reconnect tests racy.
             max_session_timeout_ms: Some(30_000),
             extended_types_enabled: true,
+            // The recipes' directories are containers: reap emptied ones often, so the suites meet a
+            // directory removed under them (test.sh runs ZooKeeper with the same interval).
+            container_check_interval_ms: 100,
             ..oxkeeper_server::Config::default()
         };
         let (running, accept) = oxkeeper_server::server::start(config)
