@@ -395,6 +395,7 @@ pub async fn serve(
         conn,
         remote,
         session.clone(),
+        crate::stats::SharedConnStats::new(crate::executor::wall_ms()),
         shared.config.sessionless_cnxn_timeout_ms,
         shared.now_ms(),
     );
@@ -878,6 +879,9 @@ async fn handshake(
     let req =
         ConnectRequest::from_prefix(&payload).map_err(|e| ConnError::BadConnect(e.to_string()))?;
     count_connect_request(shared, conn, &req);
+    let figures = stats
+        .cnxn_figures(conn)
+        .unwrap_or_else(|| crate::stats::SharedConnStats::new(crate::executor::wall_ms()));
     shared
         .exec
         .send(ExecMsg::Connect {
@@ -886,6 +890,7 @@ async fn handshake(
             req,
             out: out.clone(),
             session: session.clone(),
+            figures,
         })
         .map_err(|_| ConnError::ExecutorGone)?;
     Ok(true)

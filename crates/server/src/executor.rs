@@ -34,7 +34,7 @@ use crate::clock::SessionClock;
 use crate::config::Config;
 use crate::connection::{ConnId, Outbound, Outbox};
 use crate::replication::{Committed, Payload, Replicator, SnapshotSource, ToExecutor};
-use crate::stats::{ConnStats, ServerStats};
+use crate::stats::{ServerStats, SharedConnStats};
 
 /// Where a command came from, so the member holding that connection sends the reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +93,8 @@ pub enum ExecMsg {
         req: ConnectRequest,
         out: Outbound,
         session: Arc<AtomicI64>,
+        /// The connection's figures for `cons`, which its reader updates too (pings).
+        figures: SharedConnStats,
     },
     Request {
         conn: ConnId,
@@ -236,14 +238,16 @@ struct Conn {
     /// A ConnectRequest is being decided (its CreateSession is in the log): nothing behind it runs yet.
     connecting: bool,
     closing: bool,
-    stats: ConnStats,
+    stats: SharedConnStats,
 }
 
 pub struct Executor {
     shared: Arc<Shared>,
     sm: StateMachine,
     watches: WatchTable,
-    conns: HashMap<ConnId, Conn>,
+    /// Boxed: a `Conn` is ~300 B, and a table that holds its entries inline is up to twice as big as its
+    /// contents (it doubles when full), which an idle connection paid for (~600 B per connection measured).
+    conns: HashMap<ConnId, Box<Conn>>,
     session_conn: HashMap<i64, ConnId>,
     replicator: Replicator,
     member: u64,
@@ -527,7 +531,10 @@ impl Executor {
                 req,
                 out,
                 session,
+                figures,
             } => {
+                // The session's latency (`lop=SESS`) counts from the ConnectRequest.
+                figures.lock().established_ms = wall_ms();
                 let mut c = Conn {
                     remote,
                     out,
@@ -543,12 +550,12 @@ impl Executor {
                     inflight: VecDeque::new(),
                     connecting: false,
                     closing: false,
-                    stats: ConnStats::new(wall_ms()),
+                    stats: figures,
                 };
-                c.stats.received += 1;
+                c.stats.lock().received += 1;
                 self.shared.stats.packet_received();
                 c.waiting.push_back(Item::Connect(req));
-                self.conns.insert(conn, c);
+                self.conns.insert(conn, Box::new(c));
                 self.pump(conn);
             }
             ExecMsg::Request { conn, xid, req } => {
@@ -557,7 +564,7 @@ impl Executor {
                     self.shared.requests_finished(1);
                     return;
                 };
-                c.stats.received += 1;
+                c.stats.lock().received += 1;
                 if c.closing || (c.session_id != 0 && !self.shared.touch(c.session_id)) {
                     // A closing connection, or an unknown or closing session: dropped without a reply.
                     self.shared.requests_finished(1);
@@ -609,7 +616,9 @@ impl Executor {
             } => {
                 let allowed = self.shared.config.four_letter_allowed(word);
                 match word {
-                    "crst" if allowed => self.conns.values_mut().for_each(|c| c.stats.reset()),
+                    "crst" if allowed => {
+                        self.conns.values_mut().for_each(|c| c.stats.lock().reset())
+                    }
                     "srst" if allowed => self.shared.stats.reset(),
                     _ => {}
                 }
@@ -758,7 +767,7 @@ impl Executor {
             passwd: vec![0; 16],
             read_only: c.read_only_byte.then_some(false),
         };
-        c.stats.sent += 1;
+        c.stats.lock().sent += 1;
         self.shared.stats.packet_sent();
         send(c, &self.outbox, encode_connect_response(&resp));
         self.close_conn(conn);
@@ -772,7 +781,7 @@ impl Executor {
         c.timeout_ms = timeout;
         c.connecting = false;
         c.session_flag.store(id, Ordering::Release);
-        c.stats.session_established(id, timeout);
+        c.stats.lock().session_established(id, timeout);
         let resp = ConnectResponse {
             protocol_version: 0,
             timeout_ms: timeout,
@@ -780,7 +789,7 @@ impl Executor {
             passwd,
             read_only: c.read_only_byte.then_some(false),
         };
-        c.stats.sent += 1;
+        c.stats.lock().sent += 1;
         send(c, &self.outbox, encode_connect_response(&resp));
         self.shared.stats.packet_sent();
         self.pump(conn);
@@ -887,7 +896,7 @@ impl Executor {
                 self.shared.tracker().track(id, timeout_ms as u64, now);
                 if let Some(o) = mine {
                     if let Some(c) = self.conns.get_mut(&o.conn) {
-                        c.stats.session_created(applied.zxid);
+                        c.stats.lock().session_created(applied.zxid);
                         self.session_conn.insert(id, o.conn);
                         self.finish_connect(o.conn, id, timeout_ms, passwd.to_vec());
                     }
@@ -976,7 +985,9 @@ impl Executor {
             Some(&(xid, started, op)) if xid == o.xid => {
                 c.inflight.pop_front();
                 release_if_empty(&mut c.inflight);
-                c.stats.completed(op, xid, applied.zxid, started.elapsed());
+                c.stats
+                    .lock()
+                    .completed(op, xid, applied.zxid, started.elapsed());
                 self.shared.stats.latency(started.elapsed());
                 self.shared.requests_finished(1);
             }
@@ -1095,7 +1106,7 @@ impl Executor {
             }
         };
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.stats.completed(op, xid, zxid, started.elapsed());
+            c.stats.lock().completed(op, xid, zxid, started.elapsed());
         }
         self.reply(conn, reply_xid, reply_zxid, err, &resp);
     }
@@ -1104,7 +1115,7 @@ impl Executor {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        c.stats.sent += 1;
+        c.stats.lock().sent += 1;
         self.shared.stats.packet_sent();
         send(c, &self.outbox, encode_reply(xid, zxid, err, resp));
     }
@@ -1238,7 +1249,6 @@ impl Executor {
                     out_queued: c.out.queued(),
                     session_id: c.session_id,
                     timeout_ms: c.timeout_ms,
-                    stats: &c.stats,
                 })
                 .collect(),
             self_conn: (conn, remote),
@@ -1301,7 +1311,7 @@ fn send_notification(
     zxid: i64,
     ev: &WatcherEvent,
 ) {
-    c.stats.sent += 1;
+    c.stats.lock().sent += 1;
     stats.packet_sent();
     send(c, outbox, encode_notification(zxid, ev));
 }

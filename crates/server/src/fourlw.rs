@@ -20,7 +20,7 @@ pub const ZK_VERSION: &str = concat!("3.9.3-oxkeeper-", env!("CARGO_PKG_VERSION"
 pub const BUILT_ON: &str = "2026-11-21 00:00 UTC";
 
 /// A connection the executor serves (it sent a ConnectRequest).
-pub struct ConnView<'a> {
+pub struct ConnView {
     pub id: ConnId,
     pub remote: SocketAddr,
     /// Requests received and not yet answered (ZooKeeper's `queued=`).
@@ -29,7 +29,6 @@ pub struct ConnView<'a> {
     pub out_queued: usize,
     pub session_id: i64,
     pub timeout_ms: i32,
-    pub stats: &'a ConnStats,
 }
 
 pub struct View<'a> {
@@ -40,7 +39,7 @@ pub struct View<'a> {
     pub tracker: &'a Mutex<SessionTracker>,
     /// The connections the executor serves; `stats` knows every open one, including those without a
     /// session and the four-letter word's own, which ZooKeeper counts and lists too.
-    pub conns: Vec<ConnView<'a>>,
+    pub conns: Vec<ConnView>,
     /// The four-letter word's own connection.
     pub self_conn: (ConnId, SocketAddr),
     pub last_zxid: i64,
@@ -186,7 +185,7 @@ fn fmt_double(x: f64) -> String {
 /// `stat`, full for `cons`): ` /<ip>:<port>[<interest ops>](queued=..,recved=..,sent=..[,sid=0x..,...])`.
 /// A connection without a session has only the brief part.
 fn connection_lines(v: &View<'_>, brief: bool) -> Vec<String> {
-    let served: HashMap<ConnId, &ConnView<'_>> = v.conns.iter().map(|c| (c.id, c)).collect();
+    let served: HashMap<ConnId, &ConnView> = v.conns.iter().map(|c| (c.id, c)).collect();
     let mut live = v.stats.live_connections();
     if !live.iter().any(|l| l.id == v.self_conn.0) {
         live.push(LiveConnView {
@@ -195,7 +194,7 @@ fn connection_lines(v: &View<'_>, brief: bool) -> Vec<String> {
             established_ms: 0,
             session_id: 0,
             four_letter: true,
-            pings: ConnStats::cleared(),
+            figures: ConnStats::cleared(),
         });
     }
     live.iter()
@@ -211,8 +210,8 @@ fn connection_lines(v: &View<'_>, brief: bool) -> Vec<String> {
         .collect()
 }
 
-fn conn_line(c: &ConnView<'_>, live: &LiveConnView, brief: bool) -> String {
-    let st = c.stats.with_pings(&live.pings);
+fn conn_line(c: &ConnView, live: &LiveConnView, brief: bool) -> String {
+    let st = &live.figures;
     // Interest ops: read, plus write while output is pending.
     let ops = if c.out_queued > 0 { 5 } else { 1 };
     let mut s = format!(

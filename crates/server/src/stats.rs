@@ -168,6 +168,7 @@ impl ServerStats {
         conn: ConnId,
         remote: SocketAddr,
         session: Arc<AtomicI64>,
+        figures: SharedConnStats,
         sessionless_timeout_ms: u64,
         now_ms: u64,
     ) {
@@ -183,7 +184,7 @@ impl ServerStats {
                 session,
                 timeout_ms: sessionless_timeout_ms,
                 four_letter: false,
-                pings: ConnStats::cleared(),
+                figures,
             },
         );
         t.touch(conn, now_ms);
@@ -213,12 +214,14 @@ impl ServerStats {
 
     /// The connection's reader answered a ping itself (the executor never sees it).
     pub fn cnxn_pinged(&self, conn: ConnId, zxid: i64, took: Duration) {
-        if let Some(c) = self.table().live.get_mut(&conn) {
-            c.pings.received += 1;
-            c.pings.sent += 1;
-            c.pings
-                .completed(OpCode::Ping, oxkeeper_proto::xid::PING, zxid, took);
+        if let Some(c) = self.table().live.get(&conn) {
+            c.figures.pinged(zxid, took);
         }
+    }
+
+    /// The figures of an open connection, shared with its reader and the executor.
+    pub fn cnxn_figures(&self, conn: ConnId) -> Option<SharedConnStats> {
+        self.table().live.get(&conn).map(|c| c.figures.clone())
     }
 
     pub fn cnxn_closed(&self, conn: ConnId) {
@@ -245,15 +248,15 @@ impl ServerStats {
                 established_ms: c.established_ms,
                 session_id: c.session.load(Ordering::Acquire),
                 four_letter: c.four_letter,
-                pings: c.pings.clone(),
+                figures: c.figures.lock().clone(),
             })
             .collect()
     }
 
-    /// `crst` for what the readers keep (the executor resets its [`ConnStats`]).
+    /// `crst` of every open connection's figures.
     pub fn reset_connection_stats(&self) {
-        for c in self.table().live.values_mut() {
-            c.pings = ConnStats::cleared();
+        for c in self.table().live.values() {
+            c.figures.lock().reset();
         }
     }
 
@@ -322,8 +325,7 @@ struct LiveConn {
     session: Arc<AtomicI64>,
     timeout_ms: u64,
     four_letter: bool,
-    /// The pings the reader answered, which ZooKeeper counts like any other request.
-    pings: ConnStats,
+    figures: SharedConnStats,
 }
 
 /// What `cons`/`stat` need of an open connection, beyond what the executor keeps.
@@ -334,14 +336,31 @@ pub struct LiveConnView {
     pub established_ms: i64,
     pub session_id: i64,
     pub four_letter: bool,
-    pub pings: ConnStats,
+    pub figures: ConnStats,
 }
 
-/// Orders the responses of one connection between the executor and the reader (which answers pings).
-static RESPONSE_SEQ: AtomicU64 = AtomicU64::new(1);
+/// One connection's [`ConnStats`], kept together by its reader (which answers pings) and the executor
+/// (everything else): one copy per connection, in response order without any merging.
+#[derive(Debug, Clone)]
+pub struct SharedConnStats(Arc<Mutex<ConnStats>>);
 
-fn next_response_seq() -> u64 {
-    RESPONSE_SEQ.fetch_add(1, Ordering::Relaxed)
+impl SharedConnStats {
+    pub fn new(now_wall_ms: i64) -> Self {
+        SharedConnStats(Arc::new(Mutex::new(ConnStats::new(now_wall_ms))))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, ConnStats> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connection's reader answered a ping itself (the executor never sees it); ZooKeeper counts it
+    /// like any other request.
+    pub fn pinged(&self, zxid: i64, took: Duration) {
+        let mut s = self.lock();
+        s.received += 1;
+        s.sent += 1;
+        s.completed(OpCode::Ping, oxkeeper_proto::xid::PING, zxid, took);
+    }
 }
 
 /// Per-connection figures for `cons`, with the values ZooKeeper's `ServerCnxn` starts from: a new
@@ -363,7 +382,6 @@ pub struct ConnStats {
     pub max_latency_ms: i64,
     pub total_latency_ms: i64,
     pub count: i64,
-    last_response_seq: u64,
 }
 
 impl ConnStats {
@@ -381,7 +399,6 @@ impl ConnStats {
             max_latency_ms: 0,
             total_latency_ms: 0,
             count: 0,
-            last_response_seq: 0,
         }
     }
     /// A session is established on this connection. ZooKeeper records nothing here: a resumed session
@@ -406,7 +423,6 @@ impl ConnStats {
         self.max_latency_ms = self.max_latency_ms.max(ms);
         self.total_latency_ms += ms;
         self.count += 1;
-        self.last_response_seq = next_response_seq();
     }
     /// What `crst` leaves (ZooKeeper's `ServerCnxn.resetStats`), with no establishment time.
     pub fn cleared() -> Self {
@@ -424,28 +440,6 @@ impl ConnStats {
             established_ms: self.established_ms,
             ..ConnStats::cleared()
         };
-    }
-    /// These figures with `pings` (the responses the connection's reader gave itself) folded in, as
-    /// ZooKeeper counts them: the later response is the last one.
-    pub fn with_pings(&self, pings: &ConnStats) -> ConnStats {
-        let mut s = self.clone();
-        if pings.count == 0 {
-            return s;
-        }
-        s.received += pings.received;
-        s.sent += pings.sent;
-        s.count += pings.count;
-        s.total_latency_ms += pings.total_latency_ms;
-        s.min_latency_ms = s.min_latency_ms.min(pings.min_latency_ms);
-        s.max_latency_ms = s.max_latency_ms.max(pings.max_latency_ms);
-        if pings.last_response_seq > s.last_response_seq {
-            s.last_op = pings.last_op;
-            s.last_zxid = pings.last_zxid;
-            s.last_response_ms = pings.last_response_ms;
-            s.last_latency_ms = pings.last_latency_ms;
-            s.last_response_seq = pings.last_response_seq;
-        }
-        s
     }
     /// (min, avg, max) latency as `cons` prints them (integer ms; ZooKeeper's `getMinLatency` shows
     /// "none yet" as 0).
@@ -540,29 +534,9 @@ mod tests {
     }
 
     #[test]
-    fn pings_fold_into_the_connection_figures_in_response_order() {
-        let mut s = ConnStats::new(0);
-        s.received = 2;
-        s.sent = 2;
-        s.completed(OpCode::Create, 1, 9, Duration::from_millis(6));
-        let mut p = ConnStats::cleared();
-        assert_eq!(s.with_pings(&p).last_op, "CREA");
-        p.received += 1;
-        p.sent += 1;
-        p.completed(OpCode::Ping, -2, 9, Duration::ZERO);
-        let m = s.with_pings(&p);
-        assert_eq!((m.last_op, m.received, m.sent, m.count), ("PING", 3, 3, 2));
-        assert_eq!((m.last_cxid, m.last_zxid), (1, 9));
-        s.completed(OpCode::Exists, 2, 9, Duration::from_millis(1));
-        assert_eq!(s.with_pings(&p).last_op, "EXIS");
-        s.reset();
-        assert_eq!(s.with_pings(&p).latency_min_avg_max(), (0, 0, 0));
-    }
-
-    #[test]
     fn srst_resets_counters_but_not_connections() {
         let st = ServerStats::default();
-        st.cnxn_opened(1, addr(1), Arc::default(), 1000, 0);
+        st.cnxn_opened(1, addr(1), Arc::default(), SharedConnStats::new(0), 1000, 0);
         st.count(Counter::ConnectionRequest);
         st.count(Counter::ConnectionDrop);
         st.add(Counter::BytesReceived, 49);
@@ -577,8 +551,22 @@ mod tests {
     fn connections_dump_buckets_by_last_io_plus_timeout() {
         let st = ServerStats::default();
         let session = Arc::new(AtomicI64::new(0));
-        st.cnxn_opened(1, addr(40001), session.clone(), 1000, 100);
-        st.cnxn_opened(2, addr(40002), Arc::default(), 1000, 200);
+        st.cnxn_opened(
+            1,
+            addr(40001),
+            session.clone(),
+            SharedConnStats::new(0),
+            1000,
+            100,
+        );
+        st.cnxn_opened(
+            2,
+            addr(40002),
+            Arc::default(),
+            SharedConnStats::new(0),
+            1000,
+            200,
+        );
         let date = |t: u64| format!("t{t}");
         assert_eq!(
             st.dump_connections(300, date),
