@@ -379,17 +379,19 @@ pub fn ping_reply(zxid: i64) -> Vec<u8> {
 
 /// Serves one client connection until it closes. `slot` (its place in the `maxClientCnxns` count) is given
 /// back as soon as the connection is closed, before the close linger.
-pub async fn serve(
+///
+/// A plain function that sets the connection up and returns the future: an `async fn` keeps its arguments
+/// twice in its state (as arguments and as locals), and this future is what every idle connection costs.
+pub fn serve(
     stream: TcpStream,
     conn: ConnId,
     remote: SocketAddr,
     shared: Arc<Shared>,
     slot: crate::server::IpSlot,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
     let _ = stream.set_nodelay(true);
     let sock = Arc::new(stream);
     let out = Outbound::new(sock.clone(), shared.config.outbound_queue_max.max(16));
-    let cancel = out.cancel.clone();
     let session = Arc::new(AtomicI64::new(0));
     shared.stats.cnxn_opened(
         conn,
@@ -400,31 +402,33 @@ pub async fn serve(
         shared.now_ms(),
     );
     let mut handoff = Handoff::default();
-    let mut rd = FrameReader::new(sock.clone());
-    let closed_by_us = tokio::select! {
-        r = read_loop(&mut rd, conn, remote, &shared, &out, &session, &mut handoff) => {
-            if let Err(e) = r {
-                tracing::debug!(conn, %remote, "connection closed: {e}");
-                match e {
-                    ConnError::SessionlessTimeout => shared.stats.count(Counter::SessionlessConnectionExpired),
-                    e if e.is_end_of_stream()
-                        && !cancel.is_cancelled()
-                        && !out.closing.load(Ordering::Acquire) =>
-                    {
-                        shared.stats.count(Counter::ConnectionDrop)
+    let mut rd = FrameReader::new(sock);
+    async move {
+        let closed_by_us = tokio::select! {
+            r = read_loop(&mut rd, conn, &remote, &shared, &out, &session, &mut handoff) => {
+                if let Err(e) = r {
+                    tracing::debug!(conn, %remote, "connection closed: {e}");
+                    match e {
+                        ConnError::SessionlessTimeout => shared.stats.count(Counter::SessionlessConnectionExpired),
+                        e if e.is_end_of_stream()
+                            && !out.cancel.is_cancelled()
+                            && !out.closing.load(Ordering::Acquire) =>
+                        {
+                            shared.stats.count(Counter::ConnectionDrop)
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
+                false
             }
-            false
-        }
-        _ = cancel.cancelled() => true,
-    };
-    shared.stats.cnxn_closed(conn);
-    // The closing steps' futures (timers) live in their own allocation, not in every connection's.
-    let closing: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
-        Box::pin(close(conn, shared, handoff, slot, out, rd, closed_by_us));
-    closing.await;
+            _ = out.cancel.cancelled() => true,
+        };
+        shared.stats.cnxn_closed(conn);
+        // The closing steps' futures (timers) live in their own allocation, not in every connection's.
+        let closing: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+            Box::pin(close(conn, shared, handoff, slot, out, rd, closed_by_us));
+        closing.await;
+    }
 }
 
 /// After the reader stopped: tells the executor, lets queued replies out, shuts the socket down.
@@ -733,86 +737,96 @@ async fn forward(mut rx: mpsc::Receiver<ExecMsg>, shared: Arc<Shared>, held: Arc
     }
 }
 
-async fn read_loop(
-    rd: &mut FrameReader,
+/// Reads requests until the connection ends: pings answered here, everything else handed to the executor.
+/// A plain function returning the loop's future, for the reason `serve` is one: no second copy of the
+/// arguments in every idle connection's state.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+fn read_loop<'a>(
+    rd: &'a mut FrameReader,
     conn: ConnId,
-    remote: SocketAddr,
-    shared: &Arc<Shared>,
-    out: &Outbound,
-    session: &Arc<AtomicI64>,
-    handoff: &mut Handoff,
-) -> Result<(), ConnError> {
-    // The handshake's futures (timers, the first frame) live in their own allocation, freed when it is
-    // done: they would otherwise take room in every idle connection's future.
-    if !boxed_handshake(rd, conn, remote, shared, out, session).await? {
-        return Ok(());
-    }
-    let max = shared.config.max_buffer_bytes;
-    let stats = &shared.stats;
-    loop {
-        let payload = rd.frame(max).await?;
-        stats.cnxn_touched(conn, shared.now_ms());
-        stats.add(Counter::BytesReceived, 4 + payload.len() as u64);
-        let mut r = Reader::new(&payload);
-        let Ok(header) = RequestHeader::decode(&mut r) else {
-            let wait = handoff
-                .try_send(shared, ExecMsg::Malformed { conn, xid: 0 })?
-                .map(|msg| handoff.boxed_hold(shared, msg));
+    remote: &'a SocketAddr,
+    shared: &'a Arc<Shared>,
+    out: &'a Outbound,
+    session: &'a Arc<AtomicI64>,
+    handoff: &'a mut Handoff,
+) -> impl std::future::Future<Output = Result<(), ConnError>> + Send + 'a {
+    async move {
+        // The handshake's futures (timers, the first frame) live in their own allocation, freed when it is
+        // done: they would otherwise take room in every idle connection's future.
+        if !boxed_handshake(rd, conn, *remote, shared, out, session).await? {
+            return Ok(());
+        }
+        let max = shared.config.max_buffer_bytes;
+        let stats = &shared.stats;
+        loop {
+            // The frame and what is decoded from it live in this block only: they are gone before the
+            // (rare) wait below, so no idle connection's future keeps room for them.
+            let wait = {
+                let payload = rd.frame(max).await?;
+                stats.cnxn_touched(conn, shared.now_ms());
+                stats.add(Counter::BytesReceived, 4 + payload.len() as u64);
+                let mut r = Reader::new(&payload);
+                let msg = match RequestHeader::decode(&mut r) {
+                    Err(_) => ExecMsg::Malformed { conn, xid: 0 },
+                    Ok(header) => {
+                        let body = &payload[r.position()..];
+                        if header.op == OpCode::CloseSession as i32 {
+                            // The server closes after the reply; a client that closes as soon as it has
+                            // the reply is not dropping the connection (ZooKeeper queues the close before
+                            // writing the reply).
+                            out.closing.store(true, Ordering::Release);
+                        }
+                        if header.op == OpCode::Ping as i32 {
+                            let sid = session.load(Ordering::Acquire);
+                            if sid != 0 {
+                                // Answered here, at once; dropped (no reply) if the session is unknown or
+                                // closing.
+                                let started = Instant::now();
+                                stats.packet_received();
+                                if shared.touch(sid) {
+                                    let zxid = shared.last_zxid();
+                                    out.send(ping_reply(zxid));
+                                    stats.packet_sent();
+                                    stats.latency(started.elapsed());
+                                    stats.cnxn_pinged(conn, zxid, started.elapsed());
+                                }
+                                continue;
+                            }
+                        }
+                        match Request::decode(header.op, body) {
+                            Ok(req) => ExecMsg::Request {
+                                conn,
+                                xid: header.xid,
+                                req,
+                            },
+                            Err(oxkeeper_proto::RequestDecodeError::UnknownOpcode(op)) => {
+                                ExecMsg::Unknown {
+                                    conn,
+                                    xid: header.xid,
+                                    op,
+                                }
+                            }
+                            Err(e) => {
+                                tracing::debug!(conn, %remote, op = header.op, "malformed request: {e}");
+                                ExecMsg::Malformed {
+                                    conn,
+                                    xid: header.xid,
+                                }
+                            }
+                        }
+                    }
+                };
+                oxkeeper_storage::hoptrace::hop("recv");
+                // At the outstanding limit only, the message waits in a boxed future (see
+                // `Handoff::try_send`; the message is never held across an await here, where it would take
+                // room in every idle connection's future).
+                handoff
+                    .try_send(shared, msg)?
+                    .map(|msg| handoff.boxed_hold(shared, msg))
+            };
             if let Some(wait) = wait {
                 wait.await?;
             }
-            continue;
-        };
-        let body = &payload[r.position()..];
-        if header.op == OpCode::CloseSession as i32 {
-            // The server closes after the reply; a client that closes as soon as it has the reply is
-            // not dropping the connection (ZooKeeper queues the close before writing the reply).
-            out.closing.store(true, Ordering::Release);
-        }
-        if header.op == OpCode::Ping as i32 {
-            let sid = session.load(Ordering::Acquire);
-            if sid != 0 {
-                // Answered here, at once; dropped (no reply) if the session is unknown or closing.
-                let started = Instant::now();
-                stats.packet_received();
-                if shared.touch(sid) {
-                    let zxid = shared.last_zxid();
-                    out.send(ping_reply(zxid));
-                    stats.packet_sent();
-                    stats.latency(started.elapsed());
-                    stats.cnxn_pinged(conn, zxid, started.elapsed());
-                }
-                continue;
-            }
-        }
-        let msg = match Request::decode(header.op, body) {
-            Ok(req) => ExecMsg::Request {
-                conn,
-                xid: header.xid,
-                req,
-            },
-            Err(oxkeeper_proto::RequestDecodeError::UnknownOpcode(op)) => ExecMsg::Unknown {
-                conn,
-                xid: header.xid,
-                op,
-            },
-            Err(e) => {
-                tracing::debug!(conn, %remote, op = header.op, "malformed request: {e}");
-                ExecMsg::Malformed {
-                    conn,
-                    xid: header.xid,
-                }
-            }
-        };
-        oxkeeper_storage::hoptrace::hop("recv");
-        // At the outstanding limit only, the message waits in a boxed future (see `Handoff::try_send`;
-        // the message is never held across an await here, where it would take room in every idle
-        // connection's future).
-        let wait = handoff
-            .try_send(shared, msg)?
-            .map(|msg| handoff.boxed_hold(shared, msg));
-        if let Some(wait) = wait {
-            wait.await?;
         }
     }
 }
