@@ -615,12 +615,10 @@ impl Executor {
                 out,
             } => {
                 let allowed = self.shared.config.four_letter_allowed(word);
-                match word {
-                    "crst" if allowed => {
-                        self.conns.values_mut().for_each(|c| c.stats.lock().reset())
-                    }
-                    "srst" if allowed => self.shared.stats.reset(),
-                    _ => {}
+                // `crst` resets the connections' figures in `fourlw::run` (one set per connection, shared
+                // with the readers).
+                if word == "srst" && allowed {
+                    self.shared.stats.reset();
                 }
                 let text = if allowed {
                     crate::fourlw::run(word, &self.four_letter_view(conn, remote))

@@ -70,7 +70,7 @@ pub fn run(word: &str, v: &View<'_>) -> String {
         "stat" => server_stats(v, true),
         "cons" => connections(v),
         "crst" => {
-            // The executor has reset its figures of each connection; the readers' are reset here.
+            // Every open connection's figures (one set each, shared by its reader and the executor).
             v.stats.reset_connection_stats();
             "Connection stats reset.\n".into()
         }
