@@ -45,7 +45,12 @@ pub struct Config {
     pub super_digest: Option<String>,
     pub extended_types_enabled: bool,
     pub sessionless_cnxn_timeout_ms: u64,
+    /// `forceSync`: fdatasync every log batch before acknowledging it. `no` (standalone only): a write
+    /// is acknowledged once written to the file, and the log is synced `lazy_sync_ms` after its first
+    /// unsynced write, when a segment fills, and at shutdown.
     pub force_sync: bool,
+    /// With `forceSync=no`: how long written log entries may stay unsynced (not a zoo.cfg key).
+    pub lazy_sync_ms: u64,
     /// Outbound messages queued per connection before that connection is closed as too slow.
     pub outbound_queue_max: usize,
     pub container_check_interval_ms: u64,
@@ -80,6 +85,7 @@ impl Default for Config {
             extended_types_enabled: false,
             sessionless_cnxn_timeout_ms: 10_000,
             force_sync: true,
+            lazy_sync_ms: 1000,
             outbound_queue_max: 100_000,
             container_check_interval_ms: 60_000,
             container_max_per_minute: 10_000,
@@ -134,6 +140,27 @@ impl Config {
                 continue;
             };
             entries.insert(k.trim().to_string(), (i + 1, v.trim().to_string()));
+        }
+        // forceSync=no acknowledges writes that a power loss can take back: a lone member may choose
+        // that for itself, but an ensemble member would count such writes towards a quorum.
+        let force_sync_no = entries.iter().find(|(key, (_, value))| {
+            key.strip_prefix("zookeeper.").unwrap_or(key) == "forceSync"
+                && matches!(value.to_ascii_lowercase().as_str(), "no" | "false")
+        });
+        if let Some((_, (line, value))) = force_sync_no {
+            let (line, value) = (*line, value.clone());
+            if let Some(member) = entries.keys().find(|key| key.starts_with("server.")) {
+                return Err(ConfigError::Invalid {
+                    path: path.into(),
+                    line,
+                    key: "forceSync".into(),
+                    value,
+                    reason: format!(
+                        "forceSync=no is allowed standalone only, and {member} lists an ensemble \
+                         member: a member would acknowledge writes a power loss can take back"
+                    ),
+                });
+            }
         }
         for (key, (line, value)) in entries {
             let bad = |reason: &str| ConfigError::Invalid {
@@ -296,5 +323,23 @@ mod tests {
     fn bad_values_name_the_line() {
         let err = Config::parse(Path::new("zoo.cfg"), "tickTime=abc\n").expect_err("invalid");
         assert!(err.to_string().contains("zoo.cfg:1"), "{err}");
+    }
+
+    #[test]
+    fn force_sync_no_is_for_a_lone_member_only() {
+        let lone = Config::parse(Path::new("zoo.cfg"), "forceSync=no\n").expect("valid");
+        assert!(!lone.force_sync);
+        assert!(Config::default().force_sync);
+        let text = "tickTime=2000\nforceSync=no\nserver.1=a:2888:3888\nserver.2=b:2888:3888\n";
+        let err = Config::parse(Path::new("zoo.cfg"), text).expect_err("an ensemble");
+        let message = err.to_string();
+        assert!(
+            message.contains("zoo.cfg:2") && message.contains("standalone only"),
+            "{message}"
+        );
+        let prefixed = "zookeeper.forceSync=false\nserver.1=a:2888:3888\n";
+        assert!(Config::parse(Path::new("zoo.cfg"), prefixed).is_err());
+        let synced = "forceSync=yes\nserver.1=a:2888:3888\n";
+        assert!(Config::parse(Path::new("zoo.cfg"), synced).is_ok());
     }
 }

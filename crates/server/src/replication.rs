@@ -34,7 +34,9 @@ use openraft::{
 use oxkeeper_storage::snapshot::{
     list_snapshots, read_snapshot, retain_snapshots, write_snapshot, SnapshotFile,
 };
-use oxkeeper_storage::{read_file, write_atomic, Disk, RealDisk, Wal, WalOptions, WalWriter};
+use oxkeeper_storage::{
+    read_file, write_atomic_waiting_for_space, Disk, RealDisk, Wal, WalOptions, WalWriter,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -112,7 +114,7 @@ impl LogStore {
     /// `open`, with the WAL on `disk` (tests wrap `RealDisk` to stall or fail its syncs). The vote file
     /// stays on the real file system.
     pub fn open_on<D: Disk>(disk: D, dir: &Path) -> Result<LogStore, ReplicationError> {
-        Self::open_after(disk, dir, None)
+        Self::open_after(disk, dir, None, WalOptions::default())
     }
 
     /// Opens the log, which must continue the snapshot that covers it up to `snapshot` (the newest
@@ -121,8 +123,9 @@ impl LogStore {
         disk: D,
         dir: &Path,
         snapshot: Option<LogId>,
+        wal_options: WalOptions,
     ) -> Result<LogStore, ReplicationError> {
-        let (wal, recovered) = Wal::open(disk, &dir.join("log"), WalOptions::default())
+        let (wal, recovered) = Wal::open(disk, &dir.join("log"), wal_options)
             .map_err(|e| ReplicationError::Storage(e.to_string()))?;
         if let Some((file, offset)) = &recovered.truncated_tail {
             tracing::warn!(file = %file.display(), offset, "cut off a torn, unacknowledged tail of the log");
@@ -235,9 +238,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let bytes = postcard::to_allocvec(vote).map_err(io_err)?;
         let path = self.vote_path.clone();
-        tokio::task::spawn_blocking(move || write_atomic(&RealDisk, &path, &bytes))
-            .await
-            .map_err(io_err)??;
+        // openraft stops for good on an error here, so a full device is waited out (as the WAL does).
+        tokio::task::spawn_blocking(move || {
+            let retry = (Duration::from_millis(100), Duration::from_secs(1));
+            write_atomic_waiting_for_space(&RealDisk, &path, &bytes, retry, |error, attempt| {
+                if attempt == 1 || attempt % 60 == 0 {
+                    tracing::error!(file = %path.display(), %error,
+                        "the device is full: the Raft vote is retried until space is freed");
+                }
+            })
+        })
+        .await
+        .map_err(io_err)??;
         self.lock().vote = Some(*vote);
         Ok(())
     }
@@ -622,6 +634,10 @@ pub struct LogOptions {
     pub snap_count: Option<u64>,
     /// Snapshots kept (`autopurge.snapRetainCount`).
     pub snap_retain: usize,
+    /// `forceSync`: fdatasync every batch before acknowledging it (see `WalOptions::sync_each_batch`).
+    pub force_sync: bool,
+    /// With `force_sync` off: how long written entries may stay unsynced.
+    pub lazy_sync_after: Duration,
 }
 
 /// The newest snapshot in `dir` that reads back whole, with its metadata. A damaged newer one is skipped
@@ -686,6 +702,8 @@ impl Replicator {
             snapshot_dir: dir.join("snapshots"),
             snap_count: None,
             snap_retain: 3,
+            force_sync: true,
+            lazy_sync_after: WalOptions::default().lazy_sync_after,
         };
         Self::start_standalone_on(RealDisk, &opts, member_id).await
     }
@@ -706,6 +724,11 @@ impl Replicator {
             disk,
             dir,
             snapshot.as_ref().and_then(|(m, _)| m.last_log_id),
+            WalOptions {
+                sync_each_batch: opts.force_sync,
+                lazy_sync_after: opts.lazy_sync_after,
+                ..WalOptions::default()
+            },
         )?;
         let recovered_index = log.last_index();
         let wal = log.wal.clone();

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use oxkeeper_core::state::ApplySettings;
 use oxkeeper_storage::{Disk, RealDisk};
@@ -60,6 +61,8 @@ pub async fn start_on<D: Disk>(
         snapshot_dir: config.data_dir.join("snapshots"),
         snap_count: Some(config.snap_count),
         snap_retain: config.snap_retain_count,
+        force_sync: config.force_sync,
+        lazy_sync_after: Duration::from_millis(config.lazy_sync_ms),
     };
     let started = Replicator::start_standalone_on(disk, &opts, 1).await?;
     let (exec_tx, exec_rx) = mpsc::unbounded_channel();

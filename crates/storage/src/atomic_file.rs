@@ -7,6 +7,7 @@
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::disk::{Disk, DiskFile};
 
@@ -21,6 +22,33 @@ pub fn write_atomic<D: Disk>(disk: &D, path: &Path, bytes: &[u8]) -> io::Result<
     drop(file);
     disk.rename(&tmp, path)?;
     disk.sync_dir(parent(path))
+}
+
+/// `write_atomic`, waiting out a full device: on ENOSPC or EDQUOT (in any step, fdatasync included:
+/// every attempt writes the temporary file whole again, so pages a failed fdatasync dropped are never
+/// trusted) it calls `on_full` with the error and the attempt number, sleeps `retry_min`, doubling up
+/// to `retry_max`, and tries again, for as long as it takes. Any other error is returned. Blocks the
+/// calling thread.
+pub fn write_atomic_waiting_for_space<D: Disk>(
+    disk: &D,
+    path: &Path,
+    bytes: &[u8],
+    (retry_min, retry_max): (Duration, Duration),
+    mut on_full: impl FnMut(&io::Error, u64),
+) -> io::Result<()> {
+    let mut delay = retry_min;
+    let mut attempt = 0;
+    loop {
+        match write_atomic(disk, path, bytes) {
+            Err(error) if crate::error::is_no_space(&error) => {
+                attempt += 1;
+                on_full(&error, attempt);
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(retry_max);
+            }
+            result => return result,
+        }
+    }
 }
 
 /// The contents of `path`, or `None` if it does not exist.
@@ -72,6 +100,32 @@ mod tests {
         write_atomic(&disk, path, b"term 3").unwrap();
         write_atomic(&disk, path, b"term 4, voted 2").unwrap();
         assert_eq!(read_file(&disk, path).unwrap().unwrap(), b"term 4, voted 2");
+    }
+
+    #[test]
+    fn a_full_device_is_waited_out_and_other_errors_are_returned() {
+        use crate::sim::SimFault;
+        let disk = SimDisk::new();
+        disk.create_dir_all(Path::new("/m")).unwrap();
+        let path = Path::new("/m/vote");
+        let quick = (Duration::from_millis(1), Duration::from_millis(2));
+        disk.set_fault_times(SimFault::NoSpace, 3);
+        let mut seen = Vec::new();
+        write_atomic_waiting_for_space(&disk, path, b"term 5", quick, |error, attempt| {
+            assert!(crate::error::is_no_space(error), "{error}");
+            seen.push(attempt);
+        })
+        .unwrap();
+        assert_eq!(seen, vec![1, 2, 3]);
+        assert_eq!(read_file(&disk, path).unwrap().unwrap(), b"term 5");
+        disk.set_fault(Some(SimFault::WriteIo));
+        let error = write_atomic_waiting_for_space(&disk, path, b"term 6", quick, |_, _| {
+            panic!("EIO is not a full device")
+        })
+        .unwrap_err();
+        assert!(!crate::error::is_no_space(&error));
+        disk.set_fault(None);
+        assert_eq!(read_file(&disk, path).unwrap().unwrap(), b"term 5");
     }
 
     #[test]

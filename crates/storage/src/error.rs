@@ -140,7 +140,7 @@ impl WalError {
     }
 }
 
-fn is_no_space(e: &io::Error) -> bool {
+pub(crate) fn is_no_space(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
         || e.kind() == io::ErrorKind::StorageFull
         || e.kind() == io::ErrorKind::QuotaExceeded

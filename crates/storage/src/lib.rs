@@ -17,7 +17,7 @@ pub mod snapshot;
 mod wal;
 mod writer;
 
-pub use atomic_file::{read_file, write_atomic};
+pub use atomic_file::{read_file, write_atomic, write_atomic_waiting_for_space};
 pub use disk::{Disk, DiskFile, RealDisk, RealFile};
 pub use error::WalError;
 #[cfg(any(test, feature = "sim"))]

@@ -4,6 +4,11 @@
 //! `wal`). So an invalid region at the very end, with no valid batch after it, is a torn or unsynced
 //! write: it was never acknowledged and is zeroed. Anything else invalid (a valid batch after it, a
 //! later segment, a gap in the indices) is damage to durable data: `WalError::Corrupt`, never repaired.
+//!
+//! With forceSync=no (`WalOptions::sync_each_batch` off) every batch written since the last sync of
+//! the last segment may be unsynced, so a power loss may keep a later one and lose an earlier one:
+//! `recover(.., unsynced_batches: true)` cuts the last segment at its first invalid batch, whatever
+//! follows. Earlier segments were synced before the next one was created and stay strict.
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +26,11 @@ const ZERO_CHUNK_BYTES: usize = 1 << 20;
 /// The segments found (the last one open for appending) and their entries.
 pub(crate) type Recovery<F> = (Vec<Segment<F>>, Recovered);
 
-pub(crate) fn recover<D: Disk>(disk: &D, dir: &Path) -> Result<Recovery<D::File>, WalError> {
+pub(crate) fn recover<D: Disk>(
+    disk: &D,
+    dir: &Path,
+    unsynced_batches: bool,
+) -> Result<Recovery<D::File>, WalError> {
     disk.create_dir_all(dir)
         .map_err(WalError::at("creating directory", dir))?;
     let mut names: Vec<(u64, PathBuf)> = disk
@@ -40,6 +49,7 @@ pub(crate) fn recover<D: Disk>(disk: &D, dir: &Path) -> Result<Recovery<D::File>
         segments: Vec::new(),
         entries: Vec::new(),
         truncated_tail: None,
+        unsynced_batches,
     };
     let count = names.len();
     for (k, (first_index, path)) in names.into_iter().enumerate() {
@@ -59,6 +69,8 @@ struct Scan<'a, D: Disk> {
     segments: Vec<Segment<D::File>>,
     entries: Vec<(u64, Vec<u8>)>,
     truncated_tail: Option<(PathBuf, u64)>,
+    /// The last segment may hold several unsynced batches (forceSync=no).
+    unsynced_batches: bool,
 }
 
 fn corrupt(file: &Path, offset: usize, reason: impl Into<String>) -> WalError {
@@ -178,15 +190,28 @@ impl<D: Disk> Scan<'_, D> {
                     ),
                 ));
             }
-            if let Some(valid) = find_batch(&buf, at + 1..garbage_end, header.salt) {
-                return Err(corrupt(
-                    &path,
-                    at,
-                    format!("{why}, but a valid batch follows at offset {valid}: a durable batch is damaged"),
-                ));
+            match find_batch(&buf, at + 1..garbage_end, header.salt) {
+                Some(valid) if self.unsynced_batches => {
+                    tracing::warn!(file = %path.display(), offset = at, reason = why, valid_batch_at = valid,
+                        "forceSync=no: cutting off the unsynced end of the write-ahead log from its \
+                         first damaged batch (writes acknowledged after the last sync are lost)");
+                }
+                Some(valid) => {
+                    return Err(corrupt(
+                        &path,
+                        at,
+                        format!(
+                            "{why}, but a valid batch follows at offset {valid}: a durable batch is \
+                             damaged (if this member ran with forceSync=no when it stopped, its last \
+                             batches were not synced: start it once with forceSync=no to cut them off)"
+                        ),
+                    ));
+                }
+                None => {
+                    tracing::warn!(file = %path.display(), offset = at, reason = why,
+                        "cutting off a torn or unsynced batch at the end of the write-ahead log");
+                }
             }
-            tracing::warn!(file = %path.display(), offset = at, reason = why,
-                "cutting off a torn or unsynced batch at the end of the write-ahead log");
             self.truncated_tail = Some((path.clone(), at as u64));
         }
 

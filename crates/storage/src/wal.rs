@@ -41,6 +41,15 @@ pub struct WalOptions {
     /// to `no_space_retry_max`.
     pub no_space_retry_min: Duration,
     pub no_space_retry_max: Duration,
+    /// ZooKeeper's `forceSync`. `true` (the default): every batch is fdatasynced before it is
+    /// acknowledged. `false` (`forceSync=no`, standalone only): a batch is acknowledged once written
+    /// to the file (it survives a crash of the process, not a power loss or a kernel crash); the log is
+    /// synced when a segment fills, when `WalWriter` has been idle for `lazy_sync_after`, and at
+    /// shutdown. Truncations are always synced.
+    pub sync_each_batch: bool,
+    /// With `sync_each_batch` off: how long written entries may stay unsynced while nothing else is
+    /// written.
+    pub lazy_sync_after: Duration,
 }
 
 impl Default for WalOptions {
@@ -51,6 +60,8 @@ impl Default for WalOptions {
             batch_entries_max: 4096,
             no_space_retry_min: Duration::from_millis(100),
             no_space_retry_max: Duration::from_secs(1),
+            sync_each_batch: true,
+            lazy_sync_after: Duration::from_secs(1),
         }
     }
 }
@@ -97,7 +108,8 @@ pub struct Wal<D: Disk> {
     opts: WalOptions,
     /// Oldest first; every segment holds at least one live entry.
     segments: Vec<Segment<D::File>>,
-    /// The last index known to be on disk: advanced only after a successful fdatasync.
+    /// The last index known to be on disk: advanced only after a successful fdatasync. Behind
+    /// `last_index` only between `append`s with `WalOptions::sync_each_batch` off.
     synced_index: Option<u64>,
     /// The error that stopped the log. After a failed write or fdatasync the state of the file is
     /// unknown (the kernel may have dropped dirty pages after EIO), so no later write may be
@@ -112,7 +124,7 @@ impl<D: Disk> Wal<D> {
     /// Opens (creating if needed) the log in `dir`, recovering what is there: a torn or unsynced last
     /// batch is cut off and reported; damage to an earlier, durable batch is `WalError::Corrupt`.
     pub fn open(disk: D, dir: &Path, opts: WalOptions) -> Result<(Self, Recovered), WalError> {
-        let (segments, recovered) = recovery::recover(&disk, dir)?;
+        let (segments, recovered) = recovery::recover(&disk, dir, !opts.sync_each_batch)?;
         let synced_index = segments.last().map(|s| s.last_index);
         let wal = Wal {
             disk,
@@ -127,7 +139,8 @@ impl<D: Disk> Wal<D> {
     }
 
     /// Appends consecutive entries, following the last one (any start when the log is empty), as one
-    /// batch and one fdatasync. Returns only when they are durable. No entries: does nothing.
+    /// batch and one fdatasync (none with `WalOptions::sync_each_batch` off). Returns only when they are
+    /// durable (written). No entries: does nothing.
     pub fn append(&mut self, entries: &[(u64, &[u8])]) -> Result<(), WalError> {
         self.append_iter(entries.iter().copied()).map(|_| ())
     }
@@ -143,11 +156,12 @@ impl<D: Disk> Wal<D> {
             return Ok(None);
         };
         let last_before = self.last_index();
+        let synced_before = self.synced_index;
         match self.write_entries(encoded.first_index, encoded.last_index) {
             Ok(()) => Ok(Some(encoded.last_index)),
             Err(error) if error.is_no_space() => {
                 // Out of space, nothing may have moved: a retry must find the log where it was.
-                if self.last_index() != last_before || self.synced_index != last_before {
+                if self.last_index() != last_before || self.synced_index != synced_before {
                     let invariant = "a failed append moved the end of the log";
                     return Err(self.stop(WalError::Invariant(invariant)));
                 }
@@ -159,6 +173,7 @@ impl<D: Disk> Wal<D> {
 
     fn write_entries(&mut self, first_index: u64, last_index: u64) -> Result<(), WalError> {
         let len = self.buf.len() as u64;
+        let sync = self.opts.sync_each_batch;
         let roll = match self.segments.last() {
             None => true,
             Some(segment) => segment.end + len > self.opts.segment_bytes,
@@ -166,11 +181,16 @@ impl<D: Disk> Wal<D> {
         if roll {
             // The last segment stops being the last one: bytes a failed write left past its end would
             // then read as damage to durable data, so they are zeroed before the new segment exists.
+            // Unsynced entries in it are synced first: only the last segment may hold any.
             if let Some(previous) = self.segments.last_mut() {
                 Self::zero_dirty_tail(&self.disk, previous)?;
+                if self.synced_index != Some(previous.last_index) {
+                    Self::sync(&self.disk, previous)?;
+                    self.synced_index = Some(previous.last_index);
+                }
             }
             let mut segment = self.create_segment(first_index, len)?;
-            if let Err(error) = Self::write_batch(&self.disk, &mut segment, &mut self.buf) {
+            if let Err(error) = Self::write_batch(&self.disk, &mut segment, &mut self.buf, sync) {
                 let path = segment.path.clone();
                 drop(segment);
                 return Err(self.discard_segment_file(&path, error));
@@ -185,11 +205,44 @@ impl<D: Disk> Wal<D> {
                 .segments
                 .last_mut()
                 .expect("not rolling: there is a segment");
-            Self::write_batch(&self.disk, segment, &mut self.buf)?;
+            Self::write_batch(&self.disk, segment, &mut self.buf, sync)?;
             segment.last_index = last_index;
         }
-        self.synced_index = Some(last_index);
+        if sync {
+            self.synced_index = Some(last_index);
+        }
         Ok(())
+    }
+
+    /// Makes every written entry durable (one fdatasync of the last segment) if some are not yet: the
+    /// lazy sync of `WalOptions::sync_each_batch` off. A failure stops the log.
+    pub fn sync_written(&mut self) -> Result<(), WalError> {
+        self.check_running()?;
+        let last = self.last_index();
+        if self.synced_index == last {
+            return Ok(());
+        }
+        let Some(segment) = self.segments.last_mut() else {
+            return Ok(());
+        };
+        Self::sync(&self.disk, segment).map_err(|e| self.stop(e))?;
+        self.synced_index = last;
+        Ok(())
+    }
+
+    /// Whether written entries await `sync_written`.
+    pub fn has_unsynced(&self) -> bool {
+        self.stopped.is_none() && self.synced_index != self.last_index()
+    }
+
+    /// The last entry that may be acknowledged: the last synced one, or with `sync_each_batch` off
+    /// the last written one.
+    pub fn acknowledgeable_index(&self) -> Option<u64> {
+        if self.opts.sync_each_batch {
+            self.synced_index
+        } else {
+            self.last_index()
+        }
     }
 
     /// Creates, preallocates and durably names a segment whose first batch has `batch_len` bytes. Out
@@ -271,11 +324,13 @@ impl<D: Disk> Wal<D> {
         }
     }
 
-    /// Seals the encoded batch in `buf` for `segment`, writes it at the segment's end, fdatasyncs.
+    /// Seals the encoded batch in `buf` for `segment`, writes it at the segment's end, fdatasyncs if
+    /// `sync`.
     fn write_batch(
         disk: &D,
         segment: &mut Segment<D::File>,
         buf: &mut [u8],
+        sync: bool,
     ) -> Result<(), WalError> {
         format::seal(buf, segment.salt);
         // The debris of a failed write is zeroed by a write of its own, before the batch: a write cut
@@ -283,7 +338,9 @@ impl<D: Disk> Wal<D> {
         // (which a power loss could otherwise bring back after the caller moved on).
         Self::zero_debris(disk, segment)?;
         Self::write_at_end(disk, segment, buf)?;
-        Self::sync(disk, segment)?;
+        if sync {
+            Self::sync(disk, segment)?;
+        }
         segment.end += buf.len() as u64;
         segment.dirty_end = segment.end;
         Ok(())
@@ -380,7 +437,7 @@ impl<D: Disk> Wal<D> {
         };
         if segment.last_index > index {
             format::encode_truncate(&mut self.buf, index + 1);
-            Self::write_batch(&self.disk, segment, &mut self.buf)?;
+            Self::write_batch(&self.disk, segment, &mut self.buf, true)?;
             segment.last_index = index;
         }
         self.synced_index = Some(index);
@@ -418,9 +475,15 @@ impl<D: Disk> Wal<D> {
         self.segments.last().map(|s| s.last_index)
     }
 
-    /// The last entry known to be durable. Equal to `last_index` whenever no call is in progress.
+    /// The last entry known to be durable. Equal to `last_index` whenever no call is in progress, unless
+    /// `sync_each_batch` is off.
     pub fn synced_index(&self) -> Option<u64> {
         self.synced_index
+    }
+
+    #[cfg(test)]
+    pub(crate) fn segment_count(&self) -> usize {
+        self.segments.len()
     }
 
     /// The first entry in the log (the first segment's first entry).

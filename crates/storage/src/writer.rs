@@ -487,14 +487,51 @@ impl Drop for ExitGuard<'_> {
 
 fn run<D: Disk>(log: &Log<D>, shared: &Shared) {
     let _guard = ExitGuard(shared);
+    // With `sync_each_batch` off (forceSync=no): how long written entries may stay unsynced.
+    let lazy_sync = {
+        let wal = log.wal();
+        let opts = wal.options();
+        (!opts.sync_each_batch).then_some(opts.lazy_sync_after)
+    };
+    let mut last_sync = Instant::now();
     loop {
         let work = {
             let mut queue = shared.lock();
-            while queue.busy || (queue.requests.is_empty() && !queue.closing) {
+            loop {
+                // Not busy: nobody else holds the log, so looking at it here does not wait.
+                let unsynced = lazy_sync.is_some() && !queue.busy && log.wal().has_unsynced();
+                if let (Some(after), true) = (lazy_sync, unsynced) {
+                    let waited = last_sync.elapsed();
+                    if waited >= after || queue.closing {
+                        queue.busy = true;
+                        drop(queue);
+                        sync_written(log, shared);
+                        last_sync = Instant::now();
+                        queue = shared.lock();
+                        queue.busy = false;
+                        continue;
+                    }
+                    if queue.requests.is_empty() {
+                        queue = shared
+                            .wake
+                            .wait_timeout(queue, after - waited)
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .0;
+                        continue;
+                    }
+                }
+                if !queue.busy && (!queue.requests.is_empty() || queue.closing) {
+                    break;
+                }
+                let all_synced = !queue.busy && !unsynced;
                 queue = shared
                     .wake
                     .wait(queue)
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
+                if all_synced {
+                    // Unsynced entries written from now on are the oldest.
+                    last_sync = Instant::now();
+                }
             }
             if queue.requests.is_empty() {
                 return;
@@ -507,6 +544,19 @@ fn run<D: Disk>(log: &Log<D>, shared: &Shared) {
         crate::hoptrace::hop("wal_done");
         work.complete(result);
         shared.lock().busy = false;
+    }
+}
+
+/// The lazy fdatasync of `WalOptions::sync_each_batch` off. A failure stops the log for good.
+fn sync_written<D: Disk>(log: &Log<D>, shared: &Shared) {
+    let mut wal = log.wal();
+    if wal.stopped().is_some() {
+        return;
+    }
+    if wal.sync_written().is_err() {
+        if let Some(cause) = wal.stopped() {
+            shared.set_health(WalHealth::Failed(cause.clone()));
+        }
     }
 }
 
@@ -701,10 +751,12 @@ fn write_appends<D: Disk>(
             .entry_bytes
             .fetch_add(bytes as u64, Ordering::Relaxed);
     }
-    // The one rule of a log: never acknowledge what is not durable. `Wal` only advances
-    // `synced_index` after a successful fdatasync; check it rather than trust it.
+    // The one rule of a log: never acknowledge what is not durable (with forceSync=no: not written).
+    // `Wal` only advances `synced_index` after a successful fdatasync; check it rather than trust it.
     if let Ok(Some(last)) = result {
-        let durable = wal.synced_index().is_some_and(|synced| synced >= last);
+        let durable = wal
+            .acknowledgeable_index()
+            .is_some_and(|synced| synced >= last);
         debug_assert!(
             durable,
             "acknowledging entry {last} beyond synced index {:?}",

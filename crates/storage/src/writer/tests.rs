@@ -728,3 +728,109 @@ fn requests_after_the_thread_died_are_refused() {
     writer.submit(vec![(2, entry(2))], report(&tx, 2));
     assert!(matches!(rx.recv().unwrap().1, Err(WalError::Closed)));
 }
+
+/// forceSync=no: `sync_each_batch` off, with a lazy sync that never comes during the test.
+fn no_force_sync(lazy_sync_after: Duration) -> WalOptions {
+    WalOptions {
+        sync_each_batch: false,
+        lazy_sync_after,
+        ..small()
+    }
+}
+
+#[test]
+fn without_force_sync_batches_are_acknowledged_unsynced_and_survive_a_process_crash() {
+    let disk = SimDisk::new();
+    let opts = no_force_sync(Duration::from_secs(3600));
+    let writer = WalWriter::spawn(open(&disk, opts.clone()));
+    let (tx, rx) = mpsc::channel();
+    // The first batch creates the segment, whose header is synced before any batch.
+    writer.submit(vec![(1, entry(1))], report(&tx, 1));
+    assert!(rx.recv_timeout(PATIENCE).unwrap().1.is_ok());
+    let syncs_before = disk.sync_data_calls();
+    for index in 2..=40 {
+        if index % 2 == 0 {
+            writer.submit_now(vec![(index, entry(index))], report(&tx, index));
+        } else {
+            writer.submit(vec![(index, entry(index))], report(&tx, index));
+        }
+        let (tag, result) = rx.recv_timeout(PATIENCE).unwrap();
+        assert_eq!(tag, index);
+        assert!(result.is_ok(), "{result:?}");
+    }
+    assert_eq!(
+        disk.sync_data_calls(),
+        syncs_before,
+        "an fdatasync with forceSync=no before the lazy sync was due"
+    );
+    // A crash of the process (the page cache survives): every acknowledged entry is there.
+    let (_, recovered) = Wal::open(disk.clone(), Path::new("/wal"), opts.clone()).unwrap();
+    let want: Vec<(u64, Vec<u8>)> = (1..=40).map(|i| (i, entry(i))).collect();
+    assert_eq!(recovered.entries, want);
+    // Shutdown syncs what was written: a power loss after it loses nothing.
+    writer.shutdown();
+    assert!(
+        disk.sync_data_calls() > syncs_before,
+        "no fdatasync at shutdown"
+    );
+    disk.power_loss(&mut StdRng::seed_from_u64(1));
+    let (_, recovered) = Wal::open(disk.clone(), Path::new("/wal"), opts).unwrap();
+    assert_eq!(recovered.entries, want);
+}
+
+#[test]
+fn without_force_sync_a_full_segment_is_synced_before_the_next_one_starts() {
+    for seed in 0..100 {
+        let disk = SimDisk::new();
+        let opts = WalOptions {
+            segment_bytes: 1 << 10,
+            ..no_force_sync(Duration::from_secs(3600))
+        };
+        let writer = WalWriter::spawn(open(&disk, opts.clone()));
+        let (tx, rx) = mpsc::channel();
+        for index in 1..=200 {
+            writer.submit(vec![(index, entry(index))], report(&tx, index));
+            assert!(rx.recv_timeout(PATIENCE).unwrap().1.is_ok());
+        }
+        // A power loss now (no shutdown): only the last segment's entries may be lost.
+        disk.power_loss(&mut StdRng::seed_from_u64(seed));
+        drop(writer);
+        let (wal, recovered) = match Wal::open(disk.clone(), Path::new("/wal"), opts) {
+            Ok(opened) => opened,
+            Err(error) => panic!("seed {seed}: {error}"),
+        };
+        let last = recovered.last_index().unwrap_or(0);
+        let want: Vec<(u64, Vec<u8>)> = (1..=last).map(|i| (i, entry(i))).collect();
+        assert_eq!(recovered.entries, want);
+        let rolled = wal.segment_count();
+        assert!(
+            rolled > 5,
+            "only {rolled} segments: the test rolls too little"
+        );
+        // 200 entries in >5 segments: a segment holds < 40, so at most that many are lost.
+        assert!(
+            last > 160,
+            "recovered only up to {last}: a full segment was not synced"
+        );
+    }
+}
+
+#[test]
+fn without_force_sync_written_entries_are_synced_once_the_log_is_idle() {
+    let disk = SimDisk::new();
+    let opts = no_force_sync(Duration::from_millis(20));
+    let writer = WalWriter::spawn(open(&disk, opts.clone()));
+    let (tx, rx) = mpsc::channel();
+    for index in 1..=10 {
+        writer.submit(vec![(index, entry(index))], report(&tx, index));
+        assert!(rx.recv_timeout(PATIENCE).unwrap().1.is_ok());
+    }
+    let syncs = disk.sync_data_calls();
+    wait_until("the lazy sync ran", || disk.sync_data_calls() > syncs);
+    // Synced without a shutdown: a power loss now loses nothing.
+    disk.power_loss(&mut StdRng::seed_from_u64(3));
+    let (_, recovered) = Wal::open(disk.clone(), Path::new("/wal"), opts).unwrap();
+    let want: Vec<(u64, Vec<u8>)> = (1..=10).map(|i| (i, entry(i))).collect();
+    assert_eq!(recovered.entries, want);
+    drop(writer);
+}
