@@ -19,21 +19,17 @@ use oxkeeper_proto::records::{ConnectRequest, Record, Request, RequestHeader, Re
 use oxkeeper_proto::{xid, OpCode, Reader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
-use tokio_util::sync::CancellationToken;
 
 use crate::executor::{ExecMsg, Shared};
 use crate::stats::Counter;
 
 pub type ConnId = u64;
 
-/// The executor's handle on a connection's outbound side.
+/// The executor's handle on a connection's outbound side. One allocation per connection: every idle
+/// connection pays for what is here.
 #[derive(Clone, Debug)]
 pub struct Outbound {
     inner: Arc<OutInner>,
-    cancel: CancellationToken,
-    /// The server closes the connection (it decided to, or a closeSession was read): an end of stream from
-    /// the client after this is not a drop.
-    closing: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -42,8 +38,15 @@ struct OutInner {
     state: Mutex<OutState>,
     /// Messages the queue may hold before the connection is closed as a client that does not read.
     max_queued: usize,
-    /// Signalled when the queue has been written out (or given up).
-    drained: Notify,
+    /// The connection is being torn down (write error, a client that does not read, the end of a close):
+    /// its tasks stop. Never unset.
+    cancelled: AtomicBool,
+    /// The server closes the connection (it decided to, or a closeSession was read): an end of stream from
+    /// the client after this is not a drop.
+    closing: AtomicBool,
+    /// Signalled when the queue has been written out (or given up) and when `cancelled` is set; waiters
+    /// check their own condition.
+    changed: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -80,7 +83,7 @@ const GATHER_MAX: usize = 64;
 impl OutState {
     /// Writes as much of the queue as the socket takes now, in order: replies queued together go out in
     /// one call (a gathering write).
-    fn write_queued(&mut self, sock: &TcpStream, cancel: &CancellationToken) -> Progress {
+    fn write_queued(&mut self, sock: &TcpStream, cancel: &OutInner) -> Progress {
         loop {
             let mut slices: [std::io::IoSlice<'_>; GATHER_MAX] =
                 std::array::from_fn(|_| std::io::IoSlice::new(&[]));
@@ -131,12 +134,20 @@ impl OutState {
         }
     }
 
-    fn give_up(&mut self, cancel: &CancellationToken) {
+    fn give_up(&mut self, cancel: &OutInner) {
         self.done = true;
         self.queue.clear();
         self.queue.shrink_to_fit();
         self.front_written = 0;
         cancel.cancel();
+    }
+}
+
+impl OutInner {
+    fn cancel(&self) {
+        if !self.cancelled.swap(true, Ordering::AcqRel) {
+            self.changed.notify_waiters();
+        }
     }
 }
 
@@ -152,10 +163,26 @@ impl Outbound {
                 sock,
                 state: Mutex::new(OutState::default()),
                 max_queued,
-                drained: Notify::new(),
+                cancelled: AtomicBool::new(false),
+                closing: AtomicBool::new(false),
+                changed: Notify::new(),
             }),
-            cancel: CancellationToken::new(),
-            closing: Arc::default(),
+        }
+    }
+
+    fn cancel(&self) {
+        self.inner.cancel();
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the connection is cancelled. 72 bytes: it is part of every connection's future.
+    fn cancelled(&self) -> Cancelled<'_> {
+        Cancelled {
+            inner: &self.inner,
+            notified: self.inner.changed.notified(),
         }
     }
 
@@ -189,7 +216,7 @@ impl Outbound {
         if st.queue.len() >= self.inner.max_queued {
             drop(st);
             tracing::warn!("outbound queue full: closing a connection whose client does not read");
-            self.cancel.cancel();
+            self.cancel();
             return None;
         }
         st.queue.push_back(out);
@@ -224,7 +251,7 @@ impl Outbound {
     /// Writes the queue now, on this thread (nothing waits before it); a writer task takes over what the
     /// socket does not accept yet.
     fn write_now(&self, mut st: std::sync::MutexGuard<'_, OutState>) {
-        if let Progress::Blocked = st.write_queued(&self.inner.sock, &self.cancel) {
+        if let Progress::Blocked = st.write_queued(&self.inner.sock, &self.inner) {
             st.writer = true;
             drop(st);
             tokio::spawn(write_backlog(self.clone()));
@@ -233,15 +260,15 @@ impl Outbound {
         let done = st.done;
         drop(st);
         if done {
-            self.inner.drained.notify_waiters();
+            self.inner.changed.notify_waiters();
         }
     }
 
     /// Closes after everything queued so far is written.
     pub fn close(&self) {
-        self.closing.store(true, Ordering::Release);
+        self.inner.closing.store(true, Ordering::Release);
         if !self.push(Out::Close) {
-            self.cancel.cancel();
+            self.cancel();
         }
     }
 
@@ -252,7 +279,7 @@ impl Outbound {
     /// Waits until what was queued is written, or the connection has given up on it.
     async fn flushed(&self) {
         loop {
-            let notified = self.inner.drained.notified();
+            let notified = self.inner.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
@@ -262,6 +289,37 @@ impl Outbound {
                 }
             }
             notified.await;
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// `Outbound::cancelled`.
+    struct Cancelled<'a> {
+        inner: &'a OutInner,
+        #[pin]
+        notified: tokio::sync::futures::Notified<'a>,
+    }
+}
+
+impl std::future::Future for Cancelled<'_> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let mut this = self.project();
+        loop {
+            // `notified` was made before this check, so a cancel after it wakes the poll below.
+            if this.inner.cancelled.load(Ordering::Acquire) {
+                return std::task::Poll::Ready(());
+            }
+            match this.notified.as_mut().poll(cx) {
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+                // Another change (the queue drained): wait for the next one.
+                std::task::Poll::Ready(()) => this.notified.set(this.inner.changed.notified()),
+            }
         }
     }
 }
@@ -349,19 +407,19 @@ async fn write_backlog(out: Outbound) {
         tokio::select! {
             r = out.inner.sock.writable() => if r.is_err() {
                 let mut st = out.state();
-                st.give_up(&out.cancel);
+                st.give_up(&out.inner);
                 st.writer = false;
                 break;
             },
-            _ = out.cancel.cancelled() => {
+            _ = out.cancelled() => {
                 let mut st = out.state();
-                st.give_up(&out.cancel);
+                st.give_up(&out.inner);
                 st.writer = false;
                 break;
             }
         }
         let mut st = out.state();
-        if let Progress::Empty = st.write_queued(&out.inner.sock, &out.cancel) {
+        if let Progress::Empty = st.write_queued(&out.inner.sock, &out.inner) {
             st.writer = false;
             // A queue that grew large while the client was slow gives its memory back.
             if st.queue.capacity() > 64 {
@@ -370,7 +428,7 @@ async fn write_backlog(out: Outbound) {
             break;
         }
     }
-    out.inner.drained.notify_waiters();
+    out.inner.changed.notify_waiters();
 }
 
 pub fn ping_reply(zxid: i64) -> Vec<u8> {
@@ -411,8 +469,8 @@ pub fn serve(
                     match e {
                         ConnError::SessionlessTimeout => shared.stats.count(Counter::SessionlessConnectionExpired),
                         e if e.is_end_of_stream()
-                            && !out.cancel.is_cancelled()
-                            && !out.closing.load(Ordering::Acquire) =>
+                            && !out.is_cancelled()
+                            && !out.inner.closing.load(Ordering::Acquire) =>
                         {
                             shared.stats.count(Counter::ConnectionDrop)
                         }
@@ -421,7 +479,7 @@ pub fn serve(
                 }
                 false
             }
-            _ = out.cancel.cancelled() => true,
+            _ = out.cancelled() => true,
         };
         shared.stats.cnxn_closed(conn);
         // The closing steps' futures (timers) live in their own allocation, not in every connection's.
@@ -450,7 +508,7 @@ async fn close(
     // Let what the executor queued (e.g. a closeSession reply) be written, then shut the write side down.
     out.close();
     let _ = tokio::time::timeout(CLOSE_LINGER, out.flushed()).await;
-    out.cancel.cancel();
+    out.cancel();
     if closed_by_us {
         // Closing a socket whose receive buffer holds unread bytes makes the kernel send RST, which can
         // destroy our last replies (an AUTHFAILED, a closeSession reply) before the client reads them.
@@ -774,7 +832,7 @@ fn read_loop<'a>(
                             // The server closes after the reply; a client that closes as soon as it has
                             // the reply is not dropping the connection (ZooKeeper queues the close before
                             // writing the reply).
-                            out.closing.store(true, Ordering::Release);
+                            out.inner.closing.store(true, Ordering::Release);
                         }
                         if header.op == OpCode::Ping as i32 {
                             let sid = session.load(Ordering::Acquire);
@@ -879,7 +937,7 @@ async fn handshake(
             .map_err(|_| ConnError::ExecutorGone)?;
         // The executor writes the text and closes the socket, whatever the client does meanwhile (`nc`
         // half-closes right after sending the word).
-        out.cancel.cancelled().await;
+        out.cancelled().await;
         stats.packet_sent();
         return Ok(false);
     }
