@@ -3,6 +3,7 @@
 //! four-letter words and configuration.
 
 pub mod clock;
+pub mod committed;
 pub mod config;
 pub mod connection;
 pub mod executor;

@@ -100,6 +100,8 @@ pub struct LogStore {
     inner: Arc<Mutex<LogInner>>,
     wal: Arc<WalWriter>,
     vote_path: PathBuf,
+    /// How far the log is known committed and durable, kept in a file beside it (`committed.rs`).
+    committed: Arc<crate::committed::CommittedRecord>,
     /// Set by the executor (`Replicator::set_light_load`): the entry being proposed is the only request
     /// waiting on this member, so `append` may write it on the runtime's thread.
     light_load: Arc<AtomicBool>,
@@ -160,15 +162,29 @@ impl LogStore {
                 )));
             }
         }
+        let (committed, recorded) =
+            crate::committed::CommittedRecord::open(dir).map_err(ReplicationError::Storage)?;
+        let last_in_log = log
+            .keys()
+            .next_back()
+            .copied()
+            .or(snapshot.map(|l| l.index()));
+        crate::committed::check_log_end(dir, recorded, last_in_log)
+            .map_err(ReplicationError::Storage)?;
         let inner = LogInner {
             last_purged: snapshot,
             log,
             vote,
         };
+        let wal = Arc::new(WalWriter::spawn(wal));
+        committed
+            .spawn_persister(&wal)
+            .map_err(|e| ReplicationError::Storage(format!("starting a thread: {e}")))?;
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
-            wal: Arc::new(WalWriter::spawn(wal)),
+            wal,
             vote_path,
+            committed,
             light_load: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -233,6 +249,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
         self.clone()
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        // Only told, not written here: the record's thread writes it, never past the synced log.
+        if let Some(committed) = committed {
+            self.committed.committed(committed.index());
+        }
+        Ok(())
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {

@@ -138,6 +138,7 @@ impl<D: Disk> WriteNow for Log<D> {
     fn attempt_once(&self, shared: &Shared, work: &Work) -> Result<(), WalError> {
         let mut wal = self.wal();
         let result = attempt(&mut wal, shared, work);
+        shared.publish_synced(&wal);
         if let Some(cause) = wal.stopped() {
             shared.set_health(WalHealth::Failed(cause.clone()));
         }
@@ -166,6 +167,8 @@ struct Shared {
     entries: AtomicU64,
     entry_bytes: AtomicU64,
     no_space_retries: AtomicU64,
+    /// `Wal::synced_index` + 1 (0: none) after the latest write, sync or truncation.
+    synced: AtomicU64,
     /// Which `WalHealth` variant `health` holds (`HEALTH_*`), so the common case is read without a lock.
     health_kind: AtomicU8,
     health: Mutex<WalHealth>,
@@ -241,6 +244,13 @@ impl Shared {
         self.health_kind.store(kind, Ordering::Release);
     }
 
+    fn publish_synced<D: Disk>(&self, wal: &Wal<D>) {
+        let synced = wal
+            .synced_index()
+            .map_or(0, |index| index.saturating_add(1));
+        self.synced.store(synced, Ordering::Release);
+    }
+
     /// Sleeps for `delay`, or less if `shutdown` is called. False if it was.
     fn pause(&self, delay: Duration) -> bool {
         let deadline = Instant::now() + delay;
@@ -296,9 +306,11 @@ impl WalWriter {
             entries: AtomicU64::new(0),
             entry_bytes: AtomicU64::new(0),
             no_space_retries: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
             health_kind: AtomicU8::new(HEALTH_OK),
             health: Mutex::new(WalHealth::Ok),
         });
+        shared.publish_synced(&log.wal());
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("oxkeeper-wal".into())
@@ -399,6 +411,13 @@ impl WalWriter {
             entry_bytes: load(&self.shared.entry_bytes),
             no_space_retries: load(&self.shared.no_space_retries),
         }
+    }
+
+    /// The last entry known to be durable (fdatasynced), as of the latest write, sync or truncation. Behind
+    /// the acknowledged entries only with `WalOptions::sync_each_batch` off; `None` until something is
+    /// written or synced.
+    pub fn synced_index(&self) -> Option<u64> {
+        self.shared.synced.load(Ordering::Acquire).checked_sub(1)
     }
 
     /// Whether the log is writing, out of space (writes held, retried) or stopped for good. Cheap: one
@@ -540,7 +559,12 @@ fn run<D: Disk>(log: &Log<D>, shared: &Shared) {
             take_work(&mut queue.requests, &log.wal())
         };
         crate::hoptrace::hop("wal_start");
-        let result = perform(&mut log.wal(), shared, &work);
+        let result = {
+            let mut wal = log.wal();
+            let result = perform(&mut wal, shared, &work);
+            shared.publish_synced(&wal);
+            result
+        };
         crate::hoptrace::hop("wal_done");
         work.complete(result);
         shared.lock().busy = false;
@@ -553,7 +577,9 @@ fn sync_written<D: Disk>(log: &Log<D>, shared: &Shared) {
     if wal.stopped().is_some() {
         return;
     }
-    if wal.sync_written().is_err() {
+    let result = wal.sync_written();
+    shared.publish_synced(&wal);
+    if result.is_err() {
         if let Some(cause) = wal.stopped() {
             shared.set_health(WalHealth::Failed(cause.clone()));
         }

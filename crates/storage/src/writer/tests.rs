@@ -105,6 +105,7 @@ fn concurrent_submitters_share_fdatasyncs_and_complete_in_order() {
         "{syncs} fdatasyncs for {total} submissions: no group commit"
     );
     assert!(stats.batches < total);
+    assert_eq!(writer.synced_index(), Some(total));
     writer.shutdown();
     let (_, recovered) = Wal::open(disk.clone(), Path::new("/wal"), small()).unwrap();
     let expected: Vec<(u64, Vec<u8>)> = (1..=total).map(|i| (i, entry(i))).collect();
@@ -763,6 +764,11 @@ fn without_force_sync_batches_are_acknowledged_unsynced_and_survive_a_process_cr
         syncs_before,
         "an fdatasync with forceSync=no before the lazy sync was due"
     );
+    assert_eq!(
+        writer.synced_index(),
+        None,
+        "nothing was synced but the segment's header"
+    );
     // A crash of the process (the page cache survives): every acknowledged entry is there.
     let (_, recovered) = Wal::open(disk.clone(), Path::new("/wal"), opts.clone()).unwrap();
     let want: Vec<(u64, Vec<u8>)> = (1..=40).map(|i| (i, entry(i))).collect();
@@ -827,6 +833,9 @@ fn without_force_sync_written_entries_are_synced_once_the_log_is_idle() {
     }
     let syncs = disk.sync_data_calls();
     wait_until("the lazy sync ran", || disk.sync_data_calls() > syncs);
+    wait_until("the synced index caught up", || {
+        writer.synced_index() == Some(10)
+    });
     // Synced without a shutdown: a power loss now loses nothing.
     disk.power_loss(&mut StdRng::seed_from_u64(3));
     let (_, recovered) = Wal::open(disk.clone(), Path::new("/wal"), opts).unwrap();
