@@ -44,11 +44,10 @@ pub struct WalOptions {
     /// ZooKeeper's `forceSync`. `true` (the default): every batch is fdatasynced before it is
     /// acknowledged. `false` (`forceSync=no`, standalone only): a batch is acknowledged once written
     /// to the file (it survives a crash of the process, not a power loss or a kernel crash); the log is
-    /// synced when a segment fills, when `WalWriter` has been idle for `lazy_sync_after`, and at
-    /// shutdown. Truncations are always synced.
+    /// synced when a segment fills, by `WalWriter` `lazy_sync_after` after the first unsynced write,
+    /// and at shutdown. Truncations are always synced.
     pub sync_each_batch: bool,
-    /// With `sync_each_batch` off: how long written entries may stay unsynced while nothing else is
-    /// written.
+    /// With `sync_each_batch` off: how long written entries may stay unsynced.
     pub lazy_sync_after: Duration,
 }
 

@@ -169,6 +169,9 @@ struct Shared {
     no_space_retries: AtomicU64,
     /// `Wal::synced_index` + 1 (0: none) after the latest write, sync or truncation.
     synced: AtomicU64,
+    /// `WalOptions::sync_each_batch` is off: the thread syncs what is written lazily, so it must hear of
+    /// writes made on callers' threads (`submit_now`) too.
+    lazy_sync: bool,
     /// Which `WalHealth` variant `health` holds (`HEALTH_*`), so the common case is read without a lock.
     health_kind: AtomicU8,
     health: Mutex<WalHealth>,
@@ -294,6 +297,7 @@ impl WalWriter {
     }
 
     pub fn try_spawn<D: Disk>(wal: Wal<D>) -> std::io::Result<Self> {
+        let lazy_sync = !wal.options().sync_each_batch;
         let log = Arc::new(Log(Mutex::new(wal)));
         let thread_log = Arc::clone(&log);
         let shared = Arc::new(Shared {
@@ -307,6 +311,7 @@ impl WalWriter {
             entry_bytes: AtomicU64::new(0),
             no_space_retries: AtomicU64::new(0),
             synced: AtomicU64::new(0),
+            lazy_sync,
             health_kind: AtomicU8::new(HEALTH_OK),
             health: Mutex::new(WalHealth::Ok),
         });
@@ -453,7 +458,7 @@ impl Drop for Turn<'_> {
     fn drop(&mut self) {
         let mut queue = self.0.lock();
         queue.busy = false;
-        let more = !queue.requests.is_empty() || queue.closing;
+        let more = !queue.requests.is_empty() || queue.closing || self.0.lazy_sync;
         drop(queue);
         if more {
             self.0.wake.notify_one();

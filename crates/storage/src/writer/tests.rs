@@ -828,7 +828,12 @@ fn without_force_sync_written_entries_are_synced_once_the_log_is_idle() {
     let writer = WalWriter::spawn(open(&disk, opts.clone()));
     let (tx, rx) = mpsc::channel();
     for index in 1..=10 {
-        writer.submit(vec![(index, entry(index))], report(&tx, index));
+        // Written on this thread (the log is idle) or by the writer's: the lazy sync follows both.
+        if index % 2 == 0 {
+            writer.submit_now(vec![(index, entry(index))], report(&tx, index));
+        } else {
+            writer.submit(vec![(index, entry(index))], report(&tx, index));
+        }
         assert!(rx.recv_timeout(PATIENCE).unwrap().1.is_ok());
     }
     let syncs = disk.sync_data_calls();
@@ -840,6 +845,32 @@ fn without_force_sync_written_entries_are_synced_once_the_log_is_idle() {
     disk.power_loss(&mut StdRng::seed_from_u64(3));
     let (_, recovered) = Wal::open(disk.clone(), Path::new("/wal"), opts).unwrap();
     let want: Vec<(u64, Vec<u8>)> = (1..=10).map(|i| (i, entry(i))).collect();
+    assert_eq!(recovered.entries, want);
+    drop(writer);
+}
+
+#[test]
+fn without_force_sync_writes_made_on_the_callers_thread_are_synced_lazily_too() {
+    let disk = SimDisk::new();
+    let opts = no_force_sync(Duration::from_millis(20));
+    let writer = WalWriter::spawn(open(&disk, opts.clone()));
+    let (tx, rx) = mpsc::channel();
+    // A first write, synced lazily: then the writer's thread has nothing left to do and sleeps.
+    writer.submit(vec![(1, entry(1))], report(&tx, 1));
+    assert!(rx.recv_timeout(PATIENCE).unwrap().1.is_ok());
+    wait_until("the first lazy sync", || writer.synced_index() == Some(1));
+    // The log is idle, so every one of these is written on this thread, never handed to the writer's.
+    for index in 2..=5 {
+        writer.submit_now(vec![(index, entry(index))], report(&tx, index));
+        assert!(rx.recv_timeout(PATIENCE).unwrap().1.is_ok());
+    }
+    wait_until(
+        "the lazy sync of writes made on the caller's thread",
+        || writer.synced_index() == Some(5),
+    );
+    disk.power_loss(&mut StdRng::seed_from_u64(5));
+    let (_, recovered) = Wal::open(disk.clone(), Path::new("/wal"), opts).unwrap();
+    let want: Vec<(u64, Vec<u8>)> = (1..=5).map(|i| (i, entry(i))).collect();
     assert_eq!(recovered.entries, want);
     drop(writer);
 }
