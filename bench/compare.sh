@@ -381,6 +381,8 @@ run_null() {
         run null "ops-$op-32" ops --op "$op" --sessions 32 --duration "$DURATION"
     done
     run null "ops-mixed-32" ops --op mixed --mix get=90,set=10 --sessions 32 --duration "$DURATION"
+    # Session establishment and close (the null server answers a ConnectRequest at once and logs nothing).
+    run null sessions sessions --duration "$DURATION"
     stop_server
 }
 
@@ -801,6 +803,12 @@ if ceiling:
         zk = medians.get(f"{name}: throughput (ops/s)", (None, None))[1]
         ox = medians.get(f"{name}: throughput (ops/s)", (None, None))[0]
         print(f"  {name:<40} {v:>9.0f} ops/s = {v / zk if zk else float('nan'):.2f}x ZooKeeper"
+              f" (oxkeeper reaches {100 * ox / v if ox else float('nan'):.0f}% of it)")
+    vs = values("sessions", "null", lambda d: rate(d, "established")["per_s"])
+    if vs:
+        v = med(vs)
+        ox, zk = medians.get("sessions: established per s", (None, None))
+        print(f"  {'sessions established':<40} {v:>9.0f} per s = {v / zk if zk else float('nan'):.2f}x ZooKeeper"
               f" (oxkeeper reaches {100 * ox / v if ox else float('nan'):.0f}% of it)")
 print("targets (issue 6):")
 for op in ("set", "create"):
