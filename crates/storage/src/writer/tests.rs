@@ -730,6 +730,26 @@ fn requests_after_the_thread_died_are_refused() {
     assert!(matches!(rx.recv().unwrap().1, Err(WalError::Closed)));
 }
 
+/// Appends entry `index` alone, on the caller's thread (`submit_now`) or through the writer's, and waits
+/// for its acknowledgement.
+fn append_acked(writer: &WalWriter, index: u64, on_caller: bool) {
+    let (tx, rx) = mpsc::channel();
+    let entries = vec![(index, entry(index))];
+    if on_caller {
+        writer.submit_now(entries, report(&tx, index));
+    } else {
+        writer.submit(entries, report(&tx, index));
+    }
+    let (tag, result) = rx.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(tag, index);
+    assert!(result.is_ok(), "entry {index}: {result:?}");
+}
+
+/// Entries 1..=n as `entry` makes them.
+fn entries_upto(n: u64) -> Vec<(u64, Vec<u8>)> {
+    (1..=n).map(|i| (i, entry(i))).collect()
+}
+
 /// forceSync=no: `sync_each_batch` off, with a lazy sync that never comes during the test.
 fn no_force_sync(lazy_sync_after: Duration) -> WalOptions {
     WalOptions {
@@ -744,20 +764,11 @@ fn without_force_sync_batches_are_acknowledged_unsynced_and_survive_a_process_cr
     let disk = SimDisk::new();
     let opts = no_force_sync(Duration::from_secs(3600));
     let writer = WalWriter::spawn(open(&disk, opts.clone()));
-    let (tx, rx) = mpsc::channel();
     // The first batch creates the segment, whose header is synced before any batch.
-    writer.submit(vec![(1, entry(1))], report(&tx, 1));
-    assert!(rx.recv_timeout(PATIENCE).unwrap().1.is_ok());
+    append_acked(&writer, 1, false);
     let syncs_before = disk.sync_data_calls();
     for index in 2..=40 {
-        if index % 2 == 0 {
-            writer.submit_now(vec![(index, entry(index))], report(&tx, index));
-        } else {
-            writer.submit(vec![(index, entry(index))], report(&tx, index));
-        }
-        let (tag, result) = rx.recv_timeout(PATIENCE).unwrap();
-        assert_eq!(tag, index);
-        assert!(result.is_ok(), "{result:?}");
+        append_acked(&writer, index, index % 2 == 0);
     }
     assert_eq!(
         disk.sync_data_calls(),
@@ -771,7 +782,7 @@ fn without_force_sync_batches_are_acknowledged_unsynced_and_survive_a_process_cr
     );
     // A crash of the process (the page cache survives): every acknowledged entry is there.
     let (_, recovered) = Wal::open(disk.clone(), Path::new("/wal"), opts.clone()).unwrap();
-    let want: Vec<(u64, Vec<u8>)> = (1..=40).map(|i| (i, entry(i))).collect();
+    let want = entries_upto(40);
     assert_eq!(recovered.entries, want);
     // Shutdown syncs what was written: a power loss after it loses nothing.
     writer.shutdown();
@@ -793,10 +804,8 @@ fn without_force_sync_a_full_segment_is_synced_before_the_next_one_starts() {
             ..no_force_sync(Duration::from_secs(3600))
         };
         let writer = WalWriter::spawn(open(&disk, opts.clone()));
-        let (tx, rx) = mpsc::channel();
         for index in 1..=200 {
-            writer.submit(vec![(index, entry(index))], report(&tx, index));
-            assert!(rx.recv_timeout(PATIENCE).unwrap().1.is_ok());
+            append_acked(&writer, index, false);
         }
         // A power loss now (no shutdown): only the last segment's entries may be lost.
         disk.power_loss(&mut StdRng::seed_from_u64(seed));
@@ -806,7 +815,7 @@ fn without_force_sync_a_full_segment_is_synced_before_the_next_one_starts() {
             Err(error) => panic!("seed {seed}: {error}"),
         };
         let last = recovered.last_index().unwrap_or(0);
-        let want: Vec<(u64, Vec<u8>)> = (1..=last).map(|i| (i, entry(i))).collect();
+        let want = entries_upto(last);
         assert_eq!(recovered.entries, want);
         let rolled = wal.segment_count();
         assert!(
@@ -826,15 +835,9 @@ fn without_force_sync_written_entries_are_synced_once_the_log_is_idle() {
     let disk = SimDisk::new();
     let opts = no_force_sync(Duration::from_millis(20));
     let writer = WalWriter::spawn(open(&disk, opts.clone()));
-    let (tx, rx) = mpsc::channel();
     for index in 1..=10 {
         // Written on this thread (the log is idle) or by the writer's: the lazy sync follows both.
-        if index % 2 == 0 {
-            writer.submit_now(vec![(index, entry(index))], report(&tx, index));
-        } else {
-            writer.submit(vec![(index, entry(index))], report(&tx, index));
-        }
-        assert!(rx.recv_timeout(PATIENCE).unwrap().1.is_ok());
+        append_acked(&writer, index, index % 2 == 0);
     }
     let syncs = disk.sync_data_calls();
     wait_until("the lazy sync ran", || disk.sync_data_calls() > syncs);
@@ -844,7 +847,7 @@ fn without_force_sync_written_entries_are_synced_once_the_log_is_idle() {
     // Synced without a shutdown: a power loss now loses nothing.
     disk.power_loss(&mut StdRng::seed_from_u64(3));
     let (_, recovered) = Wal::open(disk.clone(), Path::new("/wal"), opts).unwrap();
-    let want: Vec<(u64, Vec<u8>)> = (1..=10).map(|i| (i, entry(i))).collect();
+    let want = entries_upto(10);
     assert_eq!(recovered.entries, want);
     drop(writer);
 }
@@ -854,15 +857,12 @@ fn without_force_sync_writes_made_on_the_callers_thread_are_synced_lazily_too() 
     let disk = SimDisk::new();
     let opts = no_force_sync(Duration::from_millis(20));
     let writer = WalWriter::spawn(open(&disk, opts.clone()));
-    let (tx, rx) = mpsc::channel();
     // A first write, synced lazily: then the writer's thread has nothing left to do and sleeps.
-    writer.submit(vec![(1, entry(1))], report(&tx, 1));
-    assert!(rx.recv_timeout(PATIENCE).unwrap().1.is_ok());
+    append_acked(&writer, 1, false);
     wait_until("the first lazy sync", || writer.synced_index() == Some(1));
     // The log is idle, so every one of these is written on this thread, never handed to the writer's.
     for index in 2..=5 {
-        writer.submit_now(vec![(index, entry(index))], report(&tx, index));
-        assert!(rx.recv_timeout(PATIENCE).unwrap().1.is_ok());
+        append_acked(&writer, index, true);
     }
     wait_until(
         "the lazy sync of writes made on the caller's thread",
@@ -870,7 +870,7 @@ fn without_force_sync_writes_made_on_the_callers_thread_are_synced_lazily_too() 
     );
     disk.power_loss(&mut StdRng::seed_from_u64(5));
     let (_, recovered) = Wal::open(disk.clone(), Path::new("/wal"), opts).unwrap();
-    let want: Vec<(u64, Vec<u8>)> = (1..=5).map(|i| (i, entry(i))).collect();
+    let want = entries_upto(5);
     assert_eq!(recovered.entries, want);
     drop(writer);
 }
