@@ -1,18 +1,19 @@
 //! Replication through openraft: the only module that names openraft.
 //!
-//! Standalone is an ensemble of one: one code path. The log store keeps every entry in memory (so apply never
-//! reads the disk again) and makes it durable through the storage crate's group-commit WAL: openraft is told an
-//! append is flushed only after its batch's fdatasync. The state machine is a thin proxy: committed entries go
+//! Standalone is an ensemble of one: one code path. The log store keeps the recent end of the log in memory
+//! (every entry not yet applied, so apply never reads the disk, and a bounded window of applied ones; older
+//! entries are read back from the WAL's files when asked for) and makes entries durable through the storage
+//! crate's group-commit WAL: openraft is told an append is flushed only after its batch's fdatasync. The state machine is a thin proxy: committed entries go
 //! to the executor task, which owns the real state. Entries carry opaque payloads (postcard-encoded command
 //! batches) so this module knows nothing of ZooKeeper.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::io::Cursor;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -87,17 +88,108 @@ fn io_err(e: impl fmt::Display) -> io::Error {
 // ---------------------------------------------------------------------------------------------------------
 // Log store
 
-#[derive(Default)]
 struct LogInner {
     last_purged: Option<LogId>,
-    log: BTreeMap<u64, Entry>,
+    /// The recent end of the log.
+    tail: Tail,
     vote: Option<Vote>,
 }
 
-/// openraft's log store over the WAL. Entries stay in memory until purged.
+/// Applied entries kept in memory beyond those that must be (ZooKeeper keeps its last 500 committed
+/// proposals, `commitLogCount`): a follower a little behind is served from memory. Older ones are read
+/// back from the WAL's files.
+const TAIL_KEEP_ENTRIES: usize = 1024;
+/// ... and at most this many bytes of them (encoded), whatever their number.
+const TAIL_KEEP_BYTES: usize = 32 << 20;
+
+/// The end of the log in memory: consecutive entries, each with its encoded size. It holds every entry
+/// that is not yet both applied and durable, the last entry always, and older ones up to the
+/// `TAIL_KEEP_*` bounds; the entries before `first` are in the WAL (or purged).
+#[derive(Default)]
+struct Tail {
+    /// Index of `entries[0]` (meaningless while empty).
+    first: u64,
+    entries: VecDeque<(Entry, u32)>,
+    bytes: usize,
+}
+
+impl Tail {
+    /// Index one past the last entry; `None` while empty.
+    fn end(&self) -> Option<u64> {
+        (!self.entries.is_empty()).then(|| self.first + self.entries.len() as u64)
+    }
+
+    fn last(&self) -> Option<&Entry> {
+        self.entries.back().map(|(e, _)| e)
+    }
+
+    fn push(&mut self, entry: Entry, bytes: usize) -> io::Result<()> {
+        let index = entry.index();
+        match self.end() {
+            None => self.first = index,
+            Some(end) if end == index => {}
+            Some(end) => {
+                return Err(io_err(format!(
+                    "log entry {index} appended where entry {end} was expected"
+                )))
+            }
+        }
+        self.bytes += bytes;
+        self.entries
+            .push_back((entry, u32::try_from(bytes).unwrap_or(u32::MAX)));
+        Ok(())
+    }
+
+    /// Drops the entries before `index`.
+    fn drop_before(&mut self, index: u64) {
+        while self.first < index {
+            let Some((_, bytes)) = self.entries.pop_front() else {
+                return;
+            };
+            self.bytes -= bytes as usize;
+            self.first += 1;
+        }
+    }
+
+    /// Drops the entries from `index` on.
+    fn drop_from(&mut self, index: u64) {
+        while self.end().is_some_and(|end| end > index) {
+            if let Some((_, bytes)) = self.entries.pop_back() {
+                self.bytes -= bytes as usize;
+            }
+        }
+    }
+
+    /// Drops applied, durable entries (`< settled`) beyond the `TAIL_KEEP_*` bounds, oldest first.
+    fn evict(&mut self, settled: u64) {
+        while self.first < settled
+            && self.entries.len() > 1
+            && (self.entries.len() > TAIL_KEEP_ENTRIES || self.bytes > TAIL_KEEP_BYTES)
+        {
+            self.drop_before(self.first + 1);
+        }
+    }
+
+    /// Clones of the entries in `from..to` that are here.
+    fn range(&self, from: u64, to: u64) -> Vec<Entry> {
+        let Some(end) = self.end() else {
+            return Vec::new();
+        };
+        let (from, to) = (from.max(self.first), to.min(end));
+        if from >= to {
+            return Vec::new();
+        }
+        let (a, b) = ((from - self.first) as usize, (to - self.first) as usize);
+        self.entries.range(a..b).map(|(e, _)| e.clone()).collect()
+    }
+}
+
+/// openraft's log store over the WAL, with the recent end of the log in memory (`Tail`).
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Mutex<LogInner>>,
+    /// One past the last entry the state machine applied (0: none): set by `StateMachineProxy`.
+    applied_end: Arc<AtomicU64>,
     wal: Arc<WalWriter>,
     vote_path: PathBuf,
     /// How far the log is known committed and durable, kept in a file beside it (`committed.rs`).
@@ -132,12 +224,13 @@ impl LogStore {
         if let Some((file, offset)) = &recovered.truncated_tail {
             tracing::warn!(file = %file.display(), offset, "cut off a torn, unacknowledged tail of the log");
         }
-        let mut log = BTreeMap::new();
+        let mut tail = Tail::default();
         for (index, bytes) in recovered.entries {
             let entry: Entry = postcard::from_bytes(&bytes).map_err(|e| {
                 ReplicationError::Storage(format!("log entry {index} does not decode: {e}"))
             })?;
-            log.insert(index, entry);
+            tail.push(entry, bytes.len())
+                .map_err(|e| ReplicationError::Storage(e.to_string()))?;
         }
         let vote_path = dir.join("vote");
         let vote = match read_file(&RealDisk, &vote_path)
@@ -152,7 +245,8 @@ impl LogStore {
         // The log continues the snapshot: its first entry is at most one past the snapshot (openraft's first
         // entry, the initial membership, has index 0).
         let covered = snapshot.map_or(0, |l| l.index() + 1);
-        if let Some(&first) = log.keys().next() {
+        if tail.end().is_some() {
+            let first = tail.first;
             if first > covered {
                 return Err(ReplicationError::Storage(format!(
                     "the log in {} starts at entry {first}, but the newest valid snapshot covers only the \
@@ -164,16 +258,15 @@ impl LogStore {
         }
         let (committed, recorded) =
             crate::committed::CommittedRecord::open(dir).map_err(ReplicationError::Storage)?;
-        let last_in_log = log
-            .keys()
-            .next_back()
-            .copied()
+        let last_in_log = tail
+            .last()
+            .map(|e| e.index())
             .or(snapshot.map(|l| l.index()));
         crate::committed::check_log_end(dir, recorded, last_in_log)
             .map_err(ReplicationError::Storage)?;
         let inner = LogInner {
             last_purged: snapshot,
-            log,
+            tail,
             vote,
         };
         let wal = Arc::new(WalWriter::spawn(wal));
@@ -182,6 +275,7 @@ impl LogStore {
             .map_err(|e| ReplicationError::Storage(format!("starting a thread: {e}")))?;
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
+            applied_end: Arc::new(AtomicU64::new(snapshot.map_or(0, |l| l.index() + 1))),
             wal,
             vote_path,
             committed,
@@ -190,7 +284,7 @@ impl LogStore {
     }
 
     pub fn last_index(&self) -> Option<u64> {
-        self.lock().log.keys().next_back().copied()
+        self.lock().tail.last().map(|e| e.index())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LogInner> {
@@ -217,12 +311,60 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        Ok(self
-            .lock()
-            .log
-            .range(range)
-            .map(|(_, e)| e.clone())
-            .collect())
+        use std::ops::Bound;
+        let from = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let to = match range.end_bound() {
+            Bound::Included(&i) => i.saturating_add(1),
+            Bound::Excluded(&i) => i,
+            Bound::Unbounded => u64::MAX,
+        };
+        // What memory holds is copied now; what lies before it (entries left to the WAL) is read after,
+        // without the lock: those entries are durable and stay in the files until a purge, which openraft
+        // orders after its reads of them.
+        // Entries before the log's first one are not there (as with a range past its end, what exists is
+        // returned): the WAL says where its entries start when asked for earlier ones. A purge between the
+        // look at memory and the read moves that start too.
+        let mut from = from;
+        let mut attempts = 0;
+        let (read, in_memory) = loop {
+            let (on_disk, in_memory) = {
+                let inner = self.lock();
+                let log_first = inner.last_purged.map_or(0, |l| l.index() + 1);
+                let disk_to = inner.tail.end().map_or(log_first, |_| inner.tail.first);
+                from = from.max(log_first);
+                ((from, to.min(disk_to)), inner.tail.range(from, to))
+            };
+            if on_disk.0 >= on_disk.1 {
+                return Ok(in_memory);
+            }
+            let wal = self.wal.clone();
+            let (a, b) = on_disk;
+            match tokio::task::spawn_blocking(move || wal.read(a, b - 1))
+                .await
+                .map_err(io_err)?
+            {
+                Ok(read) => break (read, in_memory),
+                Err(oxkeeper_storage::WalError::NotInLog {
+                    first: Some(first), ..
+                }) if first > a && attempts < 3 => {
+                    from = first;
+                    attempts += 1;
+                }
+                Err(e) => return Err(io_err(e)),
+            }
+        };
+        let mut out = Vec::with_capacity(read.len() + in_memory.len());
+        for (index, bytes) in read {
+            let entry: Entry = postcard::from_bytes(&bytes)
+                .map_err(|e| io_err(format!("log entry {index} read back does not decode: {e}")))?;
+            out.push(entry);
+        }
+        out.extend(in_memory);
+        Ok(out)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -236,9 +378,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let inner = self.lock();
         let last = inner
-            .log
-            .values()
-            .next_back()
+            .tail
+            .last()
             .map(|e| e.log_id())
             .or_else(|| inner.last_purged);
         Ok(LogState {
@@ -292,9 +433,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut inner = self.lock();
             for entry in entries {
                 let index = entry.index();
-                encoded.push((index, postcard::to_allocvec(&entry).map_err(io_err)?));
-                inner.log.insert(index, entry);
+                let bytes = postcard::to_allocvec(&entry).map_err(io_err)?;
+                inner.tail.push(entry, bytes.len())?;
+                encoded.push((index, bytes));
             }
+            // Entries both applied and durable may leave memory (beyond the kept window).
+            let applied_end = self.applied_end.load(Ordering::Acquire);
+            let synced_end = self.wal.synced_index().map_or(0, |i| i + 1);
+            inner.tail.evict(applied_end.min(synced_end));
         }
         oxkeeper_storage::hoptrace::hop("append");
         let done: oxkeeper_storage::Completion =
@@ -327,14 +473,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let keep = last_log_id.map(|l| l.index());
-        {
-            let mut inner = self.lock();
-            let from = keep.map_or(0, |k| k + 1);
-            let doomed: Vec<u64> = inner.log.range(from..).map(|(k, _)| *k).collect();
-            for k in doomed {
-                inner.log.remove(&k);
-            }
-        }
+        self.lock().tail.drop_from(keep.map_or(0, |k| k + 1));
         match keep {
             Some(k) => self.wal_call(|w, done| w.truncate_after(k, done)).await,
             None => self.wal_call(|w, done| w.clear(done)).await,
@@ -345,10 +484,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let upto = log_id.index();
         {
             let mut inner = self.lock();
-            let doomed: Vec<u64> = inner.log.range(..=upto).map(|(k, _)| *k).collect();
-            for k in doomed {
-                inner.log.remove(&k);
-            }
+            inner.tail.drop_before(upto.saturating_add(1));
             inner.last_purged = Some(log_id);
         }
         self.wal_call(|w, done| w.purge_upto(upto, done)).await
@@ -390,6 +526,8 @@ struct Applied {
 pub struct StateMachineProxy {
     tx: mpsc::UnboundedSender<ToExecutor>,
     applied: Arc<Mutex<Applied>>,
+    /// The log store's `applied_end`: applied entries may leave its memory.
+    applied_end: Arc<AtomicU64>,
     snapshots: Arc<SnapshotDir>,
     /// Filled by `get_snapshot_builder`: the copy the next `build_snapshot` serializes, with its position.
     pending: Option<(
@@ -405,6 +543,7 @@ impl Clone for StateMachineProxy {
         StateMachineProxy {
             tx: self.tx.clone(),
             applied: self.applied.clone(),
+            applied_end: self.applied_end.clone(),
             snapshots: self.snapshots.clone(),
             pending: None,
         }
@@ -525,6 +664,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineProxy {
                 .map_err(|_| io_err("executor is gone"))?;
             done.await
                 .map_err(|_| io_err("executor stopped before applying"))?;
+            self.applied_end.fetch_max(last_index + 1, Ordering::AcqRel);
         }
         {
             let mut a = self.lock();
@@ -768,6 +908,7 @@ impl Replicator {
         let sm = StateMachineProxy {
             tx,
             applied: Arc::new(Mutex::new(applied)),
+            applied_end: log.applied_end.clone(),
             snapshots: Arc::new(SnapshotDir {
                 dir: opts.snapshot_dir.clone(),
                 retain: opts.snap_retain,
@@ -886,5 +1027,150 @@ impl Replicator {
 
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::type_config::TypeConfigExt;
+    use openraft::vote::RaftLeaderId;
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(openraft::impls::leader_id_adv::LeaderId::new(1, 1), index)
+    }
+
+    fn entry(index: u64, payload_bytes: usize) -> Entry {
+        let mut payload = format!("payload {index} ").into_bytes();
+        payload.resize(payload_bytes.max(payload.len()), b'.');
+        Entry::new_normal(log_id(index), Payload(payload))
+    }
+
+    /// Appends and waits until the entries are durable.
+    async fn append(store: &mut LogStore, entries: Vec<Entry>) {
+        let (tx, rx) = TypeConfig::oneshot();
+        store.append(entries, IOFlushed::signal(tx)).await.unwrap();
+        rx.await.unwrap().unwrap();
+    }
+
+    fn tail_len(store: &LogStore) -> usize {
+        store.lock().tail.entries.len()
+    }
+
+    fn payload(e: &Entry) -> Vec<u8> {
+        match &e.payload {
+            EntryPayload::Normal(p) => p.0.clone(),
+            _ => panic!("not a normal entry: {e:?}"),
+        }
+    }
+
+    /// Entries `from..to` read through openraft's reader equal `want(index)` for every index.
+    async fn check_read(store: &mut LogStore, from: u64, to: u64, size: usize) {
+        let got = store.try_get_log_entries(from..to).await.unwrap();
+        assert_eq!(got.len() as u64, to - from, "{from}..{to}");
+        for (k, e) in got.iter().enumerate() {
+            let index = from + k as u64;
+            assert_eq!(e.log_id(), log_id(index));
+            assert_eq!(payload(e), payload(&entry(index, size)), "entry {index}");
+        }
+    }
+
+    #[tokio::test]
+    async fn applied_durable_entries_leave_memory_and_are_read_back_from_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(dir.path()).unwrap();
+        const N: u64 = 5000;
+        for first in (1..=N).step_by(10) {
+            append(
+                &mut store,
+                (first..first + 10).map(|i| entry(i, 40)).collect(),
+            )
+            .await;
+            // As the state machine does once the executor applied them.
+            store.applied_end.store(first + 10, Ordering::Release);
+        }
+        // The kept window, plus at most the last batch appended before it could count as applied.
+        let kept = tail_len(&store);
+        assert!(kept <= TAIL_KEEP_ENTRIES + 10, "{kept} entries in memory");
+        let first_in_memory = store.lock().tail.first;
+        assert!(first_in_memory > 3000, "{first_in_memory}");
+        // All of it, only the part on disk, only memory, and across the boundary.
+        check_read(&mut store, 1, N + 1, 40).await;
+        check_read(&mut store, 10, 20, 40).await;
+        check_read(&mut store, N - 5, N + 1, 40).await;
+        check_read(&mut store, first_in_memory - 7, first_in_memory + 7, 40).await;
+        // Unbounded ends, and a range past the end holds what exists.
+        assert_eq!(store.try_get_log_entries(..).await.unwrap().len() as u64, N);
+        assert_eq!(
+            store
+                .try_get_log_entries(N - 1..N + 50)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            store.get_log_state().await.unwrap().last_log_id,
+            Some(log_id(N))
+        );
+
+        // After a purge, reads start after it; reopened, the log reads the same.
+        store.purge(log_id(100)).await.unwrap();
+        let got = store.try_get_log_entries(50..110).await.unwrap();
+        assert_eq!(got.first().map(|e| e.index()), Some(101));
+        assert_eq!(got.len(), 9);
+        drop(store);
+        let mut store = LogStore::open_after(
+            RealDisk,
+            dir.path(),
+            Some(log_id(100)),
+            WalOptions::default(),
+        )
+        .unwrap();
+        check_read(&mut store, 101, N + 1, 40).await;
+    }
+
+    #[tokio::test]
+    async fn entries_not_yet_applied_stay_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(dir.path()).unwrap();
+        for first in (1..=3000).step_by(10) {
+            append(
+                &mut store,
+                (first..first + 10).map(|i| entry(i, 40)).collect(),
+            )
+            .await;
+        }
+        assert_eq!(tail_len(&store), 3000);
+        // Applied up to 499: only those may leave, although far more than the window is in memory.
+        store.applied_end.store(500, Ordering::Release);
+        append(&mut store, vec![entry(3001, 40)]).await;
+        assert_eq!(store.lock().tail.first, 500);
+        // Applied up to 2999: memory shrinks to the window.
+        store.applied_end.store(3000, Ordering::Release);
+        append(&mut store, vec![entry(3002, 40)]).await;
+        assert_eq!(store.lock().tail.first, 3003 - TAIL_KEEP_ENTRIES as u64);
+        check_read(&mut store, 1, 3003, 40).await;
+    }
+
+    #[tokio::test]
+    async fn large_entries_are_kept_up_to_a_byte_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(dir.path()).unwrap();
+        const SIZE: usize = 256 << 10;
+        for i in 1..=300u64 {
+            append(&mut store, vec![entry(i, SIZE)]).await;
+            store.applied_end.store(i + 1, Ordering::Release);
+        }
+        let (len, bytes) = {
+            let inner = store.lock();
+            (inner.tail.entries.len(), inner.tail.bytes)
+        };
+        assert!(
+            bytes <= TAIL_KEEP_BYTES + SIZE + 64,
+            "{bytes} bytes in memory"
+        );
+        assert!((100..300).contains(&len), "{len} entries in memory");
+        check_read(&mut store, 1, 301, SIZE).await;
     }
 }

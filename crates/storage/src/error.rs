@@ -66,6 +66,18 @@ pub enum WalError {
     #[error("log entries must be consecutive: expected index {expected}, got {got}")]
     NotConsecutive { expected: u64, got: u64 },
 
+    /// Entries asked of the log (`Wal::view`) that it does not hold: purged, or not written yet.
+    #[error("entries {from}..={to} are not in the write-ahead log, which holds {}", match (first, last) {
+        (Some(f), Some(l)) => format!("entries {f}..={l}"),
+        _ => "no entries".to_owned(),
+    })]
+    NotInLog {
+        from: u64,
+        to: u64,
+        first: Option<u64>,
+        last: Option<u64>,
+    },
+
     /// An entry or a batch does not fit the format's 32-bit lengths, or the index space is exhausted.
     #[error("too large for the write-ahead log: {what}")]
     TooLarge { what: String },

@@ -10,6 +10,7 @@ mod disk;
 mod error;
 mod format;
 pub mod hoptrace;
+mod reader;
 mod recovery;
 #[cfg(any(test, feature = "sim"))]
 mod sim;
@@ -20,6 +21,7 @@ mod writer;
 pub use atomic_file::{read_file, write_atomic, write_atomic_waiting_for_space};
 pub use disk::{Disk, DiskFile, RealDisk, RealFile};
 pub use error::WalError;
+pub use reader::LogView;
 #[cfg(any(test, feature = "sim"))]
 pub use sim::{SimDisk, SimFault, SimFile};
 pub use wal::{Recovered, Wal, WalOptions};

@@ -21,6 +21,7 @@ use std::time::Duration;
 use crate::disk::{Disk, DiskFile};
 use crate::error::WalError;
 use crate::format::{self, SegmentHeader, SEGMENT_HEADER_BYTES};
+use crate::reader::{LogView, ViewedSegment};
 use crate::recovery;
 
 #[cfg(test)]
@@ -467,6 +468,45 @@ impl<D: Disk> Wal<D> {
         self.disk
             .sync_dir(&self.dir)
             .map_err(WalError::fatal_at("syncing directory", &self.dir))
+    }
+
+    /// A view of the segments holding entries `from..=to` (all written ones), to read without the
+    /// log's lock (`LogView::read`). Entries outside the log are an error.
+    pub fn view(&self, from: u64, to: u64) -> Result<LogView<D::File>, WalError> {
+        let (Some(first), Some(last)) = (self.first_index(), self.last_index()) else {
+            return Err(WalError::NotInLog {
+                from,
+                to,
+                first: None,
+                last: None,
+            });
+        };
+        if from < first || to > last || from > to {
+            return Err(WalError::NotInLog {
+                from,
+                to,
+                first: Some(first),
+                last: Some(last),
+            });
+        }
+        let mut segments = Vec::new();
+        for segment in &self.segments {
+            if segment.last_index < from || segment.first_index > to {
+                continue;
+            }
+            let file = self
+                .disk
+                .open(&segment.path, false)
+                .map_err(WalError::at("opening", &segment.path))?;
+            segments.push(ViewedSegment {
+                path: segment.path.clone(),
+                file,
+                first_index: segment.first_index,
+                end: segment.end,
+                salt: segment.salt,
+            });
+        }
+        Ok(LogView { from, to, segments })
     }
 
     /// The last entry in the log.

@@ -132,6 +132,8 @@ impl<D: Disk> Log<D> {
 trait WriteNow: Send + Sync {
     /// One attempt at `work` (see `attempt`), recording a final failure in `shared`'s health.
     fn attempt_once(&self, shared: &Shared, work: &Work) -> Result<(), WalError>;
+    /// `WalWriter::read`.
+    fn read(&self, from: u64, to: u64) -> Result<Entries, WalError>;
 }
 
 impl<D: Disk> WriteNow for Log<D> {
@@ -143,6 +145,12 @@ impl<D: Disk> WriteNow for Log<D> {
             shared.set_health(WalHealth::Failed(cause.clone()));
         }
         result
+    }
+
+    fn read(&self, from: u64, to: u64) -> Result<Entries, WalError> {
+        // The lock only while the view is taken (the files opened); the reading is done without it.
+        let view = self.wal().view(from, to)?;
+        view.read()
     }
 }
 
@@ -389,6 +397,14 @@ impl WalWriter {
             return;
         }
         work.complete(result);
+    }
+
+    /// Reads entries `from..=to` back from the files, on the calling thread (blocking: file reads of
+    /// whole segments; a cold path, for entries a caller no longer keeps in memory). Only written
+    /// entries are there: asking for one not yet written, or purged, is `WalError::NotInLog`. The writer
+    /// waits only while the segments are opened, not while they are read.
+    pub fn read(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>, WalError> {
+        self.log.read(from, to)
     }
 
     /// Queues `Wal::truncate_after`, ordered after everything submitted before.

@@ -874,3 +874,49 @@ fn without_force_sync_writes_made_on_the_callers_thread_are_synced_lazily_too() 
     assert_eq!(recovered.entries, want);
     drop(writer);
 }
+
+#[test]
+fn entries_read_back_while_submissions_go_on_are_whole_and_in_order() {
+    let disk = SimDisk::new();
+    // Small batches, so that the queued submissions roll through many segments.
+    let opts = WalOptions {
+        batch_entries_max: 8,
+        ..small()
+    };
+    let writer = WalWriter::spawn(open(&disk, opts));
+    let (tx, rx) = mpsc::channel();
+    const N: u64 = 3000;
+    let submitter = {
+        let tx = tx.clone();
+        move |writer: &WalWriter| {
+            for i in 1..=N {
+                writer.submit(vec![(i, entry(i))], report(&tx, i));
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| submitter(&writer));
+        // Read what is acknowledged so far, over and over, while the thread writes (and rolls segments).
+        let mut acked = 0;
+        let mut reads = 0;
+        while acked < N {
+            let (tag, result) = rx.recv_timeout(PATIENCE).unwrap();
+            assert!(result.is_ok(), "entry {tag}: {result:?}");
+            acked = tag;
+            if tag % 97 == 0 {
+                let from = tag.saturating_sub(500).max(1);
+                let got = writer.read(from, tag).unwrap();
+                let want: Vec<(u64, Vec<u8>)> = (from..=tag).map(|i| (i, entry(i))).collect();
+                assert_eq!(got, want, "{from}..={tag}");
+                reads += 1;
+            }
+        }
+        assert!(reads >= 30);
+    });
+    let files = disk.list(Path::new("/wal")).unwrap();
+    assert!(files.len() > 3, "several segments were read: {files:?}");
+    assert!(matches!(
+        writer.read(1, N + 1),
+        Err(WalError::NotInLog { .. })
+    ));
+}
