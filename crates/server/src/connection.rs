@@ -7,6 +7,11 @@
 //! drained by a writer task made for that backlog and gone when it is written. A queue that fills up (a
 //! client that does not read) closes the connection instead of stalling the executor. A connection's first
 //! frame is a ConnectRequest or a four-letter word.
+//!
+//! An idle connection has no task: when nothing more has arrived, the reader's task parks the connection
+//! (its state goes into the connection's record, which is itself the waker left with the socket's read
+//! readiness) and ends; the next bytes, the client's end of stream, or a cancel by the server start a task
+//! again (`park`, `OutInner::unpark`). Tens of thousands of idle sessions then cost no tasks.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -47,6 +52,22 @@ struct OutInner {
     /// Signalled when the queue has been written out (or given up) and when `cancelled` is set; waiters
     /// check their own condition.
     changed: Notify,
+    /// An idle connection has no task: its reader's state waits here, and the socket's read readiness
+    /// (or a cancel) starts a task for it again (see `park`).
+    parked: Mutex<Option<Parked>>,
+    /// This record itself, for the cancel of a parked connection (which must start its task).
+    me: std::sync::Weak<OutInner>,
+}
+
+/// What a connection's reader owns between frames, kept while it has no task.
+struct Parked {
+    conn: ConnId,
+    remote: SocketAddr,
+    shared: Arc<Shared>,
+    session: Arc<AtomicI64>,
+    handoff: Handoff,
+    slot: crate::server::IpSlot,
+    runtime: tokio::runtime::Handle,
 }
 
 #[derive(Debug, Default)]
@@ -143,11 +164,55 @@ impl OutState {
     }
 }
 
+impl std::fmt::Debug for Parked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parked")
+            .field("conn", &self.conn)
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
 impl OutInner {
     fn cancel(&self) {
         if !self.cancelled.swap(true, Ordering::AcqRel) {
             self.changed.notify_waiters();
+            // A parked reader has no task to see the flag: start one (it closes the connection).
+            if let Some(me) = self.me.upgrade() {
+                me.unpark();
+            }
         }
+    }
+
+    fn take_parked(&self) -> Option<Parked> {
+        self.parked.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Starts a task for the parked reader, if it is parked (whoever takes the parked state starts it:
+    /// a readiness wake-up and a cancel may race, and a stale wake-up finds nothing).
+    fn unpark(self: &Arc<Self>) {
+        if let Some(parked) = self.take_parked() {
+            let runtime = parked.runtime.clone();
+            runtime.spawn(drive(
+                Outbound {
+                    inner: Arc::clone(self),
+                },
+                parked,
+                false,
+            ));
+        }
+    }
+}
+
+/// The waker a parked connection leaves with its socket's read readiness: it is the connection itself (no
+/// allocation), and waking it starts the reader's task again.
+impl std::task::Wake for OutInner {
+    fn wake(self: Arc<Self>) {
+        self.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.unpark();
     }
 }
 
@@ -159,13 +224,15 @@ fn shutdown_write(sock: &TcpStream) {
 impl Outbound {
     fn new(sock: Arc<TcpStream>, max_queued: usize) -> Outbound {
         Outbound {
-            inner: Arc::new(OutInner {
+            inner: Arc::new_cyclic(|me| OutInner {
                 sock,
                 state: Mutex::new(OutState::default()),
                 max_queued,
                 cancelled: AtomicBool::new(false),
                 closing: AtomicBool::new(false),
                 changed: Notify::new(),
+                parked: Mutex::new(None),
+                me: me.clone(),
             }),
         }
     }
@@ -459,12 +526,57 @@ pub fn serve(
         shared.config.sessionless_cnxn_timeout_ms,
         shared.now_ms(),
     );
-    let mut handoff = Handoff::default();
-    let mut rd = FrameReader::new(sock);
+    let parked = Parked {
+        conn,
+        remote,
+        shared,
+        session,
+        handoff: Handoff::default(),
+        slot,
+        runtime: tokio::runtime::Handle::current(),
+    };
+    drive(out, parked, true)
+}
+
+/// How a run of the reader's task ended.
+enum Outcome {
+    /// The connection is over: close it (`true`: the server's decision).
+    Closed(bool),
+    /// Idle: the reader's state is parked and the task ends (see `park`).
+    Parked,
+}
+
+/// The reader's task: the handshake first (`handshake`), then frames until the connection goes idle (the
+/// task then parks it and ends; readiness starts a new one) or ends.
+fn drive(
+    out: Outbound,
+    parked: Parked,
+    handshake: bool,
+) -> impl std::future::Future<Output = ()> + Send {
+    let Parked {
+        conn,
+        remote,
+        shared,
+        session,
+        mut handoff,
+        slot,
+        runtime,
+    } = parked;
+    let mut rd = FrameReader::new(out.inner.sock.clone());
     async move {
-        let closed_by_us = tokio::select! {
-            r = read_loop(&mut rd, conn, &remote, &shared, &out, &session, &mut handoff) => {
-                if let Err(e) = r {
+        if !handshake {
+            // A cancel may have started this task while the connection's own waker is still registered
+            // with the socket's readiness: the connection would then hold itself (record -> socket ->
+            // registration -> waker -> record) and never be freed. Replaced by one that holds nothing; the
+            // reader's polls register this task's waker.
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let _ = out.inner.sock.poll_read_ready(&mut cx);
+        }
+        let outcome = tokio::select! {
+            r = read_loop(&mut rd, conn, &remote, &shared, &out, &session, &mut handoff, handshake) => match r {
+                Ok(true) => Outcome::Parked,
+                Ok(false) => Outcome::Closed(false),
+                Err(e) => {
                     tracing::debug!(conn, %remote, "connection closed: {e}");
                     match e {
                         ConnError::SessionlessTimeout => shared.stats.count(Counter::SessionlessConnectionExpired),
@@ -476,16 +588,50 @@ pub fn serve(
                         }
                         _ => {}
                     }
+                    Outcome::Closed(false)
                 }
-                false
+            },
+            _ = out.cancelled() => Outcome::Closed(true),
+        };
+        let closed_by_us = match outcome {
+            Outcome::Parked => {
+                drop(rd);
+                let parked = Parked {
+                    conn,
+                    remote,
+                    shared,
+                    session,
+                    handoff,
+                    slot,
+                    runtime,
+                };
+                park(&out, parked);
+                return;
             }
-            _ = out.cancelled() => true,
+            Outcome::Closed(by_us) => by_us,
         };
         shared.stats.cnxn_closed(conn);
         // The closing steps' futures (timers) live in their own allocation, not in every connection's.
         let closing: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
             Box::pin(close(conn, shared, handoff, slot, out, rd, closed_by_us));
         closing.await;
+    }
+}
+
+/// Leaves an idle connection without a task: its reader's state goes into the connection's record, and
+/// the record itself is the waker given to the socket's read readiness. Whatever comes first of readiness
+/// and a cancel takes the state back and starts a task (`OutInner::unpark`). An idle connection then costs
+/// no task (~500 B) and no future.
+///
+/// Ordering: the state is stored before the readiness is polled and before the cancel flag is checked, so
+/// a wake-up or a cancel that happens at any point after finds it; one that happened before is seen here.
+fn park(out: &Outbound, parked: Parked) {
+    *out.inner.parked.lock().unwrap_or_else(|p| p.into_inner()) = Some(parked);
+    let waker = std::task::Waker::from(out.inner.clone());
+    let mut cx = std::task::Context::from_waker(&waker);
+    let ready = out.inner.sock.poll_read_ready(&mut cx).is_ready();
+    if ready || out.is_cancelled() {
+        out.inner.unpark();
     }
 }
 
@@ -607,6 +753,19 @@ impl FrameReader {
     /// few hundred bytes of nested futures.
     async fn frame(&mut self, max: usize) -> Result<Vec<u8>, ConnError> {
         std::future::poll_fn(|cx| self.poll_frame(cx, max)).await
+    }
+
+    /// `frame`, or `None` at once if no frame has arrived and no part of one is buffered (the reader's
+    /// task may then end: readiness is registered with the task's waker until `park` replaces it).
+    async fn frame_or_idle(&mut self, max: usize) -> Result<Option<Vec<u8>>, ConnError> {
+        std::future::poll_fn(|cx| match self.poll_frame(cx, max) {
+            std::task::Poll::Pending if self.available().is_empty() => {
+                std::task::Poll::Ready(Ok(None))
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+            std::task::Poll::Ready(r) => std::task::Poll::Ready(r.map(Some)),
+        })
+        .await
     }
 
     fn poll_frame(
@@ -795,7 +954,9 @@ async fn forward(mut rx: mpsc::Receiver<ExecMsg>, shared: Arc<Shared>, held: Arc
     }
 }
 
-/// Reads requests until the connection ends: pings answered here, everything else handed to the executor.
+/// Reads requests until the connection ends (`Ok(false)`: a four-letter word was answered) or goes idle
+/// (`Ok(true)`: nothing left to read, no partial frame: park it): pings answered here, everything else
+/// handed to the executor. `handshake`: this is the connection's first run, which reads its first frame.
 /// A plain function returning the loop's future, for the reason `serve` is one: no second copy of the
 /// arguments in every idle connection's state.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
@@ -807,12 +968,13 @@ fn read_loop<'a>(
     out: &'a Outbound,
     session: &'a Arc<AtomicI64>,
     handoff: &'a mut Handoff,
-) -> impl std::future::Future<Output = Result<(), ConnError>> + Send + 'a {
+    handshake: bool,
+) -> impl std::future::Future<Output = Result<bool, ConnError>> + Send + 'a {
     async move {
         // The handshake's futures (timers, the first frame) live in their own allocation, freed when it is
         // done: they would otherwise take room in every idle connection's future.
-        if !boxed_handshake(rd, conn, *remote, shared, out, session).await? {
-            return Ok(());
+        if handshake && !boxed_handshake(rd, conn, *remote, shared, out, session).await? {
+            return Ok(false);
         }
         let max = shared.config.max_buffer_bytes;
         let stats = &shared.stats;
@@ -820,7 +982,10 @@ fn read_loop<'a>(
             // The frame and what is decoded from it live in this block only: they are gone before the
             // (rare) wait below, so no idle connection's future keeps room for them.
             let wait = {
-                let payload = rd.frame(max).await?;
+                // Nothing more has arrived: the task ends and the connection parks (see `park`).
+                let Some(payload) = rd.frame_or_idle(max).await? else {
+                    return Ok(true);
+                };
                 stats.cnxn_touched(conn, shared.now_ms());
                 stats.add(Counter::BytesReceived, 4 + payload.len() as u64);
                 let mut r = Reader::new(&payload);

@@ -1,0 +1,140 @@
+//! An idle connection has no task: its reader's state is parked in the connection's record and the
+//! socket's readiness (or a cancel by the server) starts a task for it again (connection.rs, `park`).
+//! These tests hold the server to that: idle connections add no tasks, and a parked connection still
+//! answers pings and requests, is closed by the server when its session expires, notices its client
+//! going away, and gives its socket back (a parked connection that kept itself alive would leak it).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{create_req, eventually, Client, RecvError, TestServer, SOON};
+use oxkeeper_proto::records::Request;
+use oxkeeper_proto::{CreateMode, OpCode};
+
+const CLIENTS: usize = 100;
+
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+/// Open file descriptors of this process (clients' and the server's sockets alike).
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+async fn ping(c: &mut Client) {
+    c.tx.ping().await.expect("send a ping");
+    match c.rx.recv_within(SOON).await {
+        Ok(f) if f.is_ping() => {}
+        other => panic!("expected a ping reply, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_hold_no_task_yet_answer_and_close() {
+    let server = TestServer::start(|_| {}).await;
+    // A first connection makes the server's one-off tasks (flushers, timers) exist.
+    let mut warm = Client::connect(server.addr, 30_000).await;
+    ping(&mut warm).await;
+    let fds_before = open_fds();
+    let tasks_before = eventually(SOON, "the task count settles", || async {
+        let a = alive_tasks();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        (alive_tasks() == a).then_some(a)
+    })
+    .await;
+
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut c = Client::connect(server.addr, 30_000).await;
+        ping(&mut c).await;
+        clients.push(c);
+    }
+    // A task per connection would be 100 more.
+    eventually(SOON, "idle connections park (no task each)", || async {
+        (alive_tasks() <= tasks_before + 5).then_some(())
+    })
+    .await;
+
+    // Parked connections answer pings and requests, again and again.
+    for round in 0..3 {
+        for (k, c) in clients.iter_mut().enumerate() {
+            ping(c).await;
+            let path = format!("/parked-{round}-{k}");
+            let reply = c.call(1, &create_req(&path, CreateMode::Persistent)).await;
+            assert_eq!(reply.err(), 0, "create {path}");
+            match reply.response(OpCode::Create) {
+                oxkeeper_proto::records::Response::Create { path: created } => {
+                    assert_eq!(created, path)
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        eventually(SOON, "they park again", || async {
+            (alive_tasks() <= tasks_before + 5).then_some(())
+        })
+        .await;
+    }
+
+    // Half the clients go away (end of stream while parked): the server notices and closes their sockets.
+    let gone: Vec<Client> = clients.drain(..CLIENTS / 2).collect();
+    for c in gone {
+        drop(c);
+    }
+    eventually(
+        SOON,
+        "connections of departed clients are closed",
+        || async { (server.shared.stats.alive_connections() == CLIENTS / 2 + 1).then_some(()) },
+    )
+    .await;
+
+    // The server closes the rest while they are parked (closeSession from another connection is not a
+    // thing; a session's expiry is: those sessions are 30 s, so their closes come through a closeSession
+    // of their own, which is the server closing its side after the reply).
+    for c in clients.iter_mut() {
+        c.tx.send(2, &Request::CloseSession)
+            .await
+            .expect("send closeSession");
+    }
+    for c in clients.iter_mut() {
+        assert!(c.rx.closed_within(SOON).await, "closed after closeSession");
+    }
+    drop(clients);
+    eventually(SOON, "every socket is given back", || async {
+        (open_fds() <= fds_before).then_some(())
+    })
+    .await;
+    ping(&mut warm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_connection_is_closed_when_its_session_expires() {
+    let server = TestServer::start(|c| {
+        c.tick_ms = 100;
+        c.min_session_timeout_ms = Some(400);
+    })
+    .await;
+    let fds_before = open_fds();
+    let mut quiet = Vec::new();
+    for _ in 0..20 {
+        let mut c = Client::connect(server.addr, 400).await;
+        ping(&mut c).await;
+        quiet.push(c);
+    }
+    // They never ping again: each session expires and the server closes its parked connection.
+    for c in quiet.iter_mut() {
+        match c.rx.recv_within(SOON).await {
+            Err(RecvError::Closed) => {}
+            Ok(f) => assert!(c.rx.closed_within(SOON).await, "closed after {f:?}"),
+            Err(e) => panic!("the expired session's connection stays open: {e:?}"),
+        }
+    }
+    drop(quiet);
+    eventually(SOON, "every socket is given back", || async {
+        (open_fds() <= fds_before).then_some(())
+    })
+    .await;
+}
