@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 
 use crate::executor::{ExecMsg, Shared};
-use crate::stats::Counter;
+use crate::stats::{ConnInfo, Counter};
 
 pub type ConnId = u64;
 
@@ -39,7 +39,9 @@ pub struct Outbound {
 
 #[derive(Debug)]
 struct OutInner {
-    sock: Arc<TcpStream>,
+    sock: TcpStream,
+    /// The connection as the server's tables know it (id, address, session, figures).
+    info: Arc<ConnInfo>,
     state: Mutex<OutState>,
     /// Messages the queue may hold before the connection is closed as a client that does not read.
     max_queued: usize,
@@ -61,10 +63,7 @@ struct OutInner {
 
 /// What a connection's reader owns between frames, kept while it has no task.
 struct Parked {
-    conn: ConnId,
-    remote: SocketAddr,
     shared: Arc<Shared>,
-    session: Arc<AtomicI64>,
     handoff: Handoff,
     slot: crate::server::IpSlot,
     runtime: tokio::runtime::Handle,
@@ -166,10 +165,7 @@ impl OutState {
 
 impl std::fmt::Debug for Parked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Parked")
-            .field("conn", &self.conn)
-            .field("remote", &self.remote)
-            .finish_non_exhaustive()
+        f.debug_struct("Parked").finish_non_exhaustive()
     }
 }
 
@@ -222,10 +218,11 @@ fn shutdown_write(sock: &TcpStream) {
 }
 
 impl Outbound {
-    fn new(sock: Arc<TcpStream>, max_queued: usize) -> Outbound {
+    fn new(sock: TcpStream, info: Arc<ConnInfo>, max_queued: usize) -> Outbound {
         Outbound {
             inner: Arc::new_cyclic(|me| OutInner {
                 sock,
+                info,
                 state: Mutex::new(OutState::default()),
                 max_queued,
                 cancelled: AtomicBool::new(false),
@@ -239,6 +236,11 @@ impl Outbound {
 
     fn cancel(&self) {
         self.inner.cancel();
+    }
+
+    /// The connection as the server's tables know it.
+    pub fn info(&self) -> &Arc<ConnInfo> {
+        &self.inner.info
     }
 
     fn is_cancelled(&self) -> bool {
@@ -515,22 +517,14 @@ pub fn serve(
     slot: crate::server::IpSlot,
 ) -> impl std::future::Future<Output = ()> + Send {
     let _ = stream.set_nodelay(true);
-    let sock = Arc::new(stream);
-    let out = Outbound::new(sock.clone(), shared.config.outbound_queue_max.max(16));
-    let session = Arc::new(AtomicI64::new(0));
-    shared.stats.cnxn_opened(
-        conn,
-        remote,
-        session.clone(),
-        crate::stats::SharedConnStats::new(crate::executor::wall_ms()),
-        shared.config.sessionless_cnxn_timeout_ms,
-        shared.now_ms(),
-    );
+    let sessionless_ms = shared.config.sessionless_cnxn_timeout_ms;
+    let info = ConnInfo::new(conn, remote, crate::executor::wall_ms(), sessionless_ms);
+    shared
+        .stats
+        .cnxn_opened(info.clone(), sessionless_ms, shared.now_ms());
+    let out = Outbound::new(stream, info, shared.config.outbound_queue_max.max(16));
     let parked = Parked {
-        conn,
-        remote,
         shared,
-        session,
         handoff: Handoff::default(),
         slot,
         runtime: tokio::runtime::Handle::current(),
@@ -554,15 +548,13 @@ fn drive(
     handshake: bool,
 ) -> impl std::future::Future<Output = ()> + Send {
     let Parked {
-        conn,
-        remote,
         shared,
-        session,
         mut handoff,
         slot,
         runtime,
     } = parked;
-    let mut rd = FrameReader::new(out.inner.sock.clone());
+    let (conn, remote) = (out.info().id, out.info().remote);
+    let mut rd = FrameReader::new(out.clone());
     async move {
         if !handshake {
             // A cancel may have started this task while the connection's own waker is still registered
@@ -573,7 +565,7 @@ fn drive(
             let _ = out.inner.sock.poll_read_ready(&mut cx);
         }
         let outcome = tokio::select! {
-            r = read_loop(&mut rd, conn, &remote, &shared, &out, &session, &mut handoff, handshake) => match r {
+            r = read_loop(&mut rd, &shared, &out, &mut handoff, handshake) => match r {
                 Ok(true) => Outcome::Parked,
                 Ok(false) => Outcome::Closed(false),
                 Err(e) => {
@@ -597,10 +589,7 @@ fn drive(
             Outcome::Parked => {
                 drop(rd);
                 let parked = Parked {
-                    conn,
-                    remote,
                     shared,
-                    session,
                     handoff,
                     slot,
                     runtime,
@@ -673,16 +662,17 @@ const READ_CHUNK: usize = 16 * 1024;
 /// A connection's incoming bytes cut into frames. One read call takes whatever has arrived (often several
 /// pipelined frames); bytes of an incomplete frame wait in `buf`, which an idle connection keeps empty.
 struct FrameReader {
-    sock: Arc<TcpStream>,
+    /// The connection whose socket it reads.
+    conn: Outbound,
     buf: Vec<u8>,
     /// Where the unconsumed bytes of `buf` start.
     pos: usize,
 }
 
 impl FrameReader {
-    fn new(sock: Arc<TcpStream>) -> FrameReader {
+    fn new(conn: Outbound) -> FrameReader {
         FrameReader {
-            sock,
+            conn,
             buf: Vec::new(),
             pos: 0,
         }
@@ -707,7 +697,7 @@ impl FrameReader {
     /// Reads what has arrived, waiting until something has. `Ok(false)` at the end of the stream.
     async fn fill(&mut self) -> std::io::Result<bool> {
         loop {
-            self.sock.readable().await?;
+            self.conn.inner.sock.readable().await?;
             match self.read_now() {
                 Ok(n) => return Ok(n > 0),
                 Err(e)
@@ -727,7 +717,7 @@ impl FrameReader {
             self.pos = 0;
         }
         let mut chunk = [0u8; READ_CHUNK];
-        let n = self.sock.try_read(&mut chunk)?;
+        let n = self.conn.inner.sock.try_read(&mut chunk)?;
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(n)
     }
@@ -791,7 +781,7 @@ impl FrameReader {
                 }
             }
             // As `fill`: wait until readable, then one read; would-block clears the readiness.
-            if let Err(e) = std::task::ready!(self.sock.poll_read_ready(cx)) {
+            if let Err(e) = std::task::ready!(self.conn.inner.sock.poll_read_ready(cx)) {
                 return Poll::Ready(Err(e.into()));
             }
             let before = self.available().len();
@@ -858,7 +848,7 @@ impl ConnError {
 /// ZooKeeper's counters of a parsed ConnectRequest: every one is a connection request; one that names a
 /// session is a revalidation unless it is refused first for a lastZxidSeen ahead of ours (the executor
 /// refuses those). From here on the connection's timeout is the session timeout it will get.
-fn count_connect_request(shared: &Shared, conn: ConnId, req: &ConnectRequest) {
+fn count_connect_request(shared: &Shared, info: &ConnInfo, req: &ConnectRequest) {
     let stats = &shared.stats;
     stats.count(Counter::ConnectionRequest);
     if req.last_zxid_seen > shared.last_zxid() {
@@ -871,7 +861,7 @@ fn count_connect_request(shared: &Shared, conn: ConnId, req: &ConnectRequest) {
     let timeout_ms = (req.timeout_ms.max(0) as u64)
         .max(cfg.min_session_timeout_ms())
         .min(cfg.max_session_timeout_ms());
-    stats.cnxn_session_timeout(conn, timeout_ms, shared.now_ms());
+    stats.cnxn_session_timeout(info, timeout_ms, shared.now_ms());
 }
 
 /// Requests of one connection read while the member is at `globalOutstandingLimit` and not yet handed to
@@ -962,18 +952,17 @@ async fn forward(mut rx: mpsc::Receiver<ExecMsg>, shared: Arc<Shared>, held: Arc
 #[allow(clippy::manual_async_fn)] // on purpose: see above
 fn read_loop<'a>(
     rd: &'a mut FrameReader,
-    conn: ConnId,
-    remote: &'a SocketAddr,
     shared: &'a Arc<Shared>,
     out: &'a Outbound,
-    session: &'a Arc<AtomicI64>,
     handoff: &'a mut Handoff,
     handshake: bool,
 ) -> impl std::future::Future<Output = Result<bool, ConnError>> + Send + 'a {
     async move {
+        let info = out.info();
+        let conn = info.id;
         // The handshake's futures (timers, the first frame) live in their own allocation, freed when it is
         // done: they would otherwise take room in every idle connection's future.
-        if handshake && !boxed_handshake(rd, conn, *remote, shared, out, session).await? {
+        if handshake && !boxed_handshake(rd, shared, out).await? {
             return Ok(false);
         }
         let max = shared.config.max_buffer_bytes;
@@ -986,7 +975,7 @@ fn read_loop<'a>(
                 let Some(payload) = rd.frame_or_idle(max).await? else {
                     return Ok(true);
                 };
-                stats.cnxn_touched(conn, shared.now_ms());
+                stats.cnxn_touched(info, shared.now_ms());
                 stats.add(Counter::BytesReceived, 4 + payload.len() as u64);
                 let mut r = Reader::new(&payload);
                 let msg = match RequestHeader::decode(&mut r) {
@@ -1000,7 +989,7 @@ fn read_loop<'a>(
                             out.inner.closing.store(true, Ordering::Release);
                         }
                         if header.op == OpCode::Ping as i32 {
-                            let sid = session.load(Ordering::Acquire);
+                            let sid = info.session_id();
                             if sid != 0 {
                                 // Answered here, at once; dropped (no reply) if the session is unknown or
                                 // closing.
@@ -1011,7 +1000,7 @@ fn read_loop<'a>(
                                     out.send(ping_reply(zxid));
                                     stats.packet_sent();
                                     stats.latency(started.elapsed());
-                                    stats.cnxn_pinged(conn, zxid, started.elapsed());
+                                    info.pinged(zxid, started.elapsed());
                                 }
                                 continue;
                             }
@@ -1030,7 +1019,7 @@ fn read_loop<'a>(
                                 }
                             }
                             Err(e) => {
-                                tracing::debug!(conn, %remote, op = header.op, "malformed request: {e}");
+                                tracing::debug!(conn, remote = %info.remote, op = header.op, "malformed request: {e}");
                                 ExecMsg::Malformed {
                                     conn,
                                     xid: header.xid,
@@ -1058,25 +1047,21 @@ fn read_loop<'a>(
 /// slot in the caller's state (rustc keeps room for such temporaries).
 fn boxed_handshake<'a>(
     rd: &'a mut FrameReader,
-    conn: ConnId,
-    remote: SocketAddr,
     shared: &'a Arc<Shared>,
     out: &'a Outbound,
-    session: &'a Arc<AtomicI64>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, ConnError>> + Send + 'a>> {
-    Box::pin(handshake(rd, conn, remote, shared, out, session))
+    Box::pin(handshake(rd, shared, out))
 }
 
 /// Reads the connection's first bytes: a four-letter word (handed to the executor, which answers and
 /// closes: false) or a ConnectRequest (handed to the executor: true), each within the sessionless timeout.
 async fn handshake(
     rd: &mut FrameReader,
-    conn: ConnId,
-    remote: SocketAddr,
     shared: &Arc<Shared>,
     out: &Outbound,
-    session: &Arc<AtomicI64>,
 ) -> Result<bool, ConnError> {
+    let info = out.info();
+    let (conn, remote) = (info.id, info.remote);
     let max = shared.config.max_buffer_bytes;
     let sessionless = Duration::from_millis(shared.config.sessionless_cnxn_timeout_ms);
     let stats = &shared.stats;
@@ -1084,11 +1069,11 @@ async fn handshake(
         Err(_) => return Err(ConnError::SessionlessTimeout),
         Ok(r) => r?,
     }
-    stats.cnxn_touched(conn, shared.now_ms());
+    stats.cnxn_touched(info, shared.now_ms());
     let a = rd.available();
     if let Some(word) = four_letter_word([a[0], a[1], a[2], a[3]]) {
         // A packet of 4 bytes in and, once the text is written, one out, as ZooKeeper counts them.
-        stats.cnxn_four_letter(conn);
+        info.set_four_letter();
         stats.add(Counter::BytesReceived, 4);
         stats.packet_received();
         shared
@@ -1110,15 +1095,12 @@ async fn handshake(
         Err(_) => return Err(ConnError::SessionlessTimeout),
         Ok(r) => r?,
     };
-    stats.cnxn_touched(conn, shared.now_ms());
+    stats.cnxn_touched(info, shared.now_ms());
     stats.add(Counter::BytesReceived, 4 + payload.len() as u64);
     // Trailing bytes are ignored, as ZooKeeper's reader ignores them.
     let req =
         ConnectRequest::from_prefix(&payload).map_err(|e| ConnError::BadConnect(e.to_string()))?;
-    count_connect_request(shared, conn, &req);
-    let figures = stats
-        .cnxn_figures(conn)
-        .unwrap_or_else(|| crate::stats::SharedConnStats::new(crate::executor::wall_ms()));
+    count_connect_request(shared, info, &req);
     shared
         .exec
         .send(ExecMsg::Connect {
@@ -1126,8 +1108,6 @@ async fn handshake(
             remote,
             req,
             out: out.clone(),
-            session: session.clone(),
-            figures,
         })
         .map_err(|_| ConnError::ExecutorGone)?;
     Ok(true)

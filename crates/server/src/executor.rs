@@ -34,7 +34,7 @@ use crate::clock::SessionClock;
 use crate::config::Config;
 use crate::connection::{ConnId, Outbound, Outbox};
 use crate::replication::{Committed, Payload, Replicator, SnapshotSource, ToExecutor};
-use crate::stats::{ServerStats, SharedConnStats};
+use crate::stats::ServerStats;
 
 /// Where a command came from, so the member holding that connection sends the reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,9 +92,6 @@ pub enum ExecMsg {
         remote: SocketAddr,
         req: ConnectRequest,
         out: Outbound,
-        session: Arc<AtomicI64>,
-        /// The connection's figures for `cons`, which its reader updates too (pings).
-        figures: SharedConnStats,
     },
     Request {
         conn: ConnId,
@@ -226,9 +223,9 @@ enum Item {
 }
 
 struct Conn {
-    remote: SocketAddr,
+    /// Its reply queue, and through it what the server's tables know of it (`Outbound::info`: address,
+    /// session id for `cons`, figures).
     out: Outbound,
-    session_flag: Arc<AtomicI64>,
     session_id: i64,
     timeout_ms: i32,
     read_only_byte: bool,
@@ -240,7 +237,6 @@ struct Conn {
     /// A ConnectRequest is being decided (its CreateSession is in the log): nothing behind it runs yet.
     connecting: bool,
     closing: bool,
-    stats: SharedConnStats,
 }
 
 pub struct Executor {
@@ -553,15 +549,11 @@ impl Executor {
                 remote,
                 req,
                 out,
-                session,
-                figures,
             } => {
                 // The session's latency (`lop=SESS`) counts from the ConnectRequest.
-                figures.lock().established_ms = wall_ms();
+                out.info().figures().established_ms = wall_ms();
                 let mut c = Conn {
-                    remote,
                     out,
-                    session_flag: session,
                     session_id: 0,
                     timeout_ms: 0,
                     read_only_byte: req.read_only.is_some(),
@@ -570,9 +562,8 @@ impl Executor {
                     inflight: VecDeque::new(),
                     connecting: false,
                     closing: false,
-                    stats: figures,
                 };
-                c.stats.lock().received += 1;
+                c.out.info().figures().received += 1;
                 self.shared.stats.packet_received();
                 c.waiting.push_back(Item::Connect(req));
                 self.conns.insert(conn, Box::new(c));
@@ -584,7 +575,7 @@ impl Executor {
                     self.shared.requests_finished(1);
                     return;
                 };
-                c.stats.lock().received += 1;
+                c.out.info().figures().received += 1;
                 if c.closing || (c.session_id != 0 && !self.shared.touch(c.session_id)) {
                     // A closing connection, or an unknown or closing session: dropped without a reply.
                     self.shared.requests_finished(1);
@@ -625,7 +616,7 @@ impl Executor {
                     if c.session_id != 0 && self.session_conn.get(&c.session_id) == Some(&conn) {
                         self.session_conn.remove(&c.session_id);
                     }
-                    let ip = c.remote.ip();
+                    let ip = c.out.info().remote.ip();
                     drop(c);
                     if self
                         .ip_auth
@@ -794,7 +785,7 @@ impl Executor {
             passwd: vec![0; 16],
             read_only: c.read_only_byte.then_some(false),
         };
-        c.stats.lock().sent += 1;
+        c.out.info().figures().sent += 1;
         self.shared.stats.packet_sent();
         send(c, &self.outbox, encode_connect_response(&resp));
         self.close_conn(conn);
@@ -807,8 +798,8 @@ impl Executor {
         c.session_id = id;
         c.timeout_ms = timeout;
         c.connecting = false;
-        c.session_flag.store(id, Ordering::Release);
-        c.stats.lock().session_established(id, timeout);
+        c.out.info().set_session(id);
+        c.out.info().figures().session_established(id, timeout);
         let resp = ConnectResponse {
             protocol_version: 0,
             timeout_ms: timeout,
@@ -816,7 +807,7 @@ impl Executor {
             passwd,
             read_only: c.read_only_byte.then_some(false),
         };
-        c.stats.lock().sent += 1;
+        c.out.info().figures().sent += 1;
         send(c, &self.outbox, encode_connect_response(&resp));
         self.shared.stats.packet_sent();
         self.pump(conn);
@@ -923,7 +914,7 @@ impl Executor {
                 self.shared.tracker().track(id, timeout_ms as u64, now);
                 if let Some(o) = mine {
                     if let Some(c) = self.conns.get_mut(&o.conn) {
-                        c.stats.lock().session_created(applied.zxid);
+                        c.out.info().figures().session_created(applied.zxid);
                         self.session_conn.insert(id, o.conn);
                         self.finish_connect(o.conn, id, timeout_ms, passwd.to_vec());
                     }
@@ -1012,8 +1003,9 @@ impl Executor {
             Some(&(xid, started, op)) if xid == o.xid => {
                 c.inflight.pop_front();
                 release_if_empty(&mut c.inflight);
-                c.stats
-                    .lock()
+                c.out
+                    .info()
+                    .figures()
                     .completed(op, xid, applied.zxid, started.elapsed());
                 self.shared.stats.latency(started.elapsed());
                 self.shared.requests_finished(1);
@@ -1045,7 +1037,7 @@ impl Executor {
                 match authenticate(
                     &a.scheme,
                     a.auth.as_deref(),
-                    c.remote,
+                    c.out.info().remote,
                     self.shared.config.super_digest.as_deref(),
                 ) {
                     Some(ids) => {
@@ -1135,7 +1127,10 @@ impl Executor {
             }
         };
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.stats.lock().completed(op, xid, zxid, started.elapsed());
+            c.out
+                .info()
+                .figures()
+                .completed(op, xid, zxid, started.elapsed());
         }
         self.reply(conn, reply_xid, reply_zxid, err, &resp);
     }
@@ -1144,7 +1139,7 @@ impl Executor {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        c.stats.lock().sent += 1;
+        c.out.info().figures().sent += 1;
         self.shared.stats.packet_sent();
         send(c, &self.outbox, encode_reply(xid, zxid, err, resp));
     }
@@ -1273,7 +1268,7 @@ impl Executor {
                 .iter()
                 .map(|(id, c)| crate::fourlw::ConnView {
                     id: *id,
-                    remote: c.remote,
+                    remote: c.out.info().remote,
                     queued: c.waiting.len() + c.inflight.len(),
                     out_queued: c.out.queued(),
                     session_id: c.session_id,
@@ -1340,7 +1335,7 @@ fn send_notification(
     zxid: i64,
     ev: &WatcherEvent,
 ) {
-    c.stats.lock().sent += 1;
+    c.out.info().figures().sent += 1;
     stats.packet_sent();
     send(c, outbox, encode_notification(zxid, ev));
 }

@@ -6,13 +6,12 @@
 //! connection's request figures, kept by the executor. Nothing here does I/O; times come in as arguments
 //! or from the clock helpers at the bottom.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use oxkeeper_core::tracker::ExpiryQueue;
 use oxkeeper_proto::OpCode;
 
 use crate::connection::ConnId;
@@ -27,6 +26,9 @@ pub struct ServerStats {
     latency_max_ms: AtomicI64,
     counters: [AtomicU64; Counter::ALL.len()],
     connections: Mutex<ConnTable>,
+    /// The width of the connection expiry buckets (the sessionless timeout), set by the first connection;
+    /// 0 before.
+    cnxn_bucket_ms: AtomicU64,
 }
 
 impl Default for ServerStats {
@@ -41,6 +43,7 @@ impl Default for ServerStats {
             latency_max_ms: AtomicI64::new(0),
             counters: Default::default(),
             connections: Mutex::new(ConnTable::default()),
+            cnxn_bucket_ms: AtomicU64::new(0),
         }
     }
 }
@@ -161,74 +164,49 @@ impl ServerStats {
         self.connections.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A socket was accepted. Until it sends a ConnectRequest its timeout is the sessionless one, which is
-    /// also the width of the connection expiry buckets (as in ZooKeeper's NIO factory).
-    pub fn cnxn_opened(
-        &self,
-        conn: ConnId,
-        remote: SocketAddr,
-        session: Arc<AtomicI64>,
-        figures: SharedConnStats,
-        sessionless_timeout_ms: u64,
-        now_ms: u64,
-    ) {
-        let mut t = self.table();
-        t.expiry
-            .get_or_insert_with(|| ExpiryQueue::new(sessionless_timeout_ms));
-        t.live.insert(
-            conn,
-            LiveConn {
-                id: conn,
-                remote,
-                established_ms: wall_ms(),
-                session,
-                timeout_ms: sessionless_timeout_ms,
-                four_letter: false,
-                figures,
-            },
+    /// A socket was accepted (`info` made with the sessionless timeout, which is also the width of the
+    /// connection expiry buckets, as in ZooKeeper's NIO factory).
+    pub fn cnxn_opened(&self, info: Arc<ConnInfo>, sessionless_timeout_ms: u64, now_ms: u64) {
+        let _ = self.cnxn_bucket_ms.compare_exchange(
+            0,
+            sessionless_timeout_ms.max(1),
+            Ordering::AcqRel,
+            Ordering::Acquire,
         );
-        t.touch(conn, now_ms);
+        self.cnxn_touched(&info, now_ms);
+        self.table().live.insert(info.id, info);
     }
 
-    /// The connection did I/O: its expiry moves to `now + its timeout`.
-    pub fn cnxn_touched(&self, conn: ConnId, now_ms: u64) {
-        let mut t = self.table();
-        t.touch(conn, now_ms);
+    /// The connection did I/O: its expiry moves to the bucket of `now + its timeout`. Lock-free but for
+    /// a change of bucket (at most once per bucket width), which records the bucket it left: ZooKeeper's
+    /// queue shows a bucket until its time even when it is empty.
+    pub fn cnxn_touched(&self, info: &ConnInfo, now_ms: u64) {
+        let width = self.cnxn_bucket_ms.load(Ordering::Acquire);
+        if width == 0 {
+            return;
+        }
+        let deadline = round_up(now_ms.saturating_add(info.timeout_ms()), width);
+        let left = info.deadline_ms.swap(deadline, Ordering::AcqRel);
+        if left != deadline && left > now_ms {
+            let mut t = self.table();
+            t.left_buckets.retain(|&b| b > now_ms);
+            t.left_buckets.insert(left);
+        }
     }
 
     /// The connection's ConnectRequest asked for a session: from now on its timeout is the negotiated one.
-    pub fn cnxn_session_timeout(&self, conn: ConnId, timeout_ms: u64, now_ms: u64) {
-        let mut t = self.table();
-        if let Some(c) = t.live.get_mut(&conn) {
-            c.timeout_ms = timeout_ms;
-        }
-        t.touch(conn, now_ms);
-    }
-
-    /// The connection's first bytes were a four-letter word.
-    pub fn cnxn_four_letter(&self, conn: ConnId) {
-        if let Some(c) = self.table().live.get_mut(&conn) {
-            c.four_letter = true;
-        }
-    }
-
-    /// The connection's reader answered a ping itself (the executor never sees it).
-    pub fn cnxn_pinged(&self, conn: ConnId, zxid: i64, took: Duration) {
-        if let Some(c) = self.table().live.get(&conn) {
-            c.figures.pinged(zxid, took);
-        }
-    }
-
-    /// The figures of an open connection, shared with its reader and the executor.
-    pub fn cnxn_figures(&self, conn: ConnId) -> Option<SharedConnStats> {
-        self.table().live.get(&conn).map(|c| c.figures.clone())
+    pub fn cnxn_session_timeout(&self, info: &ConnInfo, timeout_ms: u64, now_ms: u64) {
+        info.timeout_ms.store(timeout_ms, Ordering::Release);
+        self.cnxn_touched(info, now_ms);
     }
 
     pub fn cnxn_closed(&self, conn: ConnId) {
         let mut t = self.table();
-        t.live.remove(&conn);
-        if let Some(q) = t.expiry.as_mut() {
-            q.remove(conn);
+        if let Some(info) = t.live.remove(&conn) {
+            let left = info.deadline_ms.load(Ordering::Acquire);
+            if left != 0 {
+                t.left_buckets.insert(left);
+            }
         }
     }
 
@@ -239,53 +217,68 @@ impl ServerStats {
 
     /// The open connections, by id.
     pub fn live_connections(&self) -> Vec<LiveConnView> {
-        self.table()
+        let mut v: Vec<LiveConnView> = self
+            .table()
             .live
             .values()
             .map(|c| LiveConnView {
                 id: c.id,
                 remote: c.remote,
                 established_ms: c.established_ms,
-                session_id: c.session.load(Ordering::Acquire),
-                four_letter: c.four_letter,
-                figures: c.figures.lock().clone(),
+                session_id: c.session_id(),
+                four_letter: c.four_letter.load(Ordering::Acquire),
+                figures: c.figures().clone(),
             })
-            .collect()
+            .collect();
+        v.sort_by_key(|c| c.id);
+        v
     }
 
     /// `crst` of every open connection's figures.
     pub fn reset_connection_stats(&self) {
         for c in self.table().live.values() {
-            c.figures.lock().reset();
+            c.figures().reset();
         }
     }
 
     /// The connection part of `dump` (ZooKeeper's `NIOServerCnxnFactory.dumpConnections`):
     /// `Connections Sets (<buckets>)/(<connections>):`, then per bucket `<n> expire at <date>:` and one
     /// `\tip: /<addr>:<port> sessionId: 0x<id>` line per connection. Buckets whose time has come are gone
-    /// (ZooKeeper's expirer takes them at once). `date` turns a bucket time into the text to show.
+    /// (ZooKeeper's expirer takes them at once); a bucket a connection left stays, maybe empty, until its
+    /// time. `date` turns a bucket time into the text to show.
     pub fn dump_connections(&self, now_ms: u64, date: impl Fn(u64) -> String) -> String {
         use std::fmt::Write as _;
         let mut t = self.table();
-        let Some(expiry) = t.expiry.as_mut() else {
-            return "Connections Sets (0)/(0):\n".into();
-        };
-        expiry.poll(now_ms);
-        let d = expiry.dump();
-        let mut s = format!("Connections Sets ({})/({}):\n", d.buckets.len(), d.elements);
-        for (time, ids) in d.buckets {
-            let _ = writeln!(s, "{} expire at {}:", ids.len(), date(time));
-            for id in ids {
-                let (addr, sid) = t
-                    .live
-                    .get(&id)
-                    .map(|c| (fmt_addr(c.remote), c.session.load(Ordering::Acquire)))
-                    .unwrap_or_default();
-                let _ = writeln!(s, "\tip: {addr} sessionId: 0x{sid:x}");
+        t.left_buckets.retain(|&b| b > now_ms);
+        let mut buckets: BTreeMap<u64, Vec<(ConnId, SocketAddr, i64)>> =
+            t.left_buckets.iter().map(|&b| (b, Vec::new())).collect();
+        for c in t.live.values() {
+            let deadline = c.deadline_ms.load(Ordering::Acquire);
+            if deadline > now_ms {
+                buckets
+                    .entry(deadline)
+                    .or_default()
+                    .push((c.id, c.remote, c.session_id()));
+            }
+        }
+        let mut s = format!("Connections Sets ({})/({}):\n", buckets.len(), t.live.len());
+        for (time, mut conns) in buckets {
+            conns.sort_unstable_by_key(|c| c.0);
+            let _ = writeln!(s, "{} expire at {}:", conns.len(), date(time));
+            for (_, addr, sid) in conns {
+                let _ = writeln!(s, "\tip: {} sessionId: 0x{sid:x}", fmt_addr(addr));
             }
         }
         s
     }
+}
+
+/// `((time / width) + 1) * width`: the next bucket boundary strictly after `time` (ZooKeeper's
+/// `ExpiryQueue.roundToNextInterval`).
+fn round_up(time_ms: u64, width_ms: u64) -> u64 {
+    (time_ms / width_ms)
+        .saturating_add(1)
+        .saturating_mul(width_ms)
 }
 
 /// Java's `InetSocketAddress.toString()` for an address without a host name: `/<ip>:<port>`.
@@ -295,37 +288,81 @@ pub fn fmt_addr(a: SocketAddr) -> String {
 
 #[derive(Default)]
 struct ConnTable {
-    /// ZooKeeper's `cnxnExpiryQueue`: each connection's last I/O plus its timeout, in buckets as wide as
-    /// the sessionless timeout. Only shown by `dump`: sessions, not this queue, close idle connections.
-    /// Created by the first connection, which brings the width.
-    expiry: Option<ExpiryQueue<ConnId>>,
-    live: BTreeMap<ConnId, LiveConn>,
+    live: HashMap<ConnId, Arc<ConnInfo>>,
+    /// Times of expiry buckets a connection left (moved on, or closed) that have not come yet: with the
+    /// live connections' own buckets, ZooKeeper's `cnxnExpiryQueue` as `dump` shows it.
+    left_buckets: BTreeSet<u64>,
 }
 
-impl ConnTable {
-    fn touch(&mut self, conn: ConnId, now_ms: u64) {
-        let Some(timeout) = self.live.get(&conn).map(|c| c.timeout_ms) else {
-            return;
-        };
-        if let Some(q) = self.expiry.as_mut() {
-            // Buckets whose time has passed are dropped here, so the queue stays as small as the number
-            // of buckets ahead.
-            q.poll(now_ms);
-            q.update(conn, timeout, now_ms);
-        }
-    }
-}
-
-struct LiveConn {
-    id: ConnId,
-    remote: SocketAddr,
+/// One open connection as the server knows it: its address, session, expiry bucket and `cons` figures.
+/// One allocation, shared by its reader, its reply queue, the executor and the connection table (which
+/// is a map of these, so a connection costs the table one pointer).
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub id: ConnId,
+    pub remote: SocketAddr,
     /// Wall-clock ms of the accept (`est=` of `cons`).
-    established_ms: i64,
+    pub established_ms: i64,
     /// The connection's session id, 0 until the executor establishes one.
-    session: Arc<AtomicI64>,
-    timeout_ms: u64,
-    four_letter: bool,
-    figures: SharedConnStats,
+    session: AtomicI64,
+    four_letter: AtomicBool,
+    /// The sessionless timeout until a ConnectRequest, then the session timeout it asked for.
+    timeout_ms: AtomicU64,
+    /// The expiry bucket its last I/O put it in (ZooKeeper's `cnxnExpiryQueue`); 0 before any.
+    deadline_ms: AtomicU64,
+    /// Its request figures, kept by its reader (which answers pings) and the executor (everything else):
+    /// one copy, in response order without any merging.
+    figures: Mutex<ConnStats>,
+}
+
+impl ConnInfo {
+    pub fn new(
+        id: ConnId,
+        remote: SocketAddr,
+        established_ms: i64,
+        timeout_ms: u64,
+    ) -> Arc<ConnInfo> {
+        Arc::new(ConnInfo {
+            id,
+            remote,
+            established_ms,
+            session: AtomicI64::new(0),
+            four_letter: AtomicBool::new(false),
+            timeout_ms: AtomicU64::new(timeout_ms),
+            deadline_ms: AtomicU64::new(0),
+            figures: Mutex::new(ConnStats::new(established_ms)),
+        })
+    }
+
+    pub fn session_id(&self) -> i64 {
+        self.session.load(Ordering::Acquire)
+    }
+
+    pub fn set_session(&self, id: i64) {
+        self.session.store(id, Ordering::Release);
+    }
+
+    fn timeout_ms(&self) -> u64 {
+        self.timeout_ms.load(Ordering::Acquire)
+    }
+
+    /// The connection's first bytes were a four-letter word.
+    pub fn set_four_letter(&self) {
+        self.four_letter.store(true, Ordering::Release);
+    }
+
+    pub fn figures(&self) -> MutexGuard<'_, ConnStats> {
+        self.figures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connection's reader answered a ping itself (the executor never sees it); ZooKeeper counts it
+    /// like any other request.
+    pub fn pinged(&self, zxid: i64, took: Duration) {
+        let mut s = self.figures();
+        s.received += 1;
+        s.sent += 1;
+        s.completed(OpCode::Ping, oxkeeper_proto::xid::PING, zxid, took);
+    }
 }
 
 /// What `cons`/`stat` need of an open connection, beyond what the executor keeps.
@@ -337,30 +374,6 @@ pub struct LiveConnView {
     pub session_id: i64,
     pub four_letter: bool,
     pub figures: ConnStats,
-}
-
-/// One connection's [`ConnStats`], kept together by its reader (which answers pings) and the executor
-/// (everything else): one copy per connection, in response order without any merging.
-#[derive(Debug, Clone)]
-pub struct SharedConnStats(Arc<Mutex<ConnStats>>);
-
-impl SharedConnStats {
-    pub fn new(now_wall_ms: i64) -> Self {
-        SharedConnStats(Arc::new(Mutex::new(ConnStats::new(now_wall_ms))))
-    }
-
-    pub fn lock(&self) -> MutexGuard<'_, ConnStats> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The connection's reader answered a ping itself (the executor never sees it); ZooKeeper counts it
-    /// like any other request.
-    pub fn pinged(&self, zxid: i64, took: Duration) {
-        let mut s = self.lock();
-        s.received += 1;
-        s.sent += 1;
-        s.completed(OpCode::Ping, oxkeeper_proto::xid::PING, zxid, took);
-    }
 }
 
 /// Per-connection figures for `cons`, with the values ZooKeeper's `ServerCnxn` starts from: a new
@@ -536,7 +549,7 @@ mod tests {
     #[test]
     fn srst_resets_counters_but_not_connections() {
         let st = ServerStats::default();
-        st.cnxn_opened(1, addr(1), Arc::default(), SharedConnStats::new(0), 1000, 0);
+        st.cnxn_opened(ConnInfo::new(1, addr(1), 0, 1000), 1000, 0);
         st.count(Counter::ConnectionRequest);
         st.count(Counter::ConnectionDrop);
         st.add(Counter::BytesReceived, 49);
@@ -550,23 +563,9 @@ mod tests {
     #[test]
     fn connections_dump_buckets_by_last_io_plus_timeout() {
         let st = ServerStats::default();
-        let session = Arc::new(AtomicI64::new(0));
-        st.cnxn_opened(
-            1,
-            addr(40001),
-            session.clone(),
-            SharedConnStats::new(0),
-            1000,
-            100,
-        );
-        st.cnxn_opened(
-            2,
-            addr(40002),
-            Arc::default(),
-            SharedConnStats::new(0),
-            1000,
-            200,
-        );
+        let one = ConnInfo::new(1, addr(40001), 0, 1000);
+        st.cnxn_opened(one.clone(), 1000, 100);
+        st.cnxn_opened(ConnInfo::new(2, addr(40002), 0, 1000), 1000, 200);
         let date = |t: u64| format!("t{t}");
         assert_eq!(
             st.dump_connections(300, date),
@@ -574,8 +573,8 @@ mod tests {
              \tip: /127.0.0.1:40002 sessionId: 0x0\n"
         );
         // A ConnectRequest: the connection's timeout becomes the session's.
-        st.cnxn_session_timeout(1, 10_000, 500);
-        session.store(0x1ab, Ordering::Release);
+        st.cnxn_session_timeout(&one, 10_000, 500);
+        one.set_session(0x1ab);
         st.cnxn_closed(2);
         // The bucket both left stays, empty, until its time passes.
         assert_eq!(
@@ -586,6 +585,20 @@ mod tests {
         assert_eq!(
             st.dump_connections(2000, date),
             "Connections Sets (1)/(1):\n1 expire at t11000:\n\tip: /127.0.0.1:40001 sessionId: 0x1ab\n"
+        );
+        // I/O within the same bucket moves nothing; I/O later moves it to a later bucket, and the one it
+        // left stays until its time.
+        st.cnxn_touched(&one, 900);
+        st.cnxn_touched(&one, 1500);
+        assert_eq!(
+            st.dump_connections(2100, date),
+            "Connections Sets (2)/(1):\n0 expire at t11000:\n\
+             1 expire at t12000:\n\tip: /127.0.0.1:40001 sessionId: 0x1ab\n"
+        );
+        // Past every bucket: the connection is still counted, in no bucket (ZooKeeper's expirer took it).
+        assert_eq!(
+            st.dump_connections(12_000, date),
+            "Connections Sets (0)/(1):\n"
         );
         assert_eq!(st.alive_connections(), 1);
     }
