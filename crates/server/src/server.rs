@@ -39,6 +39,10 @@ pub struct Running {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
     let (running, accept) = start(config).await?;
     tracing::info!(addr = %running.local_addr, "serving clients");
+    // The accept loop runs as a task on a runtime worker, not on the thread that blocks on `run` (outside
+    // the workers): there, every accept was a wake-up of that thread by the worker driving I/O, and every
+    // connection's task a wake-up of a worker by it (two thread switches per connection).
+    let accept = tokio::spawn(accept);
     tokio::select! {
         _ = accept => {}
         _ = shutdown => tracing::info!("shutting down (sessions stay open: clients reconnect within their timeout)"),
