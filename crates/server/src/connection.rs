@@ -44,7 +44,7 @@ struct OutInner {
     info: Arc<ConnInfo>,
     state: Mutex<OutState>,
     /// Messages the queue may hold before the connection is closed as a client that does not read.
-    max_queued: usize,
+    max_queued: u32,
     /// The connection is being torn down (write error, a client that does not read, the end of a close):
     /// its tasks stop. Never unset.
     cancelled: AtomicBool,
@@ -66,7 +66,6 @@ struct Parked {
     shared: Arc<Shared>,
     handoff: Handoff,
     slot: crate::server::IpSlot,
-    runtime: tokio::runtime::Handle,
 }
 
 #[derive(Debug, Default)]
@@ -188,7 +187,7 @@ impl OutInner {
     /// a readiness wake-up and a cancel may race, and a stale wake-up finds nothing).
     fn unpark(self: &Arc<Self>) {
         if let Some(parked) = self.take_parked() {
-            let runtime = parked.runtime.clone();
+            let runtime = parked.shared.runtime.clone();
             runtime.spawn(drive(
                 Outbound {
                     inner: Arc::clone(self),
@@ -218,7 +217,7 @@ fn shutdown_write(sock: &TcpStream) {
 }
 
 impl Outbound {
-    fn new(sock: TcpStream, info: Arc<ConnInfo>, max_queued: usize) -> Outbound {
+    fn new(sock: TcpStream, info: Arc<ConnInfo>, max_queued: u32) -> Outbound {
         Outbound {
             inner: Arc::new_cyclic(|me| OutInner {
                 sock,
@@ -282,7 +281,7 @@ impl Outbound {
         if st.done {
             return None;
         }
-        if st.queue.len() >= self.inner.max_queued {
+        if st.queue.len() >= self.inner.max_queued as usize {
             drop(st);
             tracing::warn!("outbound queue full: closing a connection whose client does not read");
             self.cancel();
@@ -522,12 +521,12 @@ pub fn serve(
     shared
         .stats
         .cnxn_opened(info.clone(), sessionless_ms, shared.now_ms());
-    let out = Outbound::new(stream, info, shared.config.outbound_queue_max.max(16));
+    let max_queued = u32::try_from(shared.config.outbound_queue_max.max(16)).unwrap_or(u32::MAX);
+    let out = Outbound::new(stream, info, max_queued);
     let parked = Parked {
         shared,
         handoff: Handoff::default(),
         slot,
-        runtime: tokio::runtime::Handle::current(),
     };
     drive(out, parked, true)
 }
@@ -551,7 +550,6 @@ fn drive(
         shared,
         mut handoff,
         slot,
-        runtime,
     } = parked;
     let (conn, remote) = (out.info().id, out.info().remote);
     let mut rd = FrameReader::new(out.clone());
@@ -592,7 +590,6 @@ fn drive(
                     shared,
                     handoff,
                     slot,
-                    runtime,
                 };
                 park(&out, parked);
                 return;

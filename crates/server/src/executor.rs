@@ -129,9 +129,12 @@ pub struct Shared {
     outstanding: std::sync::atomic::AtomicUsize,
     outstanding_changed: tokio::sync::Notify,
     pub clock: Arc<SessionClock>,
+    /// The runtime serving the connections (a parked connection's task is started on it again).
+    pub runtime: tokio::runtime::Handle,
 }
 
 impl Shared {
+    /// Must be called on the runtime that will serve the connections.
     pub fn new(config: Config, exec: mpsc::UnboundedSender<ExecMsg>) -> Shared {
         let tracker = SessionTracker::new(config.tick_ms);
         let clock = Arc::new(SessionClock::new());
@@ -147,6 +150,7 @@ impl Shared {
             outstanding: std::sync::atomic::AtomicUsize::new(0),
             outstanding_changed: tokio::sync::Notify::new(),
             clock,
+            runtime: tokio::runtime::Handle::current(),
         }
     }
     /// The tracker's clock: monotonic milliseconds that stand still while the member is stalled.

@@ -384,17 +384,45 @@ pub struct ConnStats {
     pub received: u64,
     pub sent: u64,
     pub established_ms: i64,
-    pub last_op: &'static str,
+    pub last_op: LastOp,
     pub last_cxid: i64,
     pub last_zxid: i64,
     /// ZooKeeper's `Time.currentElapsedTime()` of the last response: monotonic ms, not wall-clock.
     pub last_response_ms: i64,
-    pub last_latency_ms: i64,
-    /// `i64::MAX` after `crst` until the next response (shown as 0).
-    pub min_latency_ms: i64,
-    pub max_latency_ms: i64,
+    /// Latencies in ms, 32 bits (24 days; longer ones are shown as that): every open connection keeps
+    /// these, and with them the record fits a smaller allocation.
+    pub last_latency_ms: i32,
+    /// `i32::MAX` after `crst` until the next response (shown as 0).
+    pub min_latency_ms: i32,
+    pub max_latency_ms: i32,
     pub total_latency_ms: i64,
     pub count: i64,
+}
+
+/// The last operation of a connection as `cons` shows it (`lop=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastOp {
+    /// A new connection, before its first response (ZooKeeper's constructor sets nothing: `null`).
+    Null,
+    /// After `crst` (`NA`).
+    Reset,
+    Op(OpCode),
+}
+
+impl LastOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            LastOp::Null => "null",
+            LastOp::Reset => "NA",
+            LastOp::Op(op) => last_op_name(op),
+        }
+    }
+}
+
+impl std::fmt::Display for LastOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl ConnStats {
@@ -403,7 +431,7 @@ impl ConnStats {
             received: 0,
             sent: 0,
             established_ms: now_wall_ms,
-            last_op: "null",
+            last_op: LastOp::Null,
             last_cxid: 0,
             last_zxid: 0,
             last_response_ms: 0,
@@ -424,8 +452,8 @@ impl ConnStats {
         self.completed(OpCode::CreateSession, 0, zxid, Duration::from_millis(took));
     }
     pub fn completed(&mut self, op: OpCode, xid: i32, zxid: i64, took: Duration) {
-        let ms = took.as_millis() as i64;
-        self.last_op = last_op_name(op);
+        let ms = i32::try_from(took.as_millis()).unwrap_or(i32::MAX);
+        self.last_op = LastOp::Op(op);
         if xid >= 0 {
             self.last_cxid = xid as i64;
         }
@@ -434,16 +462,16 @@ impl ConnStats {
         self.last_latency_ms = ms;
         self.min_latency_ms = self.min_latency_ms.min(ms);
         self.max_latency_ms = self.max_latency_ms.max(ms);
-        self.total_latency_ms += ms;
+        self.total_latency_ms += i64::from(ms);
         self.count += 1;
     }
     /// What `crst` leaves (ZooKeeper's `ServerCnxn.resetStats`), with no establishment time.
     pub fn cleared() -> Self {
         ConnStats {
-            last_op: "NA",
+            last_op: LastOp::Reset,
             last_cxid: -1,
             last_zxid: -1,
-            min_latency_ms: i64::MAX,
+            min_latency_ms: i32::MAX,
             ..ConnStats::new(0)
         }
     }
@@ -457,17 +485,17 @@ impl ConnStats {
     /// (min, avg, max) latency as `cons` prints them (integer ms; ZooKeeper's `getMinLatency` shows
     /// "none yet" as 0).
     pub fn latency_min_avg_max(&self) -> (i64, i64, i64) {
-        let min = if self.min_latency_ms == i64::MAX {
+        let min = if self.min_latency_ms == i32::MAX {
             0
         } else {
-            self.min_latency_ms
+            i64::from(self.min_latency_ms)
         };
         let avg = if self.count == 0 {
             0
         } else {
             self.total_latency_ms / self.count
         };
-        (min, avg, self.max_latency_ms)
+        (min, avg, i64::from(self.max_latency_ms))
     }
 }
 
@@ -532,13 +560,13 @@ mod tests {
     #[test]
     fn new_connection_shows_zookeepers_initial_figures_and_crst_its_reset_ones() {
         let mut s = ConnStats::new(5);
-        assert_eq!((s.last_op, s.last_cxid, s.last_zxid), ("null", 0, 0));
+        assert_eq!((s.last_op.name(), s.last_cxid, s.last_zxid), ("null", 0, 0));
         assert_eq!(s.latency_min_avg_max(), (0, 0, 0));
         // ZooKeeper's minimum starts at 0, not "none", so it stays 0 until crst.
         s.completed(OpCode::Exists, 3, 7, Duration::from_millis(4));
         assert_eq!(s.latency_min_avg_max(), (0, 4, 4));
         s.reset();
-        assert_eq!((s.last_op, s.last_cxid, s.last_zxid), ("NA", -1, -1));
+        assert_eq!((s.last_op.name(), s.last_cxid, s.last_zxid), ("NA", -1, -1));
         assert_eq!((s.received, s.sent, s.established_ms), (0, 0, 5));
         assert_eq!(s.latency_min_avg_max(), (0, 0, 0));
         s.completed(OpCode::GetData, -2, 8, Duration::from_millis(2));
