@@ -199,16 +199,22 @@ fn clear_drops_every_entry_and_the_next_append_starts_anywhere() {
     assert_eq!(reopen(&disk, &opts).entries, expected(500..=501));
 }
 
-#[test]
-fn purge_removes_only_whole_segments_of_purged_entries() {
-    let disk = SimDisk::new();
+/// Entries 1..=9 as single-entry batches, two per segment (entries 1..=9 have the same length): segments
+/// 1, 3, 5, 7 and 9.
+fn nine_entries_two_per_segment(disk: &SimDisk) -> (Wal<SimDisk>, WalOptions) {
     let one = batch_len(&[entry(1)]);
-    // Room for exactly two single-entry batches per segment (entries 1..=9 have the same length).
     let opts = small(SEGMENT_HEADER_BYTES as u64 + 2 * one);
-    let (mut wal, _) = open(&disk, &opts);
+    let (mut wal, _) = open(disk, &opts);
     for i in 1..=9 {
         append_range(&mut wal, i..=i);
     }
+    (wal, opts)
+}
+
+#[test]
+fn purge_removes_only_whole_segments_of_purged_entries() {
+    let disk = SimDisk::new();
+    let (mut wal, opts) = nine_entries_two_per_segment(&disk);
     assert_eq!(segment_names(&disk), [1, 3, 5, 7, 9]);
     wal.purge_upto(4).unwrap();
     assert_eq!(segment_names(&disk), [5, 7, 9]);
@@ -946,12 +952,7 @@ fn a_read_sees_entries_rewritten_after_a_truncation_and_not_the_dropped_ones() {
 #[test]
 fn a_view_taken_before_a_purge_still_reads_and_a_later_one_is_refused() {
     let disk = SimDisk::new();
-    let one = batch_len(&[entry(1)]);
-    let opts = small(SEGMENT_HEADER_BYTES as u64 + 2 * one);
-    let (mut wal, _) = open(&disk, &opts);
-    for i in 1..=9 {
-        append_range(&mut wal, i..=i);
-    }
+    let (mut wal, _) = nine_entries_two_per_segment(&disk);
     let view = wal.view(1, 6).unwrap();
     wal.purge_upto(4).unwrap();
     assert_eq!(segment_names(&disk), [5, 7, 9]);
