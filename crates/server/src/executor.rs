@@ -259,11 +259,6 @@ pub struct Executor {
     proposals: Vec<Envelope>,
     /// Connections with replies queued in this pass of the executor, written at its end.
     outbox: Outbox,
-    /// Log entries proposed and not yet applied. While `MAX_PROPOSALS_IN_FLIGHT` are, new commands gather
-    /// in `proposals` and go out as one entry when one of those is applied (group commit one level up: the
-    /// log would make them wait for the fdatasync in progress anyway, and one entry for many commands costs
-    /// openraft and the log far less than one each).
-    in_flight: usize,
     /// Transactions applied since the last snapshot was asked for. ZooKeeper's `snapCount` counts
     /// transactions, and a log entry carries a batch of them: counting entries would let the log (and its
     /// copy in memory) grow to many times `snapCount` transactions between snapshots under load.
@@ -321,7 +316,6 @@ impl Executor {
             member,
             proposals: Vec::new(),
             outbox: Outbox::start(),
-            in_flight: 0,
             since_snapshot: 0,
             reaper_pacer,
             expiry_backlog: VecDeque::new(),
@@ -370,8 +364,6 @@ impl Executor {
     fn handle_replicated(&mut self, m: ToExecutor) -> Option<u64> {
         match m {
             ToExecutor::Committed(c) => {
-                // Replayed entries at start were never counted: saturate.
-                self.in_flight = self.in_flight.saturating_sub(c.entries.len());
                 let index = c.last_index;
                 self.apply_committed(c);
                 Some(index)
@@ -465,6 +457,7 @@ impl Executor {
             self.shared.config.container_check_interval_ms,
         ));
         reaper.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let gate = self.replicator.gate().clone();
         loop {
             tokio::select! {
                 biased;
@@ -473,7 +466,6 @@ impl Executor {
                         oxkeeper_storage::hoptrace::hop("exec_apply");
                         // What gathered while these were in the log goes out first, before their replies
                         // are written: the next fdatasync need not wait for this apply.
-                        self.in_flight = self.in_flight.saturating_sub(c.entries.len());
                         self.flush_proposals().await;
                         self.apply_committed(c);
                         self.outbox.flush();
@@ -483,6 +475,8 @@ impl Executor {
                     }
                     None => break,
                 },
+                // The entry proposed last is durable: what gathered meanwhile goes out below.
+                _ = gate.made_durable() => oxkeeper_storage::hoptrace::hop("exec_durable"),
                 m = rx.recv() => match m {
                     Some(m) => {
                         oxkeeper_storage::hoptrace::hop("exec_in");
@@ -506,7 +500,9 @@ impl Executor {
     }
 
     async fn flush_proposals(&mut self) {
-        if self.proposals.is_empty() || self.in_flight >= MAX_PROPOSALS_IN_FLIGHT {
+        if self.proposals.is_empty()
+            || self.replicator.gate().undurable() >= MAX_UNDURABLE_PROPOSALS
+        {
             return;
         }
         let mut batch = std::mem::take(&mut self.proposals);
@@ -528,7 +524,6 @@ impl Executor {
             .set_light_load(batch.len() == 1 && self.shared.outstanding() <= 1);
         match self.replicator.propose(encode_batch(&batch)).await {
             Ok(()) => {
-                self.in_flight += 1;
                 // openraft's core task, just woken by this proposal, sits in this worker's LIFO slot,
                 // where the other worker cannot steal it: let it run now rather than after everything
                 // else this loop does next (measured: ~85 µs less from proposal to the log's append).
@@ -1224,9 +1219,6 @@ impl Executor {
             .replicator
             .propose_as(&leadership, encode_batch(&batch))
             .await;
-        if proposed.is_ok() {
-            self.in_flight += 1;
-        }
         if let Err(e) = proposed {
             // No longer the leader (or the log is gone): the next leader expires these sessions. Here
             // they stay marked closing; this member stops serving them when the close commits.
@@ -1290,9 +1282,12 @@ impl Executor {
     }
 }
 
-/// Log entries of client commands the executor lets be proposed and not yet applied; see `in_flight`. Two:
-/// one being made durable while the next one waits in the log's queue for the following fdatasync.
-const MAX_PROPOSALS_IN_FLIGHT: usize = 2;
+/// Proposed log entries the executor lets wait for the disk (see `ProposalGate`): one. While it is being
+/// made durable, new commands gather in `proposals` and go out as one entry the moment it is (group commit
+/// one level up: one entry for many commands costs openraft and the log far less than one each, and a
+/// second entry waiting behind the fdatasync in progress would carry only what arrived before it was
+/// proposed, leaving the rest for a third).
+const MAX_UNDURABLE_PROPOSALS: u64 = 1;
 
 /// How often the expiry pass runs: a tenth of a tick, between 10 and 50 ms, so a bucket is expired at most
 /// 50 ms after its time (ZooKeeper's expirer thread wakes exactly at it). A pass with nothing due costs a

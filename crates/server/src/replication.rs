@@ -197,6 +197,50 @@ pub struct LogStore {
     /// Set by the executor (`Replicator::set_light_load`): the entry being proposed is the only request
     /// waiting on this member, so `append` may write it on the runtime's thread.
     light_load: Arc<AtomicBool>,
+    /// Counts the normal entries made durable, for the executor's `ProposalGate`.
+    gate: Arc<ProposalGate>,
+}
+
+/// How many proposed normal entries (client commands, expiries, settings) the log has not yet made
+/// durable, and a signal each time it makes some durable. The executor proposes its next entry only
+/// when none is waiting for the disk: the commands that arrive while one fdatasync runs then go out
+/// together as the next entry the moment it ends, instead of trailing behind in entries of their own
+/// (session 9, set at 32 sessions: ~9.6 commands per fdatasync with two entries let wait for the disk).
+#[derive(Default)]
+pub struct ProposalGate {
+    /// Normal entries handed to openraft (counted by `Replicator` once accepted).
+    proposed: AtomicU64,
+    /// Normal entries the log made durable (counted by `LogStore::append`'s completions).
+    durable: AtomicU64,
+    /// Signalled after `durable` moves.
+    signal: tokio::sync::Notify,
+}
+
+impl ProposalGate {
+    /// Proposed normal entries not yet durable. A completion can count an entry before its proposal
+    /// returns, so the difference is read saturating.
+    pub fn undurable(&self) -> u64 {
+        let durable = self.durable.load(Ordering::Acquire);
+        self.proposed
+            .load(Ordering::Acquire)
+            .saturating_sub(durable)
+    }
+
+    /// Resolves after the log makes entries durable (or at once if it did since the last call).
+    pub async fn made_durable(&self) {
+        self.signal.notified().await
+    }
+
+    fn proposed(&self) {
+        self.proposed.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn durable(&self, entries: u64) {
+        if entries > 0 {
+            self.durable.fetch_add(entries, Ordering::AcqRel);
+            self.signal.notify_one();
+        }
+    }
 }
 
 impl LogStore {
@@ -280,6 +324,7 @@ impl LogStore {
             vote_path,
             committed,
             light_load: Arc::new(AtomicBool::new(false)),
+            gate: Arc::new(ProposalGate::default()),
         })
     }
 
@@ -429,10 +474,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut encoded = Vec::new();
+        let mut normal = 0u64;
         {
             let mut inner = self.lock();
             for entry in entries {
                 let index = entry.index();
+                normal += u64::from(matches!(entry.payload, EntryPayload::Normal(_)));
                 let bytes = postcard::to_allocvec(&entry).map_err(io_err)?;
                 inner.tail.push(entry, bytes.len())?;
                 encoded.push((index, bytes));
@@ -443,8 +490,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             inner.tail.evict(applied_end.min(synced_end));
         }
         oxkeeper_storage::hoptrace::hop("append");
-        let done: oxkeeper_storage::Completion =
-            Box::new(move |r| callback.io_completed(r.map_err(io_err)));
+        let gate = self.gate.clone();
+        let done: oxkeeper_storage::Completion = Box::new(move |r| {
+            if r.is_ok() {
+                gate.durable(normal);
+            }
+            callback.io_completed(r.map_err(io_err))
+        });
         // When the log's thread has nothing to do and this entry is the only request waiting on the member
         // (a lone client), write it here, on this runtime worker: handing the batch to that thread and
         // its completion back to the runtime costs two wake-ups of sleeping threads (~30 µs each on a VM)
@@ -783,6 +835,7 @@ pub struct Replicator {
     raft: Raft,
     wal: Arc<WalWriter>,
     light_load: Arc<AtomicBool>,
+    gate: Arc<ProposalGate>,
     pub member_id: u64,
 }
 
@@ -897,6 +950,7 @@ impl Replicator {
         let recovered_index = log.last_index();
         let wal = log.wal.clone();
         let light_load = log.light_load.clone();
+        let gate = log.gate.clone();
         let (tx, committed) = mpsc::unbounded_channel();
         let applied = match &snapshot {
             Some((meta, _)) => Applied {
@@ -958,6 +1012,7 @@ impl Replicator {
                 raft,
                 wal,
                 light_load,
+                gate,
                 member_id,
             },
             committed,
@@ -972,7 +1027,14 @@ impl Replicator {
         self.raft
             .client_write_ff(payload, None)
             .await
-            .map_err(|e| ReplicationError::Raft(e.to_string()))
+            .map_err(|e| ReplicationError::Raft(e.to_string()))?;
+        self.gate.proposed();
+        Ok(())
+    }
+
+    /// The count of proposed entries not yet durable, and its signal.
+    pub fn gate(&self) -> &Arc<ProposalGate> {
+        &self.gate
     }
 
     /// Says whether the next proposal is the only request waiting on this member (see `LogStore::append`).
@@ -1022,7 +1084,9 @@ impl Replicator {
             .write(payload)
             .with_leader(leadership.0)
             .await
-            .map_err(|e| ReplicationError::Raft(e.to_string()))
+            .map_err(|e| ReplicationError::Raft(e.to_string()))?;
+        self.gate.proposed();
+        Ok(())
     }
 
     pub async fn shutdown(&self) {

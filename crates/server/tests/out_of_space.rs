@@ -6,20 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{exists_req, Client, GateDisk, TestServer, SOON};
+use common::{exists_req, four_letter, Client, GateDisk, TestServer};
 use oxkeeper_proto::{CreateMode, ErrorCode, OpCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn four_letter(addr: std::net::SocketAddr, word: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(word.as_bytes()).await.expect("send the word");
-    let mut out = String::new();
-    tokio::time::timeout(SOON, s.read_to_string(&mut out))
-        .await
-        .expect("the four-letter word is answered")
-        .expect("read");
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_wait_out_a_full_disk_and_new_ones_are_refused_meanwhile() {

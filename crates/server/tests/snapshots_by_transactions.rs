@@ -7,9 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{create_req, Client, GateDisk, TestServer, SOON};
+use common::{create_req, mntr, Client, GateDisk, TestServer, SOON};
 use oxkeeper_proto::CreateMode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SNAP_COUNT: u64 = 50;
 const WRITES: usize = 120;
@@ -26,27 +25,13 @@ fn snapshot_files(server: &TestServer) -> Vec<String> {
         .collect()
 }
 
-/// A number from `mntr` (`zk_<key>`).
-async fn mntr(server: &TestServer, key: &str) -> u64 {
-    let mut s = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("connect for mntr");
-    s.write_all(b"mntr").await.expect("send mntr");
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.expect("read mntr");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("zk_{key}\t")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no zk_{key} in mntr: {text}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_follows_snap_count_transactions_batched_into_few_entries() {
     let disk = GateDisk::default();
     let server = TestServer::start_on(disk.clone(), |c| c.snap_count = SNAP_COUNT).await;
     let mut c = Client::connect(server.addr, 30_000).await;
     let before = snapshot_files(&server).len();
-    let entries_before = mntr(&server, "oxkeeper_log_entries").await;
+    let entries_before = mntr(server.addr, "oxkeeper_log_entries").await;
 
     // While the first write's fdatasync is held, the others gather behind it.
     let gate = disk.stall();
@@ -63,7 +48,7 @@ async fn a_snapshot_follows_snap_count_transactions_batched_into_few_entries() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // Every create has reached the executor (outstanding) and gathers there while the log is stalled.
-    while mntr(&server, "outstanding_requests").await < WRITES as u64 {
+    while mntr(server.addr, "outstanding_requests").await < WRITES as u64 {
         assert!(
             Instant::now() < deadline,
             "the creates never reached the executor"
@@ -75,7 +60,7 @@ async fn a_snapshot_follows_snap_count_transactions_batched_into_few_entries() {
         let f = c.rx.recv_within(SOON).await.expect("a create reply");
         assert_eq!((f.xid(), f.err()), (i as i32 + 1, 0), "create {i}");
     }
-    let entries = mntr(&server, "oxkeeper_log_entries").await - entries_before;
+    let entries = mntr(server.addr, "oxkeeper_log_entries").await - entries_before;
     assert!(
         entries < SNAP_COUNT,
         "the {WRITES} creates took {entries} log entries: not batched, the test proves nothing"

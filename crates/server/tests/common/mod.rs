@@ -32,6 +32,27 @@ use tokio::net::TcpStream;
 /// A generous bound for anything that should happen "soon" on a loaded 2-core machine.
 pub const SOON: Duration = Duration::from_secs(10);
 
+/// A four-letter word's whole answer.
+pub async fn four_letter(addr: SocketAddr, word: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(word.as_bytes()).await.expect("send the word");
+    let mut out = String::new();
+    tokio::time::timeout(SOON, s.read_to_string(&mut out))
+        .await
+        .expect("the four-letter word is answered")
+        .expect("read");
+    out
+}
+
+/// A number from `mntr` (`zk_<key>`).
+pub async fn mntr(addr: SocketAddr, key: &str) -> u64 {
+    let text = four_letter(addr, "mntr").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("zk_{key}\t")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no zk_{key} in mntr: {text}"))
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // The server
 
