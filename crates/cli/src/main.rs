@@ -12,6 +12,16 @@ mod shell;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// Starts jemalloc's background thread, which gives memory freed by the server back to the OS after
+/// `dirty_decay_ms` (10 s). Without it jemalloc purges only when the process allocates again, so a server
+/// that went quiet after a burst kept its peak: 19,000 idle sessions closing at once took RSS from 60 to
+/// 154 MiB, and it stayed at 103 MiB; with the thread it was back at 61 MiB within 10 s.
+fn return_freed_memory_in_the_background() {
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        eprintln!("oxkeeper: jemalloc's background thread not started ({e}): freed memory is returned late");
+    }
+}
+
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -144,6 +154,7 @@ fn import(
 }
 
 fn run_server(config: Config) -> std::process::ExitCode {
+    return_freed_memory_in_the_background();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -179,5 +190,16 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The test binary has the same global allocator as the server.
+    #[test]
+    fn freed_memory_is_returned_by_a_background_thread() {
+        tikv_jemalloc_ctl::background_thread::write(false).expect("stop the thread");
+        super::return_freed_memory_in_the_background();
+        assert!(tikv_jemalloc_ctl::background_thread::read().expect("read the setting"));
     }
 }
