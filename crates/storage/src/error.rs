@@ -78,6 +78,15 @@ pub enum WalError {
         last: Option<u64>,
     },
 
+    /// Entries read back through a view (`LogView::read`) were not all in the files the view covered,
+    /// although the log's own index said they were: the files changed under the log, or a bug. Only the
+    /// read fails; the log goes on.
+    #[error(
+        "reading entries {from}..={to} back from the write-ahead log found {found} of them in the \
+         segments that should hold them all (were the log's files changed by another process?)"
+    )]
+    ReadShort { from: u64, to: u64, found: u64 },
+
     /// An entry or a batch does not fit the format's 32-bit lengths, or the index space is exhausted.
     #[error("too large for the write-ahead log: {what}")]
     TooLarge { what: String },

@@ -46,13 +46,10 @@ impl<F: DiskFile> LogView<F> {
             .enumerate()
             .all(|(k, (index, _))| *index == from + k as u64);
         if out.len() as u64 != expected || !consecutive {
-            return Err(WalError::Corrupt {
-                file: PathBuf::new(),
-                offset: 0,
-                reason: format!(
-                    "reading entries {from}..={to} back from the log found {} of them: entries are missing",
-                    out.len()
-                ),
+            return Err(WalError::ReadShort {
+                from,
+                to,
+                found: out.len() as u64,
             });
         }
         Ok(out)
