@@ -596,7 +596,7 @@ fn drive(
             }
             Outcome::Closed(by_us) => by_us,
         };
-        shared.stats.cnxn_closed(conn);
+        shared.stats.cnxn_closed(conn, shared.now_ms());
         // The closing steps' futures (timers) live in their own allocation, not in every connection's.
         let closing: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
             Box::pin(close(conn, shared, handoff, slot, out, rd, closed_by_us));

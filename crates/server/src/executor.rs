@@ -647,7 +647,7 @@ impl Executor {
                 // Gone from the connection table before the client can see the end of the text (as with
                 // ZooKeeper, which closes it before the next command runs): a command that follows at once
                 // must not count or list it.
-                self.shared.stats.cnxn_closed(conn);
+                self.shared.stats.cnxn_closed(conn, self.shared.now_ms());
                 out.send(text.into_bytes());
                 out.close();
             }

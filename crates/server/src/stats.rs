@@ -200,14 +200,23 @@ impl ServerStats {
         self.cnxn_touched(info, now_ms);
     }
 
-    pub fn cnxn_closed(&self, conn: ConnId) {
+    pub fn cnxn_closed(&self, conn: ConnId, now_ms: u64) {
         let mut t = self.table();
         if let Some(info) = t.live.remove(&conn) {
+            // Buckets whose time has come go here too, not only at dump or a bucket change: a server whose
+            // connections only come and go would otherwise keep one per bucket width forever.
+            t.left_buckets.retain(|&b| b > now_ms);
             let left = info.deadline_ms.load(Ordering::Acquire);
-            if left != 0 {
+            if left > now_ms {
                 t.left_buckets.insert(left);
             }
         }
+    }
+
+    /// Buckets kept for `dump` that no live connection is in (for tests).
+    #[cfg(test)]
+    fn left_bucket_count(&self) -> usize {
+        self.table().left_buckets.len()
     }
 
     /// Open connections (`num_alive_connections`, `Connections:` of `srvr`).
@@ -603,7 +612,7 @@ mod tests {
         // A ConnectRequest: the connection's timeout becomes the session's.
         st.cnxn_session_timeout(&one, 10_000, 500);
         one.set_session(0x1ab);
-        st.cnxn_closed(2);
+        st.cnxn_closed(2, 550);
         // The bucket both left stays, empty, until its time passes.
         assert_eq!(
             st.dump_connections(600, date),
@@ -629,5 +638,21 @@ mod tests {
             "Connections Sets (0)/(1):\n"
         );
         assert_eq!(st.alive_connections(), 1);
+    }
+
+    #[test]
+    fn closed_connections_leave_no_bucket_behind_once_its_time_has_passed() {
+        let st = ServerStats::default();
+        // Connections that come and go, one per bucket width (1000 ms), never dumped.
+        for i in 0..100u64 {
+            let now = i * 1000;
+            st.cnxn_opened(ConnInfo::new(i, addr(40001), 0, 1000), 1000, now);
+            st.cnxn_closed(i, now + 10);
+        }
+        // Only the buckets still to come are kept: the last one or two, not 100.
+        assert!(st.left_bucket_count() <= 2, "{}", st.left_bucket_count());
+        st.cnxn_opened(ConnInfo::new(100, addr(40001), 0, 1000), 1000, 200_000);
+        st.cnxn_closed(100, 200_000);
+        assert_eq!(st.left_bucket_count(), 1);
     }
 }
