@@ -155,11 +155,7 @@ fn a_batch_larger_than_a_segment_gets_a_segment_of_its_own() {
 #[test]
 fn truncate_after_drops_later_entries_durably() {
     let disk = SimDisk::new();
-    let opts = small(300);
-    let (mut wal, _) = open(&disk, &opts);
-    for i in (1..=60).step_by(3) {
-        append_range(&mut wal, i..=i + 2);
-    }
+    let (mut wal, opts) = in_threes_on_300_byte_segments(&disk, 60);
     let segments_before = segment_names(&disk);
     // Index 29 is in the middle of batch 28..=30, in an earlier segment.
     wal.truncate_after(29).unwrap();
@@ -207,6 +203,16 @@ fn nine_entries_two_per_segment(disk: &SimDisk) -> (Wal<SimDisk>, WalOptions) {
     let (mut wal, _) = open(disk, &opts);
     for i in 1..=9 {
         append_range(&mut wal, i..=i);
+    }
+    (wal, opts)
+}
+
+/// A log of 300-byte segments holding entries `1..=last` (a multiple of 3) appended three to a batch.
+fn in_threes_on_300_byte_segments(disk: &SimDisk, last: u64) -> (Wal<SimDisk>, WalOptions) {
+    let opts = small(300);
+    let (mut wal, _) = open(disk, &opts);
+    for i in (1..=last).step_by(3) {
+        append_range(&mut wal, i..=i + 2);
     }
     (wal, opts)
 }
@@ -519,11 +525,7 @@ fn a_roll_after_a_cut_short_write_zeroes_the_old_segment_first() {
 #[test]
 fn a_truncation_out_of_space_can_be_retried() {
     let disk = SimDisk::new();
-    let opts = small(300);
-    let (mut wal, _) = open(&disk, &opts);
-    for i in (1..=30).step_by(3) {
-        append_range(&mut wal, i..=i + 2);
-    }
+    let (mut wal, opts) = in_threes_on_300_byte_segments(&disk, 30);
     disk.set_fault(Some(SimFault::NoSpace));
     let error = wal.truncate_after(4).unwrap_err();
     assert!(error.is_no_space(), "{error}");
@@ -907,11 +909,7 @@ fn read(wal: &Wal<SimDisk>, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>, W
 #[test]
 fn entries_read_back_across_segments_are_what_was_appended() {
     let disk = SimDisk::new();
-    let opts = small(300);
-    let (mut wal, _) = open(&disk, &opts);
-    for i in (1..=60).step_by(3) {
-        append_range(&mut wal, i..=i + 2);
-    }
+    let (wal, opts) = in_threes_on_300_byte_segments(&disk, 60);
     assert!(segment_names(&disk).len() > 3, "the range spans segments");
     for (from, to) in [(1, 60), (1, 1), (60, 60), (2, 59), (17, 44), (28, 30)] {
         assert_eq!(
@@ -933,11 +931,7 @@ fn entries_read_back_across_segments_are_what_was_appended() {
 #[test]
 fn a_read_sees_entries_rewritten_after_a_truncation_and_not_the_dropped_ones() {
     let disk = SimDisk::new();
-    let opts = small(300);
-    let (mut wal, _) = open(&disk, &opts);
-    for i in (1..=60).step_by(3) {
-        append_range(&mut wal, i..=i + 2);
-    }
+    let (mut wal, _) = in_threes_on_300_byte_segments(&disk, 60);
     // 29 lies inside batch 28..=30: the segment keeps the batch and gets a truncate batch after it.
     wal.truncate_after(29).unwrap();
     let replaced = b"a different entry 30".to_vec();
