@@ -5,21 +5,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{create_req, mntr, Client, GateDisk, TestServer, SOON};
+use common::{create_req, mntr, mntr_reaches, Client, GateDisk, TestServer, SOON};
 use oxkeeper_proto::CreateMode;
 
 const WRITES: usize = 50;
-
-/// Waits until `mntr`'s `key` reaches `at_least`.
-async fn mntr_reaches(server: &TestServer, key: &str, at_least: u64, what: &str) {
-    let deadline = Instant::now() + SOON;
-    while mntr(server.addr, key).await < at_least {
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_arriving_during_an_fdatasync_go_out_as_one_entry() {
@@ -33,37 +22,18 @@ async fn writes_arriving_during_an_fdatasync_go_out_as_one_entry() {
     c.tx.send(1, &create(0))
         .await
         .expect("send the first create");
-    let deadline = Instant::now() + SOON;
-    while disk.blocked_syncs() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the first write never reached the log"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    disk.sync_blocked().await;
     // A second write reaches the executor on its own while the first is held: it must not go out alone.
     c.tx.send(2, &create(1))
         .await
         .expect("send the second create");
-    mntr_reaches(
-        &server,
-        "outstanding_requests",
-        2,
-        "the second create never reached the executor",
-    )
-    .await;
+    mntr_reaches(server.addr, "outstanding_requests", 2).await;
     for i in 2..WRITES {
         c.tx.send(i as i32 + 1, &create(i))
             .await
             .expect("send a create");
     }
-    mntr_reaches(
-        &server,
-        "outstanding_requests",
-        WRITES as u64,
-        "the creates never reached the executor",
-    )
-    .await;
+    mntr_reaches(server.addr, "outstanding_requests", WRITES as u64).await;
     gate.release();
     for i in 0..WRITES {
         let f = c.rx.recv_within(SOON).await.expect("a create reply");

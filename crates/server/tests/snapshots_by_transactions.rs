@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{create_req, mntr, Client, GateDisk, TestServer, SOON};
+use common::{create_req, mntr, mntr_reaches, Client, GateDisk, TestServer, SOON};
 use oxkeeper_proto::CreateMode;
 
 const SNAP_COUNT: u64 = 50;
@@ -39,22 +39,9 @@ async fn a_snapshot_follows_snap_count_transactions_batched_into_few_entries() {
         let req = create_req(&format!("/n{i:04}"), CreateMode::Persistent);
         c.tx.send(i as i32 + 1, &req).await.expect("send a create");
     }
-    let deadline = Instant::now() + SOON;
-    while disk.blocked_syncs() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the first write never reached the log"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    disk.sync_blocked().await;
     // Every create has reached the executor (outstanding) and gathers there while the log is stalled.
-    while mntr(server.addr, "outstanding_requests").await < WRITES as u64 {
-        assert!(
-            Instant::now() < deadline,
-            "the creates never reached the executor"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    mntr_reaches(server.addr, "outstanding_requests", WRITES as u64).await;
     gate.release();
     for i in 0..WRITES {
         let f = c.rx.recv_within(SOON).await.expect("a create reply");

@@ -44,6 +44,15 @@ pub async fn four_letter(addr: SocketAddr, word: &str) -> String {
     out
 }
 
+/// Waits (up to `SOON`) until `mntr`'s `key` reaches `at_least`.
+pub async fn mntr_reaches(addr: SocketAddr, key: &str, at_least: u64) {
+    let what = format!("mntr's {key} to reach {at_least}");
+    eventually(SOON, &what, || async {
+        (mntr(addr, key).await >= at_least).then_some(())
+    })
+    .await
+}
+
 /// A number from `mntr` (`zk_<key>`).
 pub async fn mntr(addr: SocketAddr, key: &str) -> u64 {
     let text = four_letter(addr, "mntr").await;
@@ -174,6 +183,14 @@ impl GateDisk {
     /// Syncs blocked at the gate right now.
     pub fn blocked_syncs(&self) -> usize {
         *self.gate.waiting.lock().expect("gate lock")
+    }
+
+    /// Waits (up to `SOON`) until a sync is blocked at the gate: a write has reached the log.
+    pub async fn sync_blocked(&self) {
+        eventually(SOON, "a write blocked at the gate", || async {
+            (self.blocked_syncs() > 0).then_some(())
+        })
+        .await
     }
 }
 
