@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{create_req, mntr, mntr_reaches, Client, GateDisk, TestServer, SOON};
+use common::{create_req, mntr, mntr_reaches, ok_replies, Client, GateDisk, TestServer};
 use oxkeeper_proto::CreateMode;
 
 const WRITES: usize = 50;
@@ -35,10 +35,7 @@ async fn writes_arriving_during_an_fdatasync_go_out_as_one_entry() {
     }
     mntr_reaches(server.addr, "outstanding_requests", WRITES as u64).await;
     gate.release();
-    for i in 0..WRITES {
-        let f = c.rx.recv_within(SOON).await.expect("a create reply");
-        assert_eq!((f.xid(), f.err()), (i as i32 + 1, 0), "create {i}");
-    }
+    ok_replies(&mut c, WRITES, "create").await;
     let entries = mntr(server.addr, "oxkeeper_log_entries").await - entries_before;
     assert_eq!(
         entries,

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{create_req, mntr, mntr_reaches, Client, GateDisk, TestServer, SOON};
+use common::{create_req, mntr, mntr_reaches, ok_replies, Client, GateDisk, TestServer, SOON};
 use oxkeeper_proto::CreateMode;
 
 const SNAP_COUNT: u64 = 50;
@@ -43,10 +43,7 @@ async fn a_snapshot_follows_snap_count_transactions_batched_into_few_entries() {
     // Every create has reached the executor (outstanding) and gathers there while the log is stalled.
     mntr_reaches(server.addr, "outstanding_requests", WRITES as u64).await;
     gate.release();
-    for i in 0..WRITES {
-        let f = c.rx.recv_within(SOON).await.expect("a create reply");
-        assert_eq!((f.xid(), f.err()), (i as i32 + 1, 0), "create {i}");
-    }
+    ok_replies(&mut c, WRITES, "create").await;
     let entries = mntr(server.addr, "oxkeeper_log_entries").await - entries_before;
     assert!(
         entries < SNAP_COUNT,

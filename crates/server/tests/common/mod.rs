@@ -562,6 +562,14 @@ impl Receiver {
     }
 }
 
+/// Receives the replies to requests sent with xids `1..=n`, in order, each without an error.
+pub async fn ok_replies(c: &mut Client, n: usize, what: &str) {
+    for i in 1..=n {
+        let f = c.rx.recv_within(SOON).await.expect("a reply");
+        assert_eq!((f.xid(), f.err()), (i as i32, 0), "{what} {i}");
+    }
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `within`.
 pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
 where
