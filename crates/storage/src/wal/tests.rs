@@ -971,6 +971,31 @@ fn a_view_does_not_see_what_is_written_after_it() {
 }
 
 #[test]
+fn a_view_whose_files_lack_entries_of_its_range_reports_how_many_it_found() {
+    let disk = SimDisk::new();
+    let (mut wal, _) = open(&disk, &small(4096));
+    append_range(&mut wal, 1..=5);
+    // What a view would meet if its segments lost entries the log's index said they held (files changed
+    // under the log, or a bug): its range reaches past what the files it opened hold.
+    let mut view = wal.view(2, 5).unwrap();
+    view.to = 7;
+    let error = view.read().unwrap_err();
+    assert!(
+        matches!(
+            error,
+            WalError::ReadShort {
+                from: 2,
+                to: 7,
+                found: 4
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(!error.is_corrupt(), "not damage to restore from: {error}");
+    assert!(wal.stopped().is_none());
+}
+
+#[test]
 fn damage_found_by_a_read_is_reported_to_the_reader_and_does_not_stop_the_log() {
     let disk = SimDisk::new();
     let opts = small(4096);
