@@ -121,13 +121,21 @@ pub struct IsolatedServer {
 
 impl IsolatedServer {
     pub fn start(configure: impl FnOnce(&mut Config) + Send + 'static) -> IsolatedServer {
+        Self::start_on(RealDisk, configure)
+    }
+
+    /// `start`, with the log on `disk` (e.g. a `GateDisk`).
+    pub fn start_on<D: Disk>(
+        disk: D,
+        configure: impl FnOnce(&mut Config) + Send + 'static,
+    ) -> IsolatedServer {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("oxkeeper-server")
             .enable_all()
             .build()
             .expect("build the server runtime");
-        let server = runtime.block_on(TestServer::start(configure));
+        let server = runtime.block_on(TestServer::start_on(disk, configure));
         IsolatedServer {
             server,
             runtime: Some(runtime),
