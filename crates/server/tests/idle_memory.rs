@@ -106,6 +106,18 @@ const BUDGET_BYTES: f64 = 1200.0;
 const SESSIONS: usize = 2000;
 
 /// Reads one length-prefixed frame into `buf` (a fixed buffer: nothing is allocated).
+/// A ConnectRequest for a new session (30 s timeout), as a frame.
+fn new_session_request() -> Vec<u8> {
+    encode_connect_request(&ConnectRequest {
+        protocol_version: 0,
+        last_zxid_seen: 0,
+        timeout_ms: 30_000,
+        session_id: 0,
+        passwd: Some(vec![0; 16]),
+        read_only: Some(false),
+    })
+}
+
 fn read_frame<'a>(s: &mut TcpStream, buf: &'a mut [u8; 256]) -> &'a [u8] {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).expect("read a frame length");
@@ -144,14 +156,7 @@ fn an_idle_session_costs_less_than_its_budget() {
     );
     let server = common::IsolatedServer::start(|_| {});
     let addr = server.server.addr;
-    let connect = encode_connect_request(&ConnectRequest {
-        protocol_version: 0,
-        last_zxid_seen: 0,
-        timeout_ms: 30_000,
-        session_id: 0,
-        passwd: Some(vec![0; 16]),
-        read_only: Some(false),
-    });
+    let connect = new_session_request();
     let ping = common::ping_frame();
     let mut buf = [0u8; 256];
     // Warm up: the first connections make the server's one-off allocations (tables growing, tasks of the
@@ -230,14 +235,7 @@ fn a_request_held_at_the_outstanding_limit_costs_its_connection_little() {
     let disk = common::GateDisk::default();
     let server = common::IsolatedServer::start_on(disk.clone(), |c| c.global_outstanding_limit = 1);
     let addr = server.server.addr;
-    let connect = encode_connect_request(&ConnectRequest {
-        protocol_version: 0,
-        last_zxid_seen: 0,
-        timeout_ms: 30_000,
-        session_id: 0,
-        passwd: Some(vec![0; 16]),
-        read_only: Some(false),
-    });
+    let connect = new_session_request();
     let mut buf = [0u8; 256];
     let mut clients: Vec<TcpStream> = (0..=HELD_CONNECTIONS)
         .map(|_| {
