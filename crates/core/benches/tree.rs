@@ -124,8 +124,8 @@ impl BenchState {
     /// The children of `parent` whose name starts with `prefix`.
     fn children_with_prefix(&self, parent: &str, prefix: &str) -> Vec<String> {
         let node = self.sm.tree().get(parent).expect("the parent exists");
-        node.children
-            .iter()
+        node.sorted_children()
+            .into_iter()
             .filter(|c| c.starts_with(prefix))
             .map(|c| format!("{parent}/{c}"))
             .collect()

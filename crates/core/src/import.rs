@@ -178,19 +178,6 @@ fn add_missing_system_nodes(tree: &mut DataTree, acls: &mut AclCache) -> Vec<&'s
     added
 }
 
-/// `getCounts`: the nodes of the subtree at `path` (itself included) and the sum of their data lengths.
-fn subtree_counts(tree: &DataTree, path: &str) -> (i64, i64) {
-    let (mut count, mut bytes) = (0i64, 0i64);
-    let mut stack = vec![path.to_owned()];
-    while let Some(p) = stack.pop() {
-        let Some(n) = tree.get(&p) else { continue };
-        count += 1;
-        bytes += i64::try_from(n.data_len()).unwrap_or(i64::MAX);
-        stack.extend(n.children.iter().map(|c| path::join(&p, c)));
-    }
-    (count, bytes)
-}
-
 /// `DataTree.setupQuota`, run when ZooKeeper loads a snapshot: every `zookeeper_limits` leaf under
 /// `/zookeeper/quota` has the subtree it governs recounted into its `zookeeper_stats` node.
 fn setup_quota(tree: &mut DataTree) {
@@ -198,13 +185,11 @@ fn setup_quota(tree: &mut DataTree) {
     let prefix = format!("{}/", path::QUOTA);
     let reals: Vec<String> = tree
         .iter()
-        .filter(|(p, n)| {
-            p.starts_with(&prefix) && p.ends_with(LIMITS_SUFFIX) && n.children.is_empty()
-        })
+        .filter(|(p, n)| p.starts_with(&prefix) && p.ends_with(LIMITS_SUFFIX) && !n.has_children())
         .filter_map(|(p, _)| Some(p.get(path::QUOTA.len()..p.find(LIMITS_SUFFIX)?)?.to_owned()))
         .collect();
     for real in reals {
-        let (count, bytes) = subtree_counts(tree, if real.is_empty() { path::ROOT } else { &real });
+        let (count, bytes) = tree.subtree_counts(if real.is_empty() { path::ROOT } else { &real });
         let mut stats = StatsTrack::default();
         stats.set_bytes(bytes);
         stats.set_count(count);
@@ -350,7 +335,7 @@ impl ZkReplay {
         let newest = self
             .tree
             .iter()
-            .map(|(_, n)| n.stat.czxid.max(n.stat.mzxid).max(n.stat.pzxid))
+            .map(|(_, n)| n.stat().czxid.max(n.stat().mzxid).max(n.stat().pzxid))
             .max()
             .unwrap_or(0);
         if newest > self.last_zxid {
@@ -386,8 +371,8 @@ impl ZkReplay {
             .map(|(p, n)| ImportedNode {
                 path: p.to_string(),
                 data: n.data_vec(),
-                acl: n.acl.to_vec(),
-                stat: n.stat,
+                acl: n.acl().to_vec(),
+                stat: n.stat(),
             })
             .collect();
         let image = ZooKeeperImage {
@@ -498,9 +483,9 @@ impl ZkReplay {
         let Some(parent) = self.tree.get(&parent_path) else {
             return Ok(Some(ErrorCode::NoNode));
         };
-        let (old_cversion, old_pzxid) = (parent.stat.cversion, parent.stat.pzxid);
+        let (old_cversion, old_pzxid) = (parent.stat().cversion, parent.stat().pzxid);
         if let Some(existing) = self.tree.get(&c.path) {
-            let aversion = existing.stat.aversion;
+            let aversion = existing.stat().aversion;
             self.tree.set_acl(&c.path, acl, aversion);
             if c.op == OpCode::Create {
                 self.raise_cversion(&parent_path, c.parent_cversion, hdr.zxid);
@@ -542,7 +527,7 @@ impl ZkReplay {
         let Some(node) = self.tree.get(path) else {
             return;
         };
-        let current = node.stat.cversion;
+        let current = node.stat().cversion;
         let cversion = match cversion {
             -1 => current.wrapping_add(1),
             v => v,
@@ -563,7 +548,7 @@ impl ZkReplay {
         let Some(parent) = self.tree.get(&parent_path) else {
             return Ok(Some(ErrorCode::NoNode));
         };
-        let (parent_cversion, parent_pzxid) = (parent.stat.cversion, parent.stat.pzxid);
+        let (parent_cversion, parent_pzxid) = (parent.stat().cversion, parent.stat().pzxid);
         let Some(node) = self.tree.get(path) else {
             if zxid > parent_pzxid {
                 self.tree
@@ -571,11 +556,11 @@ impl ZkReplay {
             }
             return Ok(Some(ErrorCode::NoNode));
         };
-        if !node.children.is_empty() {
+        if node.has_children() {
             return Err(format!(
                 "a delete of {path}, which has {} child(ren) here: ZooKeeper would leave them without \
                  a parent",
-                node.children.len()
+                node.num_children()
             ));
         }
         let kind = node.kind();
@@ -706,7 +691,7 @@ impl StateMachine {
 
         let newest = tree
             .iter()
-            .map(|(_, n)| n.stat.czxid.max(n.stat.mzxid).max(n.stat.pzxid))
+            .map(|(_, n)| n.stat().czxid.max(n.stat().mzxid).max(n.stat().pzxid))
             .max()
             .unwrap_or(0);
         if newest > image.last_zxid {
@@ -1010,7 +995,7 @@ mod tests {
     }
 
     fn stat_of(r: &ZkReplay, path: &str) -> NodeStat {
-        r.tree().get(path).unwrap().stat
+        r.tree().get(path).unwrap().stat()
     }
 
     #[test]
@@ -1040,8 +1025,8 @@ mod tests {
         }
         r.apply(&hdr(4), &c).unwrap();
         let a = r.tree().get("/a").unwrap();
-        assert_eq!(a.acl.as_slice(), read_acl_unsafe().as_slice());
-        assert_eq!(a.data.as_deref(), Some(&b"old"[..]));
+        assert_eq!(a.acl().as_slice(), read_acl_unsafe().as_slice());
+        assert_eq!(a.data(), Some(&b"old"[..]));
         assert_eq!((stat_of(&r, "/").cversion, stat_of(&r, "/").pzxid), (5, 4));
         // create2 does not get the fix-up.
         if let ZkTxn::Create(c) = &mut c {
@@ -1132,7 +1117,7 @@ mod tests {
         ]);
         r.apply(&hdr(2), &ok).unwrap();
         let a = r.tree().get("/a").unwrap();
-        assert_eq!((a.data.clone(), a.stat.version, a.stat.mzxid), (None, 1, 2));
+        assert_eq!((a.data(), a.stat().version, a.stat().mzxid), (None, 1, 2));
         assert!(r.tree().contains("/a/b"));
         assert_eq!(r.last_zxid(), 2);
     }
@@ -1226,7 +1211,7 @@ mod tests {
         let (image, notes) = r.finish().unwrap();
         assert!(notes[0].contains("/zookeeper/config"), "{notes:?}");
         let state = import(image);
-        assert_eq!(state.tree().get(path::CONFIG).unwrap().stat.aversion, -1);
+        assert_eq!(state.tree().get(path::CONFIG).unwrap().stat().aversion, -1);
         // /zookeeper's cversion is not touched (addConfigNode only adds the child).
         assert_eq!(get(&state, "/zookeeper").1.cversion, -2);
     }

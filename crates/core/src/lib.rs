@@ -18,7 +18,7 @@ pub mod watches;
 pub use session::{Owner, SessionChange, SessionInfo};
 pub use state::{Applied, ApplySettings, Command, CommandOp, StateMachine, Trigger};
 pub use tracker::{ExpiryQueue, SessionTracker};
-pub use tree::{DataTree, Node, NodeKind, NodeStat};
+pub use tree::{DataTree, NodeKind, NodeRef, NodeStat};
 pub use watches::{WatchKind, WatchTable};
 
 /// A connection on this member (member-local; watches belong to connections, not sessions).

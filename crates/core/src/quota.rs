@@ -280,31 +280,10 @@ impl QuotaIndex {
     }
 }
 
-/// `getCounts`: the number of nodes in the subtree at `path` (itself included) and their data lengths.
-fn subtree_counts(tree: &DataTree, path: &str) -> (i64, i64) {
-    let (mut count, mut bytes) = (0i64, 0i64);
-    let Some(node) = tree.get(path) else {
-        return (0, 0);
-    };
-    let mut stack = vec![(path.to_owned(), node.clone())];
-    while let Some((p, n)) = stack.pop() {
-        count += 1;
-        bytes += i64::try_from(n.data_len()).unwrap_or(i64::MAX);
-        for name in n.children.iter() {
-            let child = path::join(&p, name);
-            if let Some(c) = tree.get(&child) {
-                let c = c.clone();
-                stack.push((child, c));
-            }
-        }
-    }
-    (count, bytes)
-}
-
 /// `updateQuotaForPath`: recounts the subtree of `real` and writes `count=N,bytes=M` into its stats
 /// node.
 fn update_quota_for_path(tree: &mut DataTree, real: &str) {
-    let (count, bytes) = subtree_counts(tree, if real.is_empty() { path::ROOT } else { real });
+    let (count, bytes) = tree.subtree_counts(if real.is_empty() { path::ROOT } else { real });
     let mut stats = StatsTrack::default();
     stats.set_bytes(bytes);
     stats.set_count(count);
@@ -316,7 +295,7 @@ fn update_quota_stat(tree: &mut DataTree, prefix: &str, bytes_diff: i64, count_d
     let path = stat_path(prefix);
     let Some(stats) = tree
         .get(&path)
-        .and_then(|n| n.data.as_deref())
+        .and_then(|n| n.data())
         .and_then(StatsTrack::parse)
     else {
         return;
@@ -380,8 +359,7 @@ pub fn check_quota(
     let parse = |p: &str| -> Option<Result<StatsTrack, ErrorCode>> {
         let node = tree.get(p)?;
         Some(
-            node.data
-                .as_deref()
+            node.data()
                 .and_then(StatsTrack::parse)
                 .ok_or(ErrorCode::MarshallingError),
         )
@@ -460,7 +438,7 @@ mod tests {
 
         fn set(&mut self, path: &str, data: Option<&str>) {
             self.zxid += 1;
-            let v = self.tree.get(path).unwrap().stat.version + 1;
+            let v = self.tree.get(path).unwrap().stat().version + 1;
             self.tree
                 .set_data(path, data.and_then(bytes), v, self.zxid, 2000)
                 .unwrap();
@@ -484,9 +462,7 @@ mod tests {
 
         fn data(&self, path: &str) -> Option<String> {
             let n = self.tree.get(path)?;
-            n.data
-                .as_deref()
-                .map(|d| String::from_utf8(d.to_vec()).unwrap())
+            n.data().map(|d| String::from_utf8(d.to_vec()).unwrap())
         }
 
         fn stats(&self, path: &str) -> Option<String> {
@@ -666,7 +642,7 @@ mod tests {
         t.set("/other", None);
         assert_eq!(t.stats("/t").as_deref(), Some("count=2,bytes=11"));
         // The stats node's Stat never moves, however often its data is rewritten.
-        let s = t.tree.get(&stat_path("/t")).unwrap().stat;
+        let s = t.tree.get(&stat_path("/t")).unwrap().stat();
         assert_eq!(s.version, 0);
         assert!(s.mzxid < t.zxid);
         // Deleting the quota root itself is counted too.
@@ -773,7 +749,7 @@ mod tests {
         assert_eq!(t.tree.quotas().prefixes().collect::<Vec<_>>(), ["/x"]);
         // ...but a stats node there is recounted over the whole tree (root and itself included), as
         // ZooKeeper's getCounts("") does.
-        let (count, bytes) = subtree_counts(&t.tree, "/");
+        let (count, bytes) = t.tree.subtree_counts("/");
         t.create("/zookeeper/quota/zookeeper_stats", None);
         assert_eq!(
             t.data("/zookeeper/quota/zookeeper_stats"),
@@ -816,8 +792,8 @@ mod tests {
         t.create("/a/c", Some("cc"));
         assert_eq!(t.stats("/a").as_deref(), Some("count=3,bytes=4"));
         assert_eq!(
-            back.get(&stat_path("/a")).unwrap().data,
-            t.tree.get(&stat_path("/a")).unwrap().data
+            back.get(&stat_path("/a")).unwrap().data(),
+            t.tree.get(&stat_path("/a")).unwrap().data()
         );
     }
 
@@ -926,12 +902,12 @@ mod tests {
                 }
                 t.setquota("/a", 1);
                 t.setquota("/a/b", 1);
-                let (base_count, base_bytes) = subtree_counts(&t.tree, "/a/b");
+                let (base_count, base_bytes) = t.tree.subtree_counts("/a/b");
                 for o in &after {
                     run(&mut t, o);
                     t.tree.check_invariants().map_err(TestCaseError::fail)?;
-                    let (a_count, a_bytes) = subtree_counts(&t.tree, "/a");
-                    let (b_count, b_bytes) = subtree_counts(&t.tree, "/a/b");
+                    let (a_count, a_bytes) = t.tree.subtree_counts("/a");
+                    let (b_count, b_bytes) = t.tree.subtree_counts("/a/b");
                     let a = format!(
                         "count={},bytes={}",
                         a_count - b_count + base_count,
@@ -1042,7 +1018,7 @@ mod tests {
             0,
         );
         create(&mut sm, s, &stat_path("/r/t"), "count=0,bytes=0", 0);
-        let created = sm.tree().get(&stat_path("/r/t")).unwrap().stat;
+        let created = sm.tree().get(&stat_path("/r/t")).unwrap().stat();
         create(&mut sm, s, "/r/t/x", "xx", 0);
         assert_eq!(stats_of(&sm, "/r/t"), "count=2,bytes=7");
         // The stats node's stat is the one of its create; reading it shows the new dataLength.
@@ -1098,12 +1074,12 @@ mod tests {
         // Ephemerals removed by a session close are counted out.
         create(&mut sm, s, "/r/t/e", "eeee", 1);
         assert_eq!(stats_of(&sm, "/r/t"), "count=4,bytes=12");
-        let before = sm.tree().get(&stat_path("/r/t")).unwrap().stat;
+        let before = sm.tree().get(&stat_path("/r/t")).unwrap().stat();
         sm.apply(&cmd(s, CommandOp::CloseSession));
         sm.check_invariants().unwrap();
         assert_eq!(stats_of(&sm, "/r/t"), "count=3,bytes=8");
-        assert_eq!(sm.tree().get(&stat_path("/r/t")).unwrap().stat, before);
-        assert_eq!(sm.tree().get(&stat_path("/r/t")).unwrap().stat, created);
+        assert_eq!(sm.tree().get(&stat_path("/r/t")).unwrap().stat(), before);
+        assert_eq!(sm.tree().get(&stat_path("/r/t")).unwrap().stat(), created);
         // A snapshot round-trips and goes on identically.
         let bytes = postcard::to_allocvec(&sm).unwrap();
         let back: StateMachine = postcard::from_bytes(&bytes).unwrap();

@@ -12,12 +12,12 @@ use crate::session::{
     self, hmac_password, initial_session_counter, password_matches, zookeeper_password, Owner,
     SessionInfo, PASSWORD_LEN,
 };
-use crate::tree::{next_version, DataTree, Node, NodeKind};
+use crate::tree::{next_version, DataTree, NodeKind, NodeRef};
 use crate::SessionId;
 use imbl::OrdMap;
 use oxkeeper_proto::{
     perms, Acl, CreateMode, CreateRequest, ErrorCode, EventType, Id, MultiOp, MultiResult, OpCode,
-    PathVersion, Request, Response, SetAclRequest, SetDataRequest, CONTAINER_EPHEMERAL_OWNER,
+    PathVersion, Request, Response, SetAclRequest, SetDataRequest, Stat, CONTAINER_EPHEMERAL_OWNER,
     TTL_EPHEMERAL_OWNER_MASK, TTL_MAX_MS,
 };
 use serde::{Deserialize, Serialize};
@@ -324,7 +324,7 @@ impl StateMachine {
         let mut out = Vec::new();
         for path in self.tree.containers() {
             if let Some(n) = self.tree.get(path) {
-                if n.children.is_empty() && n.stat.cversion > 0 {
+                if !n.has_children() && n.stat().cversion > 0 {
                     out.push(path.to_owned());
                 }
             }
@@ -332,8 +332,8 @@ impl StateMachine {
         for path in self.tree.ttls() {
             if let Some(n) = self.tree.get(path) {
                 if let NodeKind::Ttl(ttl) = n.kind() {
-                    let elapsed = now_wall_ms.saturating_sub(n.stat.mtime);
-                    if n.children.is_empty() && ttl != 0 && elapsed > ttl {
+                    let elapsed = now_wall_ms.saturating_sub(n.stat().mtime);
+                    if !n.has_children() && ttl != 0 && elapsed > ttl {
                         out.push(path.to_owned());
                     }
                 }
@@ -370,7 +370,7 @@ impl StateMachine {
                 }
                 owned += 1;
             }
-            let s = &n.stat;
+            let s = n.stat();
             if s.czxid.max(s.mzxid).max(s.pzxid) > self.last_zxid {
                 return Err(format!("{p} has a zxid above {}", self.last_zxid));
             }
@@ -581,7 +581,7 @@ impl StateMachine {
     /// Deletes a childless node, keeps the session's ephemeral index in step and records the events:
     /// NodeDeleted on the path, then NodeChildrenChanged on the parent.
     fn delete_node(&mut self, path: &str, zxid: i64, triggers: &mut Vec<Trigger>) {
-        let Some((node, parent_acl)) = self.tree.delete(path, zxid) else {
+        let Some(node) = self.tree.delete(path, zxid) else {
             return;
         };
         if let NodeKind::Ephemeral(owner) = node.kind() {
@@ -593,13 +593,13 @@ impl StateMachine {
             path: path.to_owned(),
             event: EventType::NodeDeleted,
             zxid,
-            acl: node.acl.clone(),
+            acl: node.acl,
         });
         triggers.push(Trigger {
             path: parent_of(path).unwrap_or("/").to_owned(),
             event: EventType::NodeChildrenChanged,
             zxid,
-            acl: parent_acl,
+            acl: node.parent_acl,
         });
     }
 
@@ -613,7 +613,7 @@ impl StateMachine {
         }
     }
 
-    fn node(&self, path: &str) -> Outcome<&Arc<Node>> {
+    fn node(&self, path: &str) -> Outcome<NodeRef<'_>> {
         self.tree.get(path).ok_or(ErrorCode::NoNode)
     }
 
@@ -629,14 +629,11 @@ impl StateMachine {
                 if !is_create_op(*op) {
                     return Err(ErrorCode::MarshallingError);
                 }
-                let (path, node) = self.create(cmd, zxid, *op, req, triggers)?;
+                let (path, stat) = self.create(cmd, zxid, *op, req, triggers)?;
                 Ok(if *op == OpCode::Create {
                     Response::Create { path }
                 } else {
-                    Response::Create2 {
-                        path,
-                        stat: node.client_stat(),
-                    }
+                    Response::Create2 { path, stat }
                 })
             }
             Request::Delete(req) => {
@@ -644,12 +641,12 @@ impl StateMachine {
                 Ok(Response::Empty)
             }
             Request::SetData(req) => {
-                let node = self.set_data(cmd, zxid, req, triggers)?;
-                Ok(Response::Stat(node.client_stat()))
+                let stat = self.set_data(cmd, zxid, req, triggers)?;
+                Ok(Response::Stat(stat))
             }
             Request::SetAcl(req) => {
-                let node = self.set_acl(cmd, req)?;
-                Ok(Response::Stat(node.client_stat()))
+                let stat = self.set_acl(cmd, req)?;
+                Ok(Response::Stat(stat))
             }
             // A client's deleteContainer: ZooKeeper reads the path from the whole request buffer,
             // header included, so it always holds a NUL and the request is BadArguments (zxid used).
@@ -675,7 +672,7 @@ impl StateMachine {
         op: OpCode,
         req: &CreateRequest,
         triggers: &mut Vec<Trigger>,
-    ) -> Outcome<(String, Arc<Node>)> {
+    ) -> Outcome<(String, Stat)> {
         let mode = CreateMode::from_i32(req.flags).ok_or(ErrorCode::BadArguments)?;
         // Only createTTL carries a ttl; ZooKeeper uses -1 for every other create.
         let ttl = if op == OpCode::CreateTtl { req.ttl } else { -1 };
@@ -699,11 +696,11 @@ impl StateMachine {
         let parent_path = parent_of(&req.path).ok_or(ErrorCode::BadArguments)?;
         let acl = fixup_acl(&req.acl, &cmd.auth)?;
         let parent = self.node(parent_path)?;
-        if !check_acl(&parent.acl, perms::CREATE, &cmd.auth) {
+        if !check_acl(parent.acl(), perms::CREATE, &cmd.auth) {
             return Err(ErrorCode::NoAuth);
         }
         let path = if mode.is_sequential() {
-            format!("{}{:010}", req.path, parent.stat.cversion)
+            format!("{}{:010}", req.path, parent.stat().cversion)
         } else {
             req.path.clone()
         };
@@ -722,19 +719,17 @@ impl StateMachine {
             _ if mode.is_ephemeral() => cmd.session_id,
             _ => 0,
         };
-        // Most nodes have their parent's ACL (an application uses one ACL list for its whole subtree): share
-        // the parent's list then, as ZooKeeper's ACL cache shares one entry per distinct list, instead of a
-        // copy per node (~170 bytes each for world:anyone).
-        let acl = if *parent.acl == acl {
-            parent.acl.clone()
-        } else {
-            Arc::new(acl)
-        };
+        // The tree keeps each distinct ACL list once (ZooKeeper's ACL cache).
         let parent_path = parent_path.to_owned();
-        let (node, parent_acl) =
-            self.tree
-                .create(&path, to_data(&req.data), acl, owner, zxid, cmd.time_ms)?;
-        if let NodeKind::Ephemeral(id) = node.kind() {
+        let created = self.tree.create(
+            &path,
+            to_data(&req.data),
+            Arc::new(acl),
+            owner,
+            zxid,
+            cmd.time_ms,
+        )?;
+        if let NodeKind::Ephemeral(id) = NodeKind::from_owner(owner) {
             if let Some(s) = self.sessions.get_mut(&id) {
                 s.ephemerals.insert(Arc::from(path.as_str()));
             }
@@ -743,15 +738,15 @@ impl StateMachine {
             path: path.clone(),
             event: EventType::NodeCreated,
             zxid,
-            acl: node.acl.clone(),
+            acl: created.acl,
         });
         triggers.push(Trigger {
             path: parent_path,
             event: EventType::NodeChildrenChanged,
             zxid,
-            acl: parent_acl,
+            acl: created.parent_acl,
         });
-        Ok((path, node))
+        Ok((path, created.stat))
     }
 
     /// Delete: session → path has a `/`, no NUL, not special → parent exists → DELETE on the parent →
@@ -765,12 +760,12 @@ impl StateMachine {
     ) -> Outcome<()> {
         self.check_session(cmd.session_id)?;
         let parent = self.node(parent_for_delete(&req.path)?)?;
-        if !check_acl(&parent.acl, perms::DELETE, &cmd.auth) {
+        if !check_acl(parent.acl(), perms::DELETE, &cmd.auth) {
             return Err(ErrorCode::NoAuth);
         }
         let node = self.node(&req.path)?;
-        check_and_inc_version(node.stat.version, req.version)?;
-        if !node.children.is_empty() {
+        check_and_inc_version(node.stat().version, req.version)?;
+        if node.has_children() {
             return Err(ErrorCode::NotEmpty);
         }
         self.delete_node(&req.path, zxid, triggers);
@@ -787,7 +782,7 @@ impl StateMachine {
     ) -> Outcome<()> {
         parent_for_delete(path)?;
         let node = self.node(path)?;
-        if !node.children.is_empty() {
+        if node.has_children() {
             return Err(ErrorCode::NotEmpty);
         }
         if matches!(node.kind(), NodeKind::Ephemeral(_)) {
@@ -804,15 +799,15 @@ impl StateMachine {
         zxid: i64,
         req: &SetDataRequest,
         triggers: &mut Vec<Trigger>,
-    ) -> Outcome<Arc<Node>> {
+    ) -> Outcome<Stat> {
         self.check_session(cmd.session_id)?;
         validate_path(&req.path)?;
         let node = self.node(&req.path)?;
-        if !check_acl(&node.acl, perms::WRITE, &cmd.auth) {
+        if !check_acl(node.acl(), perms::WRITE, &cmd.auth) {
             return Err(ErrorCode::NoAuth);
         }
-        let version = check_and_inc_version(node.stat.version, req.version)?;
-        let node = self
+        let version = check_and_inc_version(node.stat().version, req.version)?;
+        let changed = self
             .tree
             .set_data(&req.path, to_data(&req.data), version, zxid, cmd.time_ms)
             .ok_or(ErrorCode::NoNode)?;
@@ -820,23 +815,24 @@ impl StateMachine {
             path: req.path.clone(),
             event: EventType::NodeDataChanged,
             zxid,
-            acl: node.acl.clone(),
+            acl: changed.acl,
         });
-        Ok(node)
+        Ok(changed.stat)
     }
 
     /// SetACL: session → valid path → ACL fix-up → node exists → ADMIN → aversion. Fires no event.
-    fn set_acl(&mut self, cmd: &Command, req: &SetAclRequest) -> Outcome<Arc<Node>> {
+    fn set_acl(&mut self, cmd: &Command, req: &SetAclRequest) -> Outcome<Stat> {
         self.check_session(cmd.session_id)?;
         validate_path(&req.path)?;
         let acl = fixup_acl(&req.acl, &cmd.auth)?;
         let node = self.node(&req.path)?;
-        if !check_acl(&node.acl, perms::ADMIN, &cmd.auth) {
+        if !check_acl(node.acl(), perms::ADMIN, &cmd.auth) {
             return Err(ErrorCode::NoAuth);
         }
-        let aversion = check_and_inc_version(node.stat.aversion, req.version)?;
+        let aversion = check_and_inc_version(node.stat().aversion, req.version)?;
         self.tree
             .set_acl(&req.path, Arc::new(acl), aversion)
+            .map(|changed| changed.stat)
             .ok_or(ErrorCode::NoNode)
     }
 
@@ -845,10 +841,10 @@ impl StateMachine {
         self.check_session(cmd.session_id)?;
         validate_path(&req.path)?;
         let node = self.node(&req.path)?;
-        if !check_acl(&node.acl, perms::READ, &cmd.auth) {
+        if !check_acl(node.acl(), perms::READ, &cmd.auth) {
             return Err(ErrorCode::NoAuth);
         }
-        check_and_inc_version(node.stat.version, req.version).map(|_| ())
+        check_and_inc_version(node.stat().version, req.version).map(|_| ())
     }
 
     /// Multi: the ops run in order on the live state, each seeing the effects of the ones before. If one
@@ -910,14 +906,11 @@ impl StateMachine {
         match op {
             MultiOp::Create { op, req } => {
                 let op = multi_create_opcode(*op, req.flags)?;
-                let (path, node) = self.create(cmd, zxid, op, req, triggers)?;
+                let (path, stat) = self.create(cmd, zxid, op, req, triggers)?;
                 Ok(if op == OpCode::Create {
                     MultiResult::Create { path }
                 } else {
-                    MultiResult::Create2 {
-                        path,
-                        stat: node.client_stat(),
-                    }
+                    MultiResult::Create2 { path, stat }
                 })
             }
             MultiOp::Delete(req) => {
@@ -925,10 +918,8 @@ impl StateMachine {
                 Ok(MultiResult::Delete)
             }
             MultiOp::SetData(req) => {
-                let node = self.set_data(cmd, zxid, req, triggers)?;
-                Ok(MultiResult::SetData {
-                    stat: node.client_stat(),
-                })
+                let stat = self.set_data(cmd, zxid, req, triggers)?;
+                Ok(MultiResult::SetData { stat })
             }
             MultiOp::Check(req) => {
                 self.check(cmd, req)?;
@@ -975,16 +966,19 @@ impl StateMachine {
 
     /// The readable node at `path`: NoNode if missing, NoAuth without `perm`. Reads do not validate
     /// paths; `""` is the root (ZooKeeper's node map holds the root under both `""` and `/`).
-    fn readable(&self, path: &str, perm: i32, auth: &[Id]) -> Outcome<&Arc<Node>> {
+    fn readable(&self, path: &str, perm: i32, auth: &[Id]) -> Outcome<NodeRef<'_>> {
         let node = self.node(read_path(path))?;
-        if !check_acl(&node.acl, perm, auth) {
+        if !check_acl(node.acl(), perm, auth) {
             return Err(ErrorCode::NoAuth);
         }
         Ok(node)
     }
 
-    fn children_of(node: &Node) -> Vec<String> {
-        node.children.iter().map(|c| c.to_string()).collect()
+    fn children_of(node: NodeRef<'_>) -> Vec<String> {
+        node.sorted_children()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
     }
 
     fn read_inner(&self, session_id: i64, req: &Request, auth: &[Id]) -> Outcome<Response> {
@@ -1019,10 +1013,10 @@ impl StateMachine {
             }
             Request::GetAcl(path) => {
                 let node = self.readable(path, perms::READ | perms::ADMIN, auth)?;
-                let acl = if check_acl(&node.acl, perms::ADMIN, auth) {
-                    node.acl.to_vec()
+                let acl = if check_acl(node.acl(), perms::ADMIN, auth) {
+                    node.acl().to_vec()
                 } else {
-                    mask_digest_ids(&node.acl)
+                    mask_digest_ids(node.acl())
                 };
                 Ok(Response::GetAcl {
                     acl,

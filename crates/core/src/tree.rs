@@ -1,16 +1,19 @@
 //! The DataTree: every znode with its data, ACL, stat and children (replicated state).
 //!
-//! Nodes live in persistent maps (`imbl`), so cloning the tree is O(1) and a clone is a point-in-time
-//! snapshot that shares structure with the live tree while apply goes on. The tree only stores and
-//! indexes; the checks a write must pass (ACLs, versions, sessions) are made by `state` before it calls
-//! the mutators here. No I/O.
+//! Nodes live in a compact copy-on-write store ([`store`]: ~110 bytes for a small node), so cloning
+//! the tree is cheap and a clone is a point-in-time snapshot that shares everything with the live tree
+//! while apply goes on. The tree only stores and indexes; the checks a write must pass (ACLs,
+//! versions, sessions) are made by `state` before it calls the mutators here. No I/O.
+
+mod store;
 
 use crate::path::{self, child_name, parent_of};
 use crate::quota::{self, QuotaIndex};
-use imbl::{OrdMap, OrdSet};
+use imbl::OrdSet;
 use oxkeeper_proto::{Acl, ErrorCode, Stat, CONTAINER_EPHEMERAL_OWNER, TTL_EPHEMERAL_OWNER_MASK};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use store::{AclTable, Id, Links, PathIndex, Store, NONE, ROOT};
 
 /// Mask of the TTL value inside a TTL node's ephemeralOwner (`EphemeralType.EXTENDED_FEATURE_VALUE_MASK`).
 const TTL_VALUE_MASK: i64 = 0x0000_00FF_FFFF_FFFF;
@@ -74,85 +77,77 @@ impl NodeKind {
     }
 }
 
-/// A name in a node's children set: the child's whole path (the very allocation that keys the child in
-/// the node map, so a name costs no allocation of its own: ~48 B less per node) and where the last
-/// component starts in it. It reads, compares and is looked up as that last component.
-#[derive(Clone, Debug)]
-pub struct ChildName {
-    path: Arc<str>,
-    at: usize,
+/// A node as stored, read through the tree: stat, data, ACL and children. Cheap to copy; it borrows the
+/// tree.
+#[derive(Clone, Copy)]
+pub struct NodeRef<'a> {
+    tree: &'a DataTree,
+    id: Id,
+    links: Links,
+    name: &'a str,
+    acl_id: u32,
+    acl: &'a Arc<Vec<Acl>>,
+    stat: NodeStat,
+    data: Option<&'a [u8]>,
 }
 
-impl ChildName {
-    fn new(path: Arc<str>) -> Self {
-        let at = path.rfind('/').map_or(0, |slash| slash + 1);
-        ChildName { path, at }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.path[self.at..]
-    }
-}
-
-impl std::ops::Deref for ChildName {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl std::borrow::Borrow<str> for ChildName {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl PartialEq for ChildName {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for ChildName {}
-
-impl PartialOrd for ChildName {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for ChildName {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.as_str().cmp(other.as_str())
-    }
-}
-
-impl std::fmt::Display for ChildName {
+impl std::fmt::Debug for NodeRef<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.debug_struct("Node")
+            .field("name", &self.name)
+            .field("stat", &self.stat)
+            .field("data", &self.data)
+            .field("acl", &self.acl)
+            .field("children", &self.links.children)
+            .finish()
     }
 }
 
-/// One znode.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Node {
-    /// `None` when the client sent null data (it reads back as null, with dataLength 0).
-    pub data: Option<Arc<[u8]>>,
-    pub acl: Arc<Vec<Acl>>,
-    pub stat: NodeStat,
-    /// Child names (last components), ordered.
-    pub children: OrdSet<ChildName>,
-}
+impl<'a> NodeRef<'a> {
+    pub fn stat(&self) -> NodeStat {
+        self.stat
+    }
 
-impl Node {
-    fn new(data: Option<Arc<[u8]>>, acl: Arc<Vec<Acl>>, stat: NodeStat) -> Self {
-        Node {
-            data,
-            acl,
-            stat,
-            children: OrdSet::new(),
-        }
+    /// `None` when the client sent null data (it reads back as null, with dataLength 0).
+    pub fn data(&self) -> Option<&'a [u8]> {
+        self.data
+    }
+
+    pub fn acl(&self) -> &'a Arc<Vec<Acl>> {
+        self.acl
+    }
+
+    /// The last component of the node's path ("" for the root).
+    pub fn name(&self) -> &'a str {
+        self.name
+    }
+
+    pub fn num_children(&self) -> usize {
+        self.links.children as usize
+    }
+
+    pub fn has_children(&self) -> bool {
+        self.links.children != 0
+    }
+
+    /// The children's names, in no particular order (the newest first).
+    pub fn children(&self) -> impl Iterator<Item = &'a str> + 'a {
+        let store = &self.tree.store;
+        let mut next = self.links.first_child;
+        std::iter::from_fn(move || {
+            let links = store.links(next)?;
+            let name = store.name(next)?;
+            next = links.next;
+            Some(name)
+        })
+    }
+
+    /// The children's names in name order (what getChildren returns; ZooKeeper returns its hash set's
+    /// order, which clients may not rely on).
+    pub fn sorted_children(&self) -> Vec<&'a str> {
+        let mut names: Vec<&str> = self.children().collect();
+        names.sort_unstable();
+        names
     }
 
     pub fn kind(&self) -> NodeKind {
@@ -160,40 +155,71 @@ impl Node {
     }
 
     pub fn data_len(&self) -> usize {
-        self.data.as_ref().map_or(0, |d| d.len())
+        self.data.map_or(0, <[u8]>::len)
     }
 
     /// The data as a client reads it.
     pub fn data_vec(&self) -> Option<Vec<u8>> {
-        self.data.as_ref().map(|d| d.to_vec())
+        self.data.map(<[u8]>::to_vec)
     }
 
-    /// The Stat clients see (`DataNode.copyStat`): cversion counts creations and deletions
-    /// (`2 * internal - numChildren`), containers and TTL nodes show ephemeralOwner 0, null data has
-    /// dataLength 0.
+    /// The Stat clients see (`DataNode.copyStat`).
     pub fn client_stat(&self) -> Stat {
-        let num_children = i32::try_from(self.children.len()).unwrap_or(i32::MAX);
-        Stat {
-            czxid: self.stat.czxid,
-            mzxid: self.stat.mzxid,
-            ctime: self.stat.ctime,
-            mtime: self.stat.mtime,
-            version: self.stat.version,
-            cversion: self
-                .stat
-                .cversion
-                .wrapping_mul(2)
-                .wrapping_sub(num_children),
-            aversion: self.stat.aversion,
-            ephemeral_owner: match self.kind() {
-                NodeKind::Ephemeral(owner) => owner,
-                _ => 0,
-            },
-            data_length: i32::try_from(self.data_len()).unwrap_or(i32::MAX),
-            num_children,
-            pzxid: self.stat.pzxid,
-        }
+        client_stat(&self.stat, self.num_children(), self.data_len())
     }
+}
+
+/// The Stat clients see (`DataNode.copyStat`): cversion counts creations and deletions
+/// (`2 * internal - numChildren`), containers and TTL nodes show ephemeralOwner 0, null data has
+/// dataLength 0.
+fn client_stat(stat: &NodeStat, num_children: usize, data_len: usize) -> Stat {
+    let num_children = i32::try_from(num_children).unwrap_or(i32::MAX);
+    Stat {
+        czxid: stat.czxid,
+        mzxid: stat.mzxid,
+        ctime: stat.ctime,
+        mtime: stat.mtime,
+        version: stat.version,
+        cversion: stat.cversion.wrapping_mul(2).wrapping_sub(num_children),
+        aversion: stat.aversion,
+        ephemeral_owner: match NodeKind::from_owner(stat.ephemeral_owner) {
+            NodeKind::Ephemeral(owner) => owner,
+            _ => 0,
+        },
+        data_length: i32::try_from(data_len).unwrap_or(i32::MAX),
+        num_children,
+        pzxid: stat.pzxid,
+    }
+}
+
+/// What a create made: the new node's Stat as clients see it, its ACL list and its parent's.
+#[derive(Clone, Debug)]
+pub struct Created {
+    pub stat: Stat,
+    pub acl: Arc<Vec<Acl>>,
+    pub parent_acl: Arc<Vec<Acl>>,
+}
+
+/// What a delete removed: the node's owner field, data length and ACL list, and its parent's ACL.
+#[derive(Clone, Debug)]
+pub struct Removed {
+    pub ephemeral_owner: i64,
+    pub data_len: usize,
+    pub acl: Arc<Vec<Acl>>,
+    pub parent_acl: Arc<Vec<Acl>>,
+}
+
+impl Removed {
+    pub fn kind(&self) -> NodeKind {
+        NodeKind::from_owner(self.ephemeral_owner)
+    }
+}
+
+/// What a setData or setACL left: the node's Stat as clients see it and its ACL list.
+#[derive(Clone, Debug)]
+pub struct Changed {
+    pub stat: Stat,
+    pub acl: Arc<Vec<Acl>>,
 }
 
 /// `checkAndIncVersion`'s increment: Java int overflow, and -1 (which means "any version") skipped to 0
@@ -206,13 +232,15 @@ pub fn next_version(current: i32) -> i32 {
 }
 
 /// Every znode, by path.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(into = "wire::Tree", try_from = "wire::Tree")]
+#[derive(Clone, Deserialize)]
+#[serde(try_from = "wire::Tree")]
 pub struct DataTree {
-    /// A persistent B-tree: ~59 B per entry where imbl's hash trie took ~134 B (a lookup costs ~0.1 µs
-    /// more); iterating it visits parents before their children. Its keys are the allocations the
-    /// parents' `ChildName`s share.
-    nodes: OrdMap<Arc<str>, Arc<Node>>,
+    /// The nodes' records by id (see [`store`]).
+    store: Store,
+    /// Path → id for every node but the root.
+    index: PathIndex,
+    /// The nodes' ACL lists, each once.
+    acls: AclTable,
     /// Paths of container nodes (rebuilt from ephemeralOwner on load, as ZooKeeper does).
     containers: OrdSet<Arc<str>>,
     /// Paths of TTL nodes.
@@ -233,11 +261,29 @@ fn node_size(path: &str, data_len: usize) -> i64 {
     i64::try_from(path.len() + data_len).unwrap_or(i64::MAX)
 }
 
+/// Two trees are equal when they hold the same nodes (paths, stats, data, ACL lists).
+impl PartialEq for DataTree {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len()
+            && self.iter().zip(other.iter()).all(|((p, a), (q, b))| {
+                p == q && a.stat == b.stat && a.data == b.data && a.acl == b.acl
+            })
+    }
+}
+
+impl std::fmt::Debug for DataTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
 impl DataTree {
     /// No nodes at all (not even the root): what `new` and `from_loaded` fill.
     fn empty() -> Self {
         DataTree {
-            nodes: OrdMap::new(),
+            store: Store::new(),
+            index: PathIndex::new(),
+            acls: AclTable::default(),
             containers: OrdSet::new(),
             ttls: OrdSet::new(),
             approximate_data_size: 0,
@@ -252,15 +298,8 @@ impl DataTree {
         let open = Arc::new(crate::acl::open_acl_unsafe());
         let empty: Option<Arc<[u8]>> = Some(Arc::from(&[][..]));
         let mut tree = DataTree::empty();
-        tree.insert_loaded(
-            path::ROOT,
-            Node::new(empty.clone(), open.clone(), NodeStat::default()),
-        );
-        for p in [path::ZOOKEEPER, path::QUOTA] {
-            tree.insert_loaded(
-                p,
-                Node::new(empty.clone(), open.clone(), NodeStat::default()),
-            );
+        for p in [path::ROOT, path::ZOOKEEPER, path::QUOTA] {
+            tree.insert_loaded(p, empty.clone(), open.clone(), NodeStat::default());
         }
         let config_stat = NodeStat {
             aversion: -1,
@@ -268,33 +307,137 @@ impl DataTree {
         };
         tree.insert_loaded(
             path::CONFIG,
-            Node::new(empty, Arc::new(crate::acl::read_acl_unsafe()), config_stat),
+            empty,
+            Arc::new(crate::acl::read_acl_unsafe()),
+            config_stat,
         );
         tree
     }
 
-    /// Inserts a node whose parent is already present, without touching the parent's stat (building the
-    /// initial tree and loading a snapshot). Returns false if the parent is missing or the path taken.
-    fn insert_loaded(&mut self, path: &str, node: Node) -> bool {
-        if self.nodes.contains_key(path) {
-            return false;
+    /// The id of the node at `path`.
+    fn lookup(&self, path: &str) -> Option<Id> {
+        if path == path::ROOT {
+            return (self.store.len() > 0).then_some(ROOT);
         }
-        let key: Arc<str> = Arc::from(path);
-        if path != path::ROOT {
-            let Some(parent) = parent_of(path).and_then(|p| self.nodes.get_mut(p)) else {
-                return false;
-            };
-            Arc::make_mut(parent)
-                .children
-                .insert(ChildName::new(key.clone()));
-        }
-        self.index(path, &node);
-        self.nodes.insert(key, Arc::new(node));
-        true
+        let hash = self.index.hash(path);
+        self.index.find(hash, |id| self.has_path(id, path))
     }
 
-    fn index(&mut self, path: &str, node: &Node) {
-        match node.kind() {
+    /// Is `path` the path of node `id`? Compares names from the node up to the root.
+    fn has_path(&self, mut id: Id, path: &str) -> bool {
+        let mut rest = path;
+        loop {
+            let (Some(name), Some(links)) = (self.store.name(id), self.store.links(id)) else {
+                return false;
+            };
+            let Some(above) = rest.strip_suffix(name).and_then(|r| r.strip_suffix('/')) else {
+                return false;
+            };
+            if links.parent == ROOT {
+                return above.is_empty();
+            }
+            if above.is_empty() || links.parent == NONE {
+                return false;
+            }
+            rest = above;
+            id = links.parent;
+        }
+    }
+
+    fn node(&self, id: Id) -> Option<NodeRef<'_>> {
+        let rec = self.store.get(id)?;
+        let acl = self.acls.get(rec.acl);
+        debug_assert!(acl.is_some(), "node {:?} names a missing ACL", rec.name);
+        Some(NodeRef {
+            tree: self,
+            id,
+            links: rec.links,
+            name: rec.name,
+            acl_id: rec.acl,
+            acl: acl?,
+            stat: rec.stat,
+            data: rec.data,
+        })
+    }
+
+    /// Inserts a node whose parent is already present, without touching the parent's stat (building the
+    /// initial tree and loading a snapshot). Returns false if the parent is missing or the path taken.
+    fn insert_loaded(
+        &mut self,
+        path: &str,
+        data: Option<Arc<[u8]>>,
+        acl: Arc<Vec<Acl>>,
+        stat: NodeStat,
+    ) -> bool {
+        if path == path::ROOT {
+            if self.store.len() > 0 {
+                return false;
+            }
+            let acl = self.acls.intern(acl);
+            let links = Links::leaf(NONE, NONE);
+            if self.store.insert(&links, "", acl, &stat, data.clone()) != Some(ROOT) {
+                return false;
+            }
+            self.note_added(
+                path,
+                stat.ephemeral_owner,
+                data.as_ref().map_or(0, |d| d.len()),
+            );
+            return true;
+        }
+        self.link(path, data, acl, stat, None).is_some()
+    }
+
+    /// Adds a node under its existing parent; `parent_change` (if given) is applied to the parent's stat.
+    /// Returns the new node's id and its parent's, or None if the parent is missing, the path taken or
+    /// the record too big to store.
+    fn link(
+        &mut self,
+        path: &str,
+        data: Option<Arc<[u8]>>,
+        acl: Arc<Vec<Acl>>,
+        stat: NodeStat,
+        parent_change: Option<&dyn Fn(&mut NodeStat)>,
+    ) -> Option<(Id, Id)> {
+        let parent = self.lookup(parent_of(path)?)?;
+        let hash = self.index.hash(path);
+        if self
+            .index
+            .find(hash, |id| self.has_path(id, path))
+            .is_some()
+        {
+            return None;
+        }
+        let first = self.store.links(parent)?.first_child;
+        let data_len = data.as_ref().map_or(0, |d| d.len());
+        let acl = self.acls.intern(acl);
+        let Some(id) = self.store.insert(
+            &Links::leaf(parent, first),
+            child_name(path),
+            acl,
+            &stat,
+            data,
+        ) else {
+            self.acls.release(acl);
+            return None;
+        };
+        if first != NONE {
+            self.store.set_links(first, |l| l.prev = id);
+        }
+        self.store.update(parent, None, |links, _, stat| {
+            links.first_child = id;
+            links.children += 1;
+            if let Some(change) = parent_change {
+                change(stat);
+            }
+        });
+        self.index.insert(hash, id);
+        self.note_added(path, stat.ephemeral_owner, data_len);
+        Some((id, parent))
+    }
+
+    fn note_added(&mut self, path: &str, owner: i64, data_len: usize) {
+        match NodeKind::from_owner(owner) {
             NodeKind::Container => {
                 self.containers.insert(Arc::from(path));
             }
@@ -303,31 +446,31 @@ impl DataTree {
             }
             _ => {}
         }
-        self.approximate_data_size += node_size(path, node.data_len());
+        self.approximate_data_size += node_size(path, data_len);
         self.quotas.node_added(path);
     }
 
-    pub fn get(&self, path: &str) -> Option<&Arc<Node>> {
-        self.nodes.get(path)
+    pub fn get(&self, path: &str) -> Option<NodeRef<'_>> {
+        self.node(self.lookup(path)?)
     }
 
     pub fn contains(&self, path: &str) -> bool {
-        self.nodes.contains_key(path)
+        self.lookup(path).is_some()
     }
 
     /// The number of znodes, the root included.
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.store.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.store.len() == 0
     }
 
     /// The node count ZooKeeper reports (`srvr`, `mntr`): one more than [`DataTree::len`], because its
     /// node map holds the root twice (under "" and "/"). A fresh tree reports 5.
     pub fn node_count(&self) -> usize {
-        self.nodes.len() + 1
+        self.len() + 1
     }
 
     /// `approximate_data_size` of `mntr`.
@@ -343,46 +486,99 @@ impl DataTree {
         self.ttls.iter().map(|p| &**p)
     }
 
+    /// The children of `id` as (name, id), in name order.
+    fn sorted_children(&self, id: Id) -> Vec<(&str, Id)> {
+        let mut out = Vec::new();
+        let mut next = self.store.links(id).map_or(NONE, |l| l.first_child);
+        while let (Some(links), Some(name)) = (self.store.links(next), self.store.name(next)) {
+            out.push((name, next));
+            next = links.next;
+        }
+        out.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        out
+    }
+
     /// Every node in pre-order (a parent before its children, children in name order), with its path.
-    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<Node>)> {
-        let mut stack: Vec<(&Arc<str>, &Arc<Node>)> =
-            self.nodes.get_key_value(path::ROOT).into_iter().collect();
-        std::iter::from_fn(move || {
-            let (path, node) = stack.pop()?;
-            for name in node.children.iter().rev() {
-                let child = path::join(path, name);
-                if let Some(entry) = self.nodes.get_key_value(child.as_str()) {
-                    stack.push(entry);
-                }
+    pub fn iter(&self) -> impl Iterator<Item = (Arc<str>, NodeRef<'_>)> + '_ {
+        let mut stack: Vec<(Arc<str>, Id)> = if self.is_empty() {
+            Vec::new()
+        } else {
+            vec![(Arc::from(path::ROOT), ROOT)]
+        };
+        std::iter::from_fn(move || loop {
+            let (path, id) = stack.pop()?;
+            let Some(node) = self.node(id) else {
+                continue;
+            };
+            for (name, child) in self.sorted_children(id).into_iter().rev() {
+                stack.push((Arc::from(path::join(&path, name)), child));
             }
-            Some((path, node))
+            return Some((path, node));
+        })
+    }
+
+    /// The ids in the order of [`DataTree::iter`], without building paths.
+    fn preorder_ids(&self) -> impl Iterator<Item = Id> + '_ {
+        let mut stack: Vec<Id> = if self.is_empty() {
+            Vec::new()
+        } else {
+            vec![ROOT]
+        };
+        std::iter::from_fn(move || {
+            let id = stack.pop()?;
+            stack.extend(self.sorted_children(id).into_iter().rev().map(|(_, c)| c));
+            Some(id)
         })
     }
 
     /// The number of nodes below `path` (`getAllChildrenNumber`); for `/`, every node but the root.
     pub fn descendant_count(&self, path: &str) -> usize {
-        let Some(node) = self.nodes.get(path) else {
-            return 0;
-        };
-        if path == path::ROOT {
-            return self.nodes.len() - 1;
+        match self.lookup(path) {
+            Some(ROOT) => self.len() - 1,
+            Some(id) => {
+                let mut count = 0;
+                self.walk_below(id, |_| count += 1);
+                count
+            }
+            None => 0,
         }
-        let mut count = 0;
-        let mut stack: Vec<(String, &Arc<Node>)> = vec![(path.to_owned(), node)];
-        while let Some((p, n)) = stack.pop() {
-            for name in n.children.iter() {
-                let child = path::join(&p, name);
-                if let Some(c) = self.nodes.get(child.as_str()) {
-                    count += 1;
-                    stack.push((child, c));
-                }
+    }
+
+    /// ZooKeeper's `getCounts`: the nodes of the subtree at `path` (itself included) and the sum of
+    /// their data lengths; (0, 0) if there is no such node.
+    pub fn subtree_counts(&self, path: &str) -> (i64, i64) {
+        let Some(id) = self.lookup(path) else {
+            return (0, 0);
+        };
+        let data_len = |id| {
+            self.store
+                .get(id)
+                .and_then(|r| r.data)
+                .map_or(0, <[u8]>::len)
+        };
+        let (mut count, mut bytes) = (1i64, data_len(id) as i64);
+        self.walk_below(id, |child| {
+            count += 1;
+            bytes = bytes.saturating_add(data_len(child) as i64);
+        });
+        (count, bytes)
+    }
+
+    /// Calls `visit` with every node below `id` (not `id` itself).
+    fn walk_below(&self, id: Id, mut visit: impl FnMut(Id)) {
+        let mut stack = vec![id];
+        while let Some(id) = stack.pop() {
+            let mut next = self.store.links(id).map_or(NONE, |l| l.first_child);
+            while let Some(links) = self.store.links(next) {
+                visit(next);
+                stack.push(next);
+                next = links.next;
             }
         }
-        count
     }
 
     /// Adds a node under an existing parent, bumping the parent's internal cversion and pzxid
-    /// (`DataTree.createNode`). Returns the new node and the parent's ACL.
+    /// (`DataTree.createNode`). Returns what clients see of the new node and the ACL lists.
     pub(crate) fn create(
         &mut self,
         path: &str,
@@ -391,55 +587,77 @@ impl DataTree {
         ephemeral_owner: i64,
         zxid: i64,
         time_ms: i64,
-    ) -> Result<(Arc<Node>, Arc<Vec<Acl>>), ErrorCode> {
-        if path == path::ROOT || self.nodes.contains_key(path) {
+    ) -> Result<Created, ErrorCode> {
+        if path == path::ROOT || self.contains(path) {
             return Err(ErrorCode::NodeExists);
         }
         let parent_path = parent_of(path).ok_or(ErrorCode::BadArguments)?;
-        let parent = self.nodes.get_mut(parent_path).ok_or(ErrorCode::NoNode)?;
-        let parent = Arc::make_mut(parent);
-        parent.stat.cversion = parent.stat.cversion.wrapping_add(1);
-        parent.stat.pzxid = zxid;
-        let key: Arc<str> = Arc::from(path);
-        parent.children.insert(ChildName::new(key.clone()));
-        let parent_acl = parent.acl.clone();
-        let node = Node::new(data, acl, NodeStat::created(zxid, time_ms, ephemeral_owner));
-        self.index(path, &node);
-        let node = Arc::new(node);
-        self.nodes.insert(key, node.clone());
-        quota::node_created(self, path, node.data_len());
-        Ok((node, parent_acl))
+        if !self.contains(parent_path) {
+            return Err(ErrorCode::NoNode);
+        }
+        let stat = NodeStat::created(zxid, time_ms, ephemeral_owner);
+        let bump = |s: &mut NodeStat| {
+            s.cversion = s.cversion.wrapping_add(1);
+            s.pzxid = zxid;
+        };
+        // With the parent present and the path free, only a record too big for the store fails here.
+        let data_len = data.as_ref().map_or(0, |d| d.len());
+        let (id, parent) = self
+            .link(path, data, acl, stat, Some(&bump))
+            .ok_or(ErrorCode::BadArguments)?;
+        let (node, parent) = self
+            .node(id)
+            .zip(self.node(parent))
+            .ok_or(ErrorCode::NoNode)?;
+        let created = Created {
+            stat: node.client_stat(),
+            acl: node.acl.clone(),
+            parent_acl: parent.acl.clone(),
+        };
+        quota::node_created(self, path, data_len);
+        Ok(created)
     }
 
     /// Removes a node (which must have no children) and its name from its parent, setting the parent's
-    /// pzxid (`DataTree.deleteNode`; the parent's cversion does not change). Returns the removed node
-    /// and the parent's ACL.
-    pub(crate) fn delete(&mut self, path: &str, zxid: i64) -> Option<(Arc<Node>, Arc<Vec<Acl>>)> {
+    /// pzxid (`DataTree.deleteNode`; the parent's cversion does not change). Returns what was removed.
+    pub(crate) fn delete(&mut self, path: &str, zxid: i64) -> Option<Removed> {
         if path == path::ROOT {
             return None;
         }
-        let parent_path = parent_of(path)?;
-        // Removed first and put back in the rare refusal: one walk of the map less per delete (a
-        // session's close deletes all its ephemerals in one apply).
-        let (key, node) = self.nodes.remove_with_key(path)?;
-        if !node.children.is_empty() {
-            self.nodes.insert(key, node);
+        let hash = self.index.hash(path);
+        let id = self.index.find(hash, |id| self.has_path(id, path))?;
+        let node = self.node(id)?;
+        if node.has_children() {
             return None;
         }
-        let parent = match self.nodes.get_mut(parent_path) {
-            Some(parent) => Arc::make_mut(parent),
-            None => {
-                // Every node's parent exists (`check_invariants`); should it not, change nothing.
-                self.nodes.insert(key, node);
-                return None;
-            }
+        let links = node.links;
+        let parent = self.node(links.parent)?;
+        let removed = Removed {
+            ephemeral_owner: node.stat.ephemeral_owner,
+            data_len: node.data_len(),
+            acl: node.acl.clone(),
+            parent_acl: parent.acl.clone(),
         };
-        parent.children.remove(child_name(path));
-        if zxid > parent.stat.pzxid {
-            parent.stat.pzxid = zxid;
+        let acl_id = node.acl_id;
+        if links.prev != NONE {
+            self.store.set_links(links.prev, |l| l.next = links.next);
         }
-        let parent_acl = parent.acl.clone();
-        match node.kind() {
+        if links.next != NONE {
+            self.store.set_links(links.next, |l| l.prev = links.prev);
+        }
+        self.store.update(links.parent, None, |l, _, stat| {
+            if l.first_child == id {
+                l.first_child = links.next;
+            }
+            l.children -= 1;
+            if zxid > stat.pzxid {
+                stat.pzxid = zxid;
+            }
+        });
+        self.store.remove(id);
+        self.index.remove(hash, id);
+        self.acls.release(acl_id);
+        match removed.kind() {
             NodeKind::Container => {
                 self.containers.remove(path);
             }
@@ -448,10 +666,10 @@ impl DataTree {
             }
             _ => {}
         }
-        self.approximate_data_size -= node_size(path, node.data_len());
+        self.approximate_data_size -= node_size(path, removed.data_len);
         self.quotas.node_removed(path);
-        quota::node_deleted(self, path, node.data_len());
-        Some((node, parent_acl))
+        quota::node_deleted(self, path, removed.data_len);
+        Some(removed)
     }
 
     /// `DataTree.setData`: new data, mtime, mzxid and version.
@@ -462,31 +680,34 @@ impl DataTree {
         version: i32,
         zxid: i64,
         time_ms: i64,
-    ) -> Option<Arc<Node>> {
-        let slot = self.nodes.get_mut(path)?;
-        let node = Arc::make_mut(slot);
-        let old_len = node.data_len();
-        node.data = data;
-        node.stat.mtime = time_ms;
-        node.stat.mzxid = zxid;
-        node.stat.version = version;
-        let new_len = node.data_len();
-        let node = slot.clone();
+    ) -> Option<Changed> {
+        let id = self.lookup(path)?;
+        let old_len = self.node(id)?.data_len();
+        let new_len = data.as_ref().map_or(0, |d| d.len());
+        self.store.update(id, Some(data), |_, _, stat| {
+            stat.mtime = time_ms;
+            stat.mzxid = zxid;
+            stat.version = version;
+        });
+        let node = self.node(id)?;
+        let changed = Changed {
+            stat: node.client_stat(),
+            acl: node.acl.clone(),
+        };
         self.approximate_data_size += node_size("", new_len) - node_size("", old_len);
         quota::data_set(self, path, old_len, new_len);
-        Some(node)
+        Some(changed)
     }
 
     /// Replaces a node's data and nothing else (ZooKeeper's quota code assigns `node.data` directly:
     /// no version, mzxid or mtime change). Returns false if there is no such node.
     pub(crate) fn set_data_keep_stat(&mut self, path: &str, data: Option<Arc<[u8]>>) -> bool {
-        let Some(slot) = self.nodes.get_mut(path) else {
+        let Some(id) = self.lookup(path) else {
             return false;
         };
-        let node = Arc::make_mut(slot);
-        let old_len = node.data_len();
-        node.data = data;
-        let new_len = node.data_len();
+        let old_len = self.node(id).map_or(0, |n| n.data_len());
+        let new_len = data.as_ref().map_or(0, |d| d.len());
+        self.store.update(id, Some(data), |_, _, _| {});
         self.approximate_data_size += node_size("", new_len) - node_size("", old_len);
         true
     }
@@ -502,12 +723,20 @@ impl DataTree {
         path: &str,
         acl: Arc<Vec<Acl>>,
         aversion: i32,
-    ) -> Option<Arc<Node>> {
-        let slot = self.nodes.get_mut(path)?;
-        let node = Arc::make_mut(slot);
-        node.acl = acl;
-        node.stat.aversion = aversion;
-        Some(slot.clone())
+    ) -> Option<Changed> {
+        let id = self.lookup(path)?;
+        let old = self.node(id)?.acl_id;
+        let new = self.acls.intern(acl);
+        self.store.update(id, None, |_, acl, stat| {
+            *acl = new;
+            stat.aversion = aversion;
+        });
+        self.acls.release(old);
+        let node = self.node(id)?;
+        Some(Changed {
+            stat: node.client_stat(),
+            acl: node.acl.clone(),
+        })
     }
 
     /// A tree of exactly these nodes, given parents first (the root first), each as it is stored: no
@@ -518,24 +747,36 @@ impl DataTree {
     ) -> Result<DataTree, TreeLoadError> {
         let mut tree = DataTree::empty();
         for (path, data, acl, stat) in nodes {
-            if tree.nodes.is_empty() != (path == path::ROOT) {
-                return Err(if tree.nodes.is_empty() {
-                    TreeLoadError::NoRoot(path)
-                } else {
-                    TreeLoadError::Duplicate(path)
-                });
-            }
-            if tree.nodes.contains_key(path.as_str()) {
-                return Err(TreeLoadError::Duplicate(path));
-            }
-            if !tree.insert_loaded(&path, Node::new(data, acl, stat)) {
-                return Err(TreeLoadError::Orphan(path));
-            }
+            tree.load_one(&path, data, acl, stat)?;
         }
-        if tree.nodes.is_empty() {
+        if tree.is_empty() {
             return Err(TreeLoadError::NoRoot(String::new()));
         }
         Ok(tree)
+    }
+
+    /// One node of a tree being loaded parents first.
+    fn load_one(
+        &mut self,
+        path: &str,
+        data: Option<Arc<[u8]>>,
+        acl: Arc<Vec<Acl>>,
+        stat: NodeStat,
+    ) -> Result<(), TreeLoadError> {
+        if self.is_empty() != (path == path::ROOT) {
+            return Err(if self.is_empty() {
+                TreeLoadError::NoRoot(path.to_owned())
+            } else {
+                TreeLoadError::Duplicate(path.to_owned())
+            });
+        }
+        if self.contains(path) {
+            return Err(TreeLoadError::Duplicate(path.to_owned()));
+        }
+        if !self.insert_loaded(path, data, acl, stat) {
+            return Err(TreeLoadError::Orphan(path.to_owned()));
+        }
+        Ok(())
     }
 
     /// Adds a node under an existing parent without touching the parent's stat (ZooKeeper's
@@ -548,52 +789,74 @@ impl DataTree {
         acl: Arc<Vec<Acl>>,
         stat: NodeStat,
     ) -> bool {
-        self.insert_loaded(path, Node::new(data, acl, stat))
+        self.insert_loaded(path, data, acl, stat)
     }
 
     /// Sets a node's internal cversion and pzxid (ZooKeeper's `setCversionPzxid` and the parent update
     /// of `createNode` as a replay applies them, [`crate::import`]). Returns false if there is no such
     /// node.
     pub(crate) fn set_cversion_pzxid(&mut self, path: &str, cversion: i32, pzxid: i64) -> bool {
-        let Some(slot) = self.nodes.get_mut(path) else {
+        let Some(id) = self.lookup(path) else {
             return false;
         };
-        let node = Arc::make_mut(slot);
-        node.stat.cversion = cversion;
-        node.stat.pzxid = pzxid;
-        true
+        self.store.update(id, None, |_, _, stat| {
+            stat.cversion = cversion;
+            stat.pzxid = pzxid;
+        })
     }
 
-    /// Direct access to a node, for tests that need stats no sequence of writes reaches quickly.
+    /// Changes a node's stat directly, for tests that need stats no sequence of writes reaches quickly.
     #[cfg(test)]
-    pub(crate) fn node_mut(&mut self, path: &str) -> Option<&mut Node> {
-        self.nodes.get_mut(path).map(Arc::make_mut)
+    pub(crate) fn change_stat(&mut self, path: &str, change: impl FnOnce(&mut NodeStat)) -> bool {
+        let Some(id) = self.lookup(path) else {
+            return false;
+        };
+        self.store.update(id, None, |_, _, stat| change(stat))
     }
 
-    /// Checks the tree's invariants: every node but the root sits in its parent's children, every child
-    /// exists, the container/TTL indexes and the data size match the nodes.
+    /// Checks the tree's invariants: every node but the root sits in its parent's child list and is
+    /// found by its path, child counts and sibling links agree, the ACL lists' user counts, the
+    /// container/TTL indexes and the data size match the nodes.
     pub fn check_invariants(&self) -> Result<(), String> {
-        if !self.nodes.contains_key(path::ROOT) {
+        if self.store.links(ROOT).is_none() {
             return Err("no root".into());
         }
         let mut containers = OrdSet::new();
         let mut ttls = OrdSet::new();
         let mut size = 0;
         let mut quotas = QuotaIndex::default();
-        for (p, n) in self.nodes.iter() {
-            quotas.node_added(p);
-            if &**p != path::ROOT {
-                let parent = parent_of(p)
-                    .and_then(|pp| self.nodes.get(pp))
-                    .ok_or_else(|| format!("{p} has no parent"))?;
-                if !parent.children.contains(child_name(p)) {
-                    return Err(format!("{p} missing from its parent's children"));
-                }
+        let mut acl_users: std::collections::HashMap<u32, u64> = Default::default();
+        let mut seen = 0usize;
+        for (p, n) in self.iter() {
+            seen += 1;
+            quotas.node_added(&p);
+            *acl_users.entry(n.acl_id).or_default() += 1;
+            if self.lookup(&p).and_then(|id| self.node(id)).map(|m| m.name) != Some(n.name) {
+                return Err(format!("{p} is not found by its path"));
             }
-            for c in n.children.iter() {
-                if !self.nodes.contains_key(path::join(p, c).as_str()) {
-                    return Err(format!("{p} lists missing child {c}"));
+            let mut count = 0u32;
+            let mut prev = NONE;
+            let mut next = n.links.first_child;
+            while next != NONE {
+                let child = self
+                    .store
+                    .links(next)
+                    .ok_or_else(|| format!("{p} lists missing child #{next}"))?;
+                if child.prev != prev {
+                    return Err(format!("{p}: sibling links disagree at #{next}"));
                 }
+                if child.parent != n.id {
+                    return Err(format!("{p}: child #{next} names another parent"));
+                }
+                count += 1;
+                prev = next;
+                next = child.next;
+            }
+            if count != n.links.children {
+                return Err(format!(
+                    "{p} counts {} children but lists {count}",
+                    n.links.children
+                ));
             }
             match n.kind() {
                 NodeKind::Container => {
@@ -604,7 +867,22 @@ impl DataTree {
                 }
                 _ => {}
             }
-            size += node_size(p, n.data_len());
+            size += node_size(&p, n.data_len());
+        }
+        if seen != self.len() || self.index.len() + 1 != self.len() {
+            return Err(format!(
+                "{seen} nodes reachable, {} stored, {} indexed",
+                self.len(),
+                self.index.len()
+            ));
+        }
+        if self
+            .acls
+            .users()
+            .any(|(id, users)| acl_users.get(&id) != Some(&users))
+            || acl_users.len() != self.acls.users().count()
+        {
+            return Err("ACL user counts out of date".into());
         }
         if containers != self.containers || ttls != self.ttls {
             return Err("container/TTL index out of date".into());
@@ -639,14 +917,15 @@ pub enum TreeLoadError {
 /// stored) and each distinct ACL list once.
 mod wire {
     use super::*;
+    use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 
-    #[derive(Serialize, Deserialize)]
+    #[derive(Deserialize)]
     pub struct Tree {
         pub(super) acls: Vec<Arc<Vec<Acl>>>,
         pub(super) nodes: Vec<WireNode>,
     }
 
-    #[derive(Serialize, Deserialize)]
+    #[derive(Deserialize)]
     pub(super) struct WireNode {
         pub(super) path: Arc<str>,
         pub(super) data: Option<Arc<[u8]>>,
@@ -654,26 +933,69 @@ mod wire {
         pub(super) stat: NodeStat,
     }
 
-    impl From<DataTree> for Tree {
-        fn from(tree: DataTree) -> Self {
-            let mut acl_index: std::collections::HashMap<Arc<Vec<Acl>>, u32> =
-                std::collections::HashMap::new();
-            let mut acls = Vec::new();
-            let mut nodes = Vec::with_capacity(tree.len());
-            for (path, node) in tree.iter() {
-                let next = u32::try_from(acls.len()).expect("fewer than 2^32 distinct ACLs");
-                let acl = *acl_index.entry(node.acl.clone()).or_insert_with(|| {
-                    acls.push(node.acl.clone());
-                    next
-                });
-                nodes.push(WireNode {
-                    path: path.clone(),
-                    data: node.data.clone(),
-                    acl,
+    /// A node as [`WireNode`] reads it back, borrowed from the tree.
+    #[derive(Serialize)]
+    struct WireNodeRef<'a> {
+        path: &'a str,
+        data: Option<&'a [u8]>,
+        acl: u32,
+        stat: NodeStat,
+    }
+
+    /// The nodes in pre-order, serialized one by one as the tree is walked (no copy of the tree).
+    struct Nodes<'a> {
+        tree: &'a DataTree,
+        /// The store's ACL id -> its index in the serialized list.
+        acl_index: &'a std::collections::HashMap<u32, u32>,
+    }
+
+    impl Serialize for Nodes<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(self.tree.len()))?;
+            for (path, node) in self.tree.iter() {
+                seq.serialize_element(&WireNodeRef {
+                    path: &path,
+                    data: node.data(),
+                    acl: self
+                        .acl_index
+                        .get(&node.acl_id)
+                        .copied()
+                        .unwrap_or(u32::MAX),
                     stat: node.stat,
-                });
+                })?;
             }
-            Tree { acls, nodes }
+            seq.end()
+        }
+    }
+
+    /// Each distinct ACL list once, in the order the pre-order walk first meets it.
+    impl Serialize for DataTree {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut acl_index = std::collections::HashMap::new();
+            let mut acls: Vec<&Arc<Vec<Acl>>> = Vec::new();
+            for id in self.preorder_ids() {
+                let Some(acl) = self.store.get(id).map(|r| r.acl) else {
+                    continue;
+                };
+                if let std::collections::hash_map::Entry::Vacant(slot) = acl_index.entry(acl) {
+                    let Some(list) = self.acls.get(acl) else {
+                        continue;
+                    };
+                    let index = u32::try_from(acls.len()).expect("fewer than 2^32 distinct ACLs");
+                    slot.insert(index);
+                    acls.push(list);
+                }
+            }
+            let mut tree = s.serialize_struct("Tree", 2)?;
+            tree.serialize_field("acls", &acls)?;
+            tree.serialize_field(
+                "nodes",
+                &Nodes {
+                    tree: self,
+                    acl_index: &acl_index,
+                },
+            )?;
+            tree.end()
         }
     }
 
@@ -681,21 +1003,8 @@ mod wire {
         type Error = TreeLoadError;
 
         fn try_from(wire: Tree) -> Result<Self, Self::Error> {
-            let mut tree = DataTree {
-                nodes: OrdMap::new(),
-                containers: OrdSet::new(),
-                ttls: OrdSet::new(),
-                approximate_data_size: 0,
-                quotas: QuotaIndex::default(),
-            };
-            for (i, n) in wire.nodes.into_iter().enumerate() {
-                if (i == 0) != (&*n.path == path::ROOT) {
-                    return Err(if i == 0 {
-                        TreeLoadError::NoRoot(n.path.to_string())
-                    } else {
-                        TreeLoadError::Duplicate(n.path.to_string())
-                    });
-                }
+            let mut tree = DataTree::empty();
+            for n in wire.nodes {
                 let acl = wire
                     .acls
                     .get(n.acl as usize)
@@ -704,14 +1013,9 @@ mod wire {
                         index: n.acl,
                     })?
                     .clone();
-                if tree.nodes.contains_key(&*n.path) {
-                    return Err(TreeLoadError::Duplicate(n.path.to_string()));
-                }
-                if !tree.insert_loaded(&n.path, Node::new(n.data, acl, n.stat)) {
-                    return Err(TreeLoadError::Orphan(n.path.to_string()));
-                }
+                tree.load_one(&n.path, n.data, acl, n.stat)?;
             }
-            if tree.nodes.is_empty() {
+            if tree.is_empty() {
                 return Err(TreeLoadError::NoRoot(String::new()));
             }
             Ok(tree)
@@ -735,7 +1039,7 @@ mod tests {
         assert_eq!(t.node_count(), 5);
         assert_eq!(t.approximate_data_size(), 44);
         let root = t.get("/").unwrap();
-        assert_eq!(root.data.as_deref(), Some(&[][..]));
+        assert_eq!(root.data, Some(&[][..]));
         assert_eq!(
             root.acl.as_slice(),
             crate::acl::open_acl_unsafe().as_slice()
@@ -759,9 +1063,9 @@ mod tests {
     #[test]
     fn create_bumps_parent_cversion_and_pzxid() {
         let mut t = DataTree::new();
-        let (n, parent_acl) = t.create("/a", None, open(), 0, 5, 100).unwrap();
-        assert_eq!(*parent_acl, crate::acl::open_acl_unsafe());
-        let s = n.client_stat();
+        let created = t.create("/a", None, open(), 0, 5, 100).unwrap();
+        assert_eq!(*created.parent_acl, crate::acl::open_acl_unsafe());
+        let s = created.stat;
         assert_eq!((s.czxid, s.mzxid, s.pzxid), (5, 5, 5));
         assert_eq!((s.ctime, s.mtime), (100, 100));
         assert_eq!(s.data_length, 0);
@@ -806,19 +1110,19 @@ mod tests {
     #[test]
     fn client_stat_hides_container_and_ttl_owners() {
         let mut t = DataTree::new();
-        let (c, _) = t
+        let c = t
             .create("/c", None, open(), CONTAINER_EPHEMERAL_OWNER, 1, 0)
             .unwrap();
-        assert_eq!(c.kind(), NodeKind::Container);
-        assert_eq!(c.client_stat().ephemeral_owner, 0);
+        assert_eq!(t.get("/c").unwrap().kind(), NodeKind::Container);
+        assert_eq!(c.stat.ephemeral_owner, 0);
         let ttl_owner = TTL_EPHEMERAL_OWNER_MASK | 5000;
-        let (t1, _) = t.create("/t", None, open(), ttl_owner, 2, 0).unwrap();
-        assert_eq!(t1.kind(), NodeKind::Ttl(5000));
-        assert_eq!(t1.client_stat().ephemeral_owner, 0);
-        let (e, _) = t
+        let t1 = t.create("/t", None, open(), ttl_owner, 2, 0).unwrap();
+        assert_eq!(t.get("/t").unwrap().kind(), NodeKind::Ttl(5000));
+        assert_eq!(t1.stat.ephemeral_owner, 0);
+        let e = t
             .create("/e", None, open(), 0x0100_0000_0000_0001, 3, 0)
             .unwrap();
-        assert_eq!(e.client_stat().ephemeral_owner, 0x0100_0000_0000_0001);
+        assert_eq!(e.stat.ephemeral_owner, 0x0100_0000_0000_0001);
         assert_eq!(t.containers().collect::<Vec<_>>(), ["/c"]);
         assert_eq!(t.ttls().collect::<Vec<_>>(), ["/t"]);
         t.delete("/c", 4).unwrap();
@@ -830,13 +1134,13 @@ mod tests {
     #[test]
     fn null_and_empty_data_both_have_length_zero() {
         let mut t = DataTree::new();
-        let (n, _) = t.create("/n", None, open(), 0, 1, 0).unwrap();
-        assert_eq!(n.client_stat().data_length, 0);
-        assert_eq!(n.data_vec(), None);
+        let n = t.create("/n", None, open(), 0, 1, 0).unwrap();
+        assert_eq!(n.stat.data_length, 0);
+        assert_eq!(t.get("/n").unwrap().data_vec(), None);
         let n = t
             .set_data("/n", Some(Arc::from(&b"abc"[..])), 1, 2, 9)
             .unwrap();
-        assert_eq!(n.client_stat().data_length, 3);
+        assert_eq!(n.stat.data_length, 3);
         assert_eq!(n.stat.mtime, 9);
         assert_eq!(n.stat.mzxid, 2);
         assert_eq!(n.stat.czxid, 1);
@@ -873,9 +1177,9 @@ mod tests {
         t.set_data("/a", Some(Arc::from(&b"2"[..])), 1, 2, 0)
             .unwrap();
         t.create("/b", None, open(), 0, 3, 0).unwrap();
-        assert_eq!(snap.get("/a").unwrap().data.as_deref(), Some(&b"1"[..]));
+        assert_eq!(snap.get("/a").unwrap().data, Some(&b"1"[..]));
         assert!(!snap.contains("/b"));
-        assert_eq!(snap.get("/").unwrap().children.len(), 2);
+        assert_eq!(snap.get("/").unwrap().num_children(), 2);
     }
 
     #[test]

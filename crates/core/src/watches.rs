@@ -336,7 +336,7 @@ impl WatchTable {
         for path in &req.data_watches {
             match tree.get(path) {
                 None => events.push(event(EventType::NodeDeleted, path)),
-                Some(n) if n.stat.mzxid > rel => {
+                Some(n) if n.stat().mzxid > rel => {
                     events.push(event(EventType::NodeDataChanged, path))
                 }
                 Some(_) => self.data.add(path, conn, Mode::Standard),
@@ -352,7 +352,7 @@ impl WatchTable {
         for path in &req.child_watches {
             match tree.get(path) {
                 None => events.push(event(EventType::NodeDeleted, path)),
-                Some(n) if n.stat.pzxid > rel => {
+                Some(n) if n.stat().pzxid > rel => {
                     events.push(event(EventType::NodeChildrenChanged, path))
                 }
                 Some(_) => self.child.add(path, conn, Mode::Standard),

@@ -16,8 +16,8 @@ pub(crate) fn tree_digest(tree: &DataTree) -> i64 {
         if path.starts_with(SKIPPED_SUBTREE) {
             continue;
         }
-        let path: &str = if &**path == "/" { "" } else { path };
-        let s = &node.stat;
+        let path: &str = if &*path == "/" { "" } else { &path };
+        let s = node.stat();
         let mut fields = [0u8; 60];
         let longs_then_ints = [s.czxid, s.mzxid, s.pzxid, s.ctime, s.mtime];
         for (i, v) in longs_then_ints.iter().enumerate() {
@@ -29,7 +29,7 @@ pub(crate) fn tree_digest(tree: &DataTree) -> i64 {
         fields[52..60].copy_from_slice(&s.ephemeral_owner.to_be_bytes());
         let mut crc = crc32fast::Hasher::new();
         crc.update(path.as_bytes());
-        if let Some(data) = &node.data {
+        if let Some(data) = node.data() {
             crc.update(data);
         }
         crc.update(&fields);

@@ -190,8 +190,11 @@ fn zk38_tree_imports_exactly_what_zookeeper_had() {
     assert_eq!(kind("/ttl/t1"), NodeKind::Ttl(3_600_000));
     assert_eq!(kind("/ttl/s-0000000001"), NodeKind::Ttl(7_200_000));
     // The internal cversion: /cont has had three children, /app/seq four (the next suffix is 4).
-    assert_eq!(state.tree().get("/cont").expect("/cont").stat.cversion, 3);
-    assert_eq!(state.tree().get("/app/seq").expect("seq").stat.cversion, 4);
+    assert_eq!(state.tree().get("/cont").expect("/cont").stat().cversion, 3);
+    assert_eq!(
+        state.tree().get("/app/seq").expect("seq").stat().cversion,
+        4
+    );
     let owners: Vec<Vec<String>> = state
         .sessions()
         .map(|(id, _)| state.ephemerals(id))

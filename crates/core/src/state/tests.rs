@@ -194,7 +194,7 @@ impl H {
         self.write(session_id, req).err
     }
 
-    fn node(&self, path: &str) -> &Node {
+    fn node(&self, path: &str) -> NodeRef<'_> {
         self.sm.tree().get(path).unwrap()
     }
 
@@ -485,7 +485,7 @@ fn sequential_suffix_formats_negative_counters_like_java() {
     let mut h = H::new();
     let s = h.session();
     h.ok(s, create("/p", 0));
-    h.sm.tree.node_mut("/p").unwrap().stat.cversion = -5;
+    assert!(h.sm.tree.change_stat("/p", |s| s.cversion = -5));
     let a = h.ok(s, create("/p/n", 2));
     assert_eq!(
         a.response,
@@ -493,7 +493,7 @@ fn sequential_suffix_formats_negative_counters_like_java() {
             path: "/p/n-000000005".into()
         }
     );
-    assert_eq!(h.node("/p").stat.cversion, -4);
+    assert_eq!(h.node("/p").stat().cversion, -4);
 }
 
 #[test]
@@ -511,7 +511,7 @@ fn client_cversion_and_pzxid_follow_creates_and_deletes() {
     assert_eq!(st.cversion, 3);
     assert_eq!(st.num_children, 1);
     assert_eq!(st.pzxid, d);
-    assert_eq!(h.node("/p").stat.cversion, 2);
+    assert_eq!(h.node("/p").stat().cversion, 2);
     // Children changes do not touch the parent's mzxid or version.
     assert_eq!(st.mzxid, st.czxid);
     assert_eq!(st.version, 0);
@@ -892,7 +892,10 @@ fn containers_store_the_marker_but_show_owner_zero() {
         panic!("{a:?}")
     };
     assert_eq!(stat.ephemeral_owner, 0);
-    assert_eq!(h.node("/c").stat.ephemeral_owner, CONTAINER_EPHEMERAL_OWNER);
+    assert_eq!(
+        h.node("/c").stat().ephemeral_owner,
+        CONTAINER_EPHEMERAL_OWNER
+    );
     // Plain create with the container flag makes a persistent node, as ZooKeeper's CreateTxn does.
     h.ok(s, create("/not-container", 4));
     assert_eq!(h.node("/not-container").kind(), NodeKind::Persistent);
@@ -909,7 +912,7 @@ fn ttl_nodes_store_the_ttl_but_show_owner_zero() {
     assert_eq!(path, "/t-0000000000");
     assert_eq!(stat.ephemeral_owner, 0);
     assert_eq!(
-        h.node(&path).stat.ephemeral_owner,
+        h.node(&path).stat().ephemeral_owner,
         TTL_EPHEMERAL_OWNER_MASK | 5000
     );
     assert_eq!(h.node(&path).kind(), NodeKind::Ttl(5000));
@@ -930,12 +933,12 @@ fn container_candidates_follow_the_reaper_rules() {
     assert_eq!(h.sm.container_candidates(far), ["/used"]);
 
     h.ok(s, create_op(OpCode::CreateTtl, "/ttl", 5, 1000));
-    let mtime = h.node("/ttl").stat.mtime;
+    let mtime = h.node("/ttl").stat().mtime;
     assert_eq!(h.sm.container_candidates(mtime + 1000), ["/used"]);
     assert_eq!(h.sm.container_candidates(mtime + 1001), ["/used", "/ttl"]);
     // setData resets the TTL.
     h.ok(s, set_data("/ttl", b"x", -1));
-    let mtime2 = h.node("/ttl").stat.mtime;
+    let mtime2 = h.node("/ttl").stat().mtime;
     assert_eq!(h.sm.container_candidates(mtime + 1001), ["/used"]);
     assert_eq!(h.sm.container_candidates(mtime2 + 1001), ["/used", "/ttl"]);
     // A TTL node with children is kept.
@@ -1082,10 +1085,10 @@ fn version_overflow_wraps_and_skips_minus_one() {
     let mut h = H::new();
     let s = h.session();
     h.ok(s, create("/v", 0));
-    h.sm.tree.node_mut("/v").unwrap().stat.version = i32::MAX;
+    assert!(h.sm.tree.change_stat("/v", |s| s.version = i32::MAX));
     h.ok(s, set_data("/v", b"", i32::MAX));
     assert_eq!(h.stat("/v").version, i32::MIN);
-    h.sm.tree.node_mut("/v").unwrap().stat.version = -2;
+    assert!(h.sm.tree.change_stat("/v", |s| s.version = -2));
     h.ok(s, set_data("/v", b"", -2));
     assert_eq!(h.stat("/v").version, 0);
 }
@@ -1117,7 +1120,10 @@ fn set_acl_check_order_and_effects() {
     assert_eq!(a.response, Response::Stat(st));
     assert_eq!(st.aversion, 1);
     assert_eq!(st.version, 0);
-    assert_eq!(*h.node("/a").acl, vec![acl(perms::ALL, "digest", &digest)]);
+    assert_eq!(
+        **h.node("/a").acl(),
+        vec![acl(perms::ALL, "digest", &digest)]
+    );
     // Without the digest id, no ADMIN any more.
     assert_eq!(h.err(s, set_acl("/a", open_acl_unsafe(), -1)), NO_AUTH);
 }
@@ -1182,7 +1188,7 @@ fn auth_acl_needs_an_authenticated_id() {
     );
     let d = digest_id("a:b");
     assert_eq!(h.write_as(s, &[id("digest", &d)], auth_acl("/x")).err, 0);
-    assert_eq!(*h.node("/x").acl, vec![acl(perms::ALL, "digest", &d)]);
+    assert_eq!(**h.node("/x").acl(), vec![acl(perms::ALL, "digest", &d)]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1269,7 +1275,7 @@ fn multi_ops_see_each_other_and_fire_in_order() {
             ev("/m", EventType::NodeChildrenChanged),
         ]
     );
-    assert_eq!(h.sm.tree().get("/m").unwrap().children.len(), 1);
+    assert_eq!(h.sm.tree().get("/m").unwrap().num_children(), 1);
 }
 
 #[test]
@@ -2190,9 +2196,9 @@ fn a_child_with_its_parents_acl_shares_the_parents_list() {
         tree.get("/a/other").expect("/a/other"),
     );
     assert!(
-        Arc::ptr_eq(&parent.acl, &same.acl),
+        Arc::ptr_eq(parent.acl(), same.acl()),
         "an equal ACL is shared, not copied"
     );
-    assert_eq!(*other.acl, restricted);
-    assert!(!Arc::ptr_eq(&parent.acl, &other.acl));
+    assert_eq!(**other.acl(), restricted);
+    assert!(!Arc::ptr_eq(parent.acl(), other.acl()));
 }
