@@ -65,9 +65,8 @@ const STATE_FORMAT_V1: u8 = 1;
 
 /// Serializes the replicated state for a snapshot.
 pub fn encode_state(sm: &StateMachine) -> Vec<u8> {
-    let mut out = vec![STATE_FORMAT_V1];
-    out.extend(postcard::to_allocvec(sm).expect("the state always serializes"));
-    out
+    // Straight into the output (a million nodes make ~100 MB: no second copy).
+    postcard::to_extend(sm, vec![STATE_FORMAT_V1]).expect("the state always serializes")
 }
 
 pub fn decode_state(bytes: &[u8]) -> Result<StateMachine, String> {

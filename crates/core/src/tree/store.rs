@@ -15,7 +15,7 @@
 use super::NodeStat;
 use hashbrown::HashTable;
 use oxkeeper_proto::Acl;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 /// A node's id in the store.
@@ -357,7 +357,9 @@ impl Chunk {
 /// The nodes' records by id.
 #[derive(Clone)]
 pub(super) struct Store {
-    chunks: Vec<Arc<Chunk>>,
+    /// A persistent vector: a clone of the store costs O(1), and the first write to a chunk after it
+    /// copies that chunk and the vector's path to it (a multi's rollback copy is taken per request).
+    chunks: imbl::Vector<Arc<Chunk>>,
     /// The head of the list of freed ids (`ID_LIMIT` when empty).
     free: u32,
     /// Ids handed out so far, freed ones included.
@@ -372,7 +374,7 @@ fn split(id: Id) -> (usize, usize) {
 impl Store {
     pub(super) fn new() -> Self {
         Store {
-            chunks: Vec::new(),
+            chunks: imbl::Vector::new(),
             free: ID_LIMIT,
             issued: 0,
             live: 0,
@@ -411,9 +413,11 @@ impl Store {
         })
     }
 
-    pub(super) fn name(&self, id: Id) -> Option<&str> {
+    /// The name and links alone (what walks of the tree read).
+    pub(super) fn name_and_links(&self, id: Id) -> Option<(&str, Links)> {
         let (chunk, slot) = self.chunk(id)?;
-        decode_name(chunk.record(slot)?)
+        let rec = chunk.record(slot)?;
+        Some((decode_name(rec)?, Links::read(rec)?))
     }
 
     pub(super) fn links(&self, id: Id) -> Option<Links> {
@@ -450,9 +454,9 @@ impl Store {
         };
         let (c, slot) = split(id);
         if c == self.chunks.len() {
-            self.chunks.push(Arc::new(Chunk::default()));
+            self.chunks.push_back(Arc::new(Chunk::default()));
         }
-        let chunk = Arc::make_mut(&mut self.chunks[c]);
+        let chunk = Arc::make_mut(self.chunks.get_mut(c)?);
         if id == self.free {
             self.free = chunk.at[slot] & !FREE_BIT;
         } else {
@@ -556,9 +560,10 @@ const SHARD_BITS: u32 = 10;
 /// root, so the index holds no path bytes.
 #[derive(Clone)]
 pub(super) struct PathIndex {
-    shards: Vec<Arc<HashTable<u64>>>,
-    /// Keyed per process (std's SipHash), so clients cannot aim paths at one bucket.
-    hasher: RandomState,
+    /// Persistent, as the store's chunks: a clone costs O(1).
+    shards: imbl::Vector<Arc<HashTable<u64>>>,
+    /// Randomly seeded, so clients cannot aim paths at one bucket.
+    hasher: foldhash::quality::RandomState,
     len: usize,
 }
 
@@ -574,8 +579,8 @@ impl PathIndex {
     pub(super) fn new() -> Self {
         let empty = Arc::new(HashTable::new());
         PathIndex {
-            shards: vec![empty; 1 << SHARD_BITS],
-            hasher: RandomState::new(),
+            shards: (0..1 << SHARD_BITS).map(|_| empty.clone()).collect(),
+            hasher: foldhash::quality::RandomState::default(),
             len: 0,
         }
     }
@@ -591,7 +596,8 @@ impl PathIndex {
     /// The id with this path hash for which `is` says yes.
     pub(super) fn find(&self, hash: u64, mut is: impl FnMut(Id) -> bool) -> Option<Id> {
         let (shard, tag) = Self::place(hash);
-        self.shards[shard]
+        self.shards
+            .get(shard)?
             .find(table_hash(tag), |&e| entry_tag(e) == tag && is(e as u32))
             .map(|&e| e as u32)
     }
@@ -599,15 +605,20 @@ impl PathIndex {
     pub(super) fn insert(&mut self, hash: u64, id: Id) {
         let (shard, tag) = Self::place(hash);
         let entry = u64::from(tag) << 32 | u64::from(id);
-        Arc::make_mut(&mut self.shards[shard])
-            .insert_unique(table_hash(tag), entry, |&e| table_hash(entry_tag(e)));
+        let Some(table) = self.shards.get_mut(shard) else {
+            return;
+        };
+        Arc::make_mut(table).insert_unique(table_hash(tag), entry, |&e| table_hash(entry_tag(e)));
         self.len += 1;
     }
 
     pub(super) fn remove(&mut self, hash: u64, id: Id) {
         let (shard, tag) = Self::place(hash);
         let entry = u64::from(tag) << 32 | u64::from(id);
-        let table = Arc::make_mut(&mut self.shards[shard]);
+        let Some(table) = self.shards.get_mut(shard) else {
+            return;
+        };
+        let table = Arc::make_mut(table);
         if let Ok(found) = table.find_entry(table_hash(tag), |&e| e == entry) {
             found.remove();
             self.len -= 1;
