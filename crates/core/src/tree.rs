@@ -435,7 +435,8 @@ impl DataTree {
                 change(stat);
             }
         });
-        self.index.insert(hash, id);
+        let (store, hasher) = (&self.store, self.index.hasher());
+        self.index.insert(hash, id, |id| hasher.of_node(store, id));
         self.note_added(path, stat.ephemeral_owner, data_len);
         Ok((id, parent))
     }
@@ -652,7 +653,8 @@ impl DataTree {
             }
         });
         self.store.remove(id);
-        self.index.remove(hash, id);
+        let (store, hasher) = (&self.store, self.index.hasher());
+        self.index.remove(hash, id, |id| hasher.of_node(store, id));
         self.acls.release(acl_id);
         match removed.kind() {
             NodeKind::Container => {
@@ -750,6 +752,12 @@ impl DataTree {
             return Err(TreeLoadError::NoRoot(String::new()));
         }
         Ok(tree)
+    }
+
+    /// Room for `nodes` more nodes in the path index (before a load).
+    fn reserve(&mut self, nodes: usize) {
+        let (store, hasher) = (&self.store, self.index.hasher());
+        self.index.reserve(nodes, |id| hasher.of_node(store, id));
     }
 
     /// One node of a tree being loaded parents first.
@@ -1001,6 +1009,7 @@ mod wire {
 
         fn try_from(wire: Tree) -> Result<Self, Self::Error> {
             let mut tree = DataTree::empty();
+            tree.reserve(wire.nodes.len());
             for n in wire.nodes {
                 let acl = wire
                     .acls

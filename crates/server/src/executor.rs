@@ -65,8 +65,40 @@ const STATE_FORMAT_V1: u8 = 1;
 
 /// Serializes the replicated state for a snapshot.
 pub fn encode_state(sm: &StateMachine) -> Vec<u8> {
-    // Straight into the output (a million nodes make ~100 MB: no second copy).
-    postcard::to_extend(sm, vec![STATE_FORMAT_V1]).expect("the state always serializes")
+    let mut out = Vec::new();
+    write_state(sm, &mut out).expect("the state always serializes into memory");
+    out
+}
+
+/// Serializes the replicated state into `out` as it goes (a snapshot file: a million nodes make ~100
+/// MB, never held in memory whole).
+pub fn write_state(sm: &StateMachine, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    out.write_all(&[STATE_FORMAT_V1])?;
+    let mut out = KeepError { out, error: None };
+    match postcard::to_io(sm, &mut out) {
+        Ok(_) => Ok(()),
+        // postcard reports a failed write without its cause: give the writer's own error back.
+        Err(e) => Err(out.error.take().unwrap_or_else(|| std::io::Error::other(e))),
+    }
+}
+
+/// A writer that remembers the first error of the writer it wraps.
+struct KeepError<'a> {
+    out: &'a mut dyn std::io::Write,
+    error: Option<std::io::Error>,
+}
+
+impl std::io::Write for KeepError<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.out.write(bytes).inspect_err(|e| {
+            self.error
+                .get_or_insert_with(|| std::io::Error::new(e.kind(), e.to_string()));
+        })
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 pub fn decode_state(bytes: &[u8]) -> Result<StateMachine, String> {
@@ -371,7 +403,7 @@ impl Executor {
                 // O(1): the maps are structurally shared; the copy is serialized on another thread.
                 let started = Instant::now();
                 let sm = self.sm.clone();
-                let source: SnapshotSource = Box::new(move || encode_state(&sm));
+                let source: SnapshotSource = Box::new(move |out| write_state(&sm, out));
                 let _ = reply.send(source);
                 tracing::debug!(
                     took_us = started.elapsed().as_micros() as u64,

@@ -14,10 +14,20 @@ use crate::disk::{Disk, DiskFile};
 /// Replaces the contents of `path` with `bytes`, durably and atomically. The temporary file is
 /// `path` + `.tmp`; one left behind by a crash is overwritten by the next call.
 pub fn write_atomic<D: Disk>(disk: &D, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with(disk, path, |file| file.write_at(0, bytes))
+}
+
+/// [`write_atomic`] for contents that `fill` writes into the (emptied) temporary file itself, in
+/// pieces: a large file need not be held in memory whole.
+pub fn write_atomic_with<D: Disk>(
+    disk: &D,
+    path: &Path,
+    fill: impl FnOnce(&mut D::File) -> io::Result<()>,
+) -> io::Result<()> {
     let tmp = temp_path(path)?;
     let mut file = disk.open(&tmp, true)?;
     file.set_len(0)?;
-    file.write_at(0, bytes)?;
+    fill(&mut file)?;
     file.sync_data()?;
     drop(file);
     disk.rename(&tmp, path)?;

@@ -18,8 +18,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::atomic_file::{read_file, write_atomic};
-use crate::disk::Disk;
+use crate::atomic_file::{read_file, write_atomic_with};
+use crate::disk::{Disk, DiskFile};
 
 const MAGIC: &[u8; 8] = b"OXKSNAP\0";
 /// The version of the snapshot file layout (not of what the caller puts inside).
@@ -116,14 +116,92 @@ pub fn write_snapshot<D: Disk>(
     meta: &[u8],
     data: &[u8],
 ) -> Result<PathBuf, SnapshotError> {
+    write_snapshot_with(disk, dir, index, meta, |w| w.write_all(data)).map(|(path, _)| path)
+}
+
+/// [`write_snapshot`] with the data written by `write_data` in pieces, straight into the file (a
+/// large state is never held in memory serialized). Returns the file and the data's length.
+pub fn write_snapshot_with<D: Disk>(
+    disk: &D,
+    dir: &Path,
+    index: u64,
+    meta: &[u8],
+    write_data: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+) -> Result<(PathBuf, u64), SnapshotError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| SnapshotError::Io { path, source }
     };
     disk.create_dir_all(dir).map_err(io(dir))?;
     let path = dir.join(snapshot_name(index));
-    write_atomic(disk, &path, &encode_snapshot(meta, data)).map_err(io(&path))?;
-    Ok(path)
+    let meta_len = u32::try_from(meta.len()).map_err(|_| SnapshotError::Invalid {
+        path: path.clone(),
+        why: "snapshot metadata of 4 GiB or more".into(),
+    })?;
+    let mut data_len = 0;
+    write_atomic_with(disk, &path, |file| {
+        // The body first (meta, then data), its CRC running; then the header, which holds the
+        // lengths and the CRC of the header's first 24 bytes followed by the body.
+        let mut body = BodyWriter {
+            file,
+            at: HEADER_LEN as u64,
+            buf: Vec::with_capacity(BODY_BUFFER_BYTES),
+            crc: crc32fast::Hasher::new(),
+        };
+        io::Write::write_all(&mut body, meta)?;
+        write_data(&mut body)?;
+        io::Write::flush(&mut body)?;
+        data_len = body.at - HEADER_LEN as u64 - u64::from(meta_len);
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+        header.extend_from_slice(&meta_len.to_le_bytes());
+        header.extend_from_slice(&data_len.to_le_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&header);
+        crc.combine(&body.crc);
+        header.extend_from_slice(&crc.finalize().to_le_bytes());
+        body.file.write_at(0, &header)
+    })
+    .map_err(io(&path))?;
+    Ok((path, data_len))
+}
+
+/// How much of a snapshot's body is gathered before a write to the file.
+const BODY_BUFFER_BYTES: usize = 1 << 20;
+
+/// Writes a snapshot's body into its file from `at` on, in buffered pieces, keeping its CRC.
+struct BodyWriter<'a, F: DiskFile> {
+    file: &'a mut F,
+    at: u64,
+    buf: Vec<u8>,
+    crc: crc32fast::Hasher,
+}
+
+impl<F: DiskFile> io::Write for BodyWriter<'_, F> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.buf.len() + bytes.len() > BODY_BUFFER_BYTES {
+            self.flush()?;
+        }
+        if bytes.len() >= BODY_BUFFER_BYTES {
+            self.crc.update(bytes);
+            self.file.write_at(self.at, bytes)?;
+            self.at += bytes.len() as u64;
+        } else {
+            self.buf.extend_from_slice(bytes);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.crc.update(&self.buf);
+            self.file.write_at(self.at, &self.buf)?;
+            self.at += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
 }
 
 /// The snapshot files in `dir` with their indexes, newest first. Other names (temporary files) are ignored.
@@ -242,6 +320,37 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(decode_snapshot(&longer).is_err());
+    }
+
+    #[test]
+    fn a_snapshot_written_in_pieces_is_the_same_file_as_one_written_whole() {
+        let disk = SimDisk::new();
+        let dir = Path::new("/snap");
+        // Past the write buffer, in pieces of every size from one byte to more than the buffer.
+        let data: Vec<u8> = (0..3 * BODY_BUFFER_BYTES + 12345)
+            .map(|i| (i * 31) as u8)
+            .collect();
+        let (path, len) = write_snapshot_with(&disk, dir, 9, b"meta", |w| {
+            let mut rest = &data[..];
+            let mut piece = 1;
+            while !rest.is_empty() {
+                let n = piece.min(rest.len());
+                w.write_all(&rest[..n])?;
+                rest = &rest[n..];
+                piece = if piece > BODY_BUFFER_BYTES {
+                    1
+                } else {
+                    piece * 7
+                };
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(len, data.len() as u64);
+        let back = read_snapshot(&disk, 9, &path).unwrap();
+        assert_eq!((back.meta, back.data), (b"meta".to_vec(), data.clone()));
+        let whole = read_file(&disk, &path).unwrap().unwrap();
+        assert_eq!(whole, encode_snapshot(b"meta", &data));
     }
 
     #[test]

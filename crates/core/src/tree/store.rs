@@ -15,7 +15,7 @@
 use super::NodeStat;
 use hashbrown::HashTable;
 use oxkeeper_proto::Acl;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 /// A node's id in the store.
@@ -554,25 +554,58 @@ fn record(
 }
 
 const SHARD_BITS: u32 = 10;
+/// The hash bits that pick a shard: clear of the low bits (a table's bucket) and of the top seven
+/// (a table's control byte).
+const SHARD_SHIFT: u32 = 32;
 
-/// Path → id: for every node but the root, its id and 32 bits of its path's hash, in one of 1024
-/// shards chosen by other bits of that hash. A hit is confirmed by walking the node's names up to the
-/// root, so the index holds no path bytes.
+/// Path → id for every node but the root: ids alone (4 bytes and a control byte per bucket), in one of
+/// 1024 shards chosen by the path's hash. A hit is confirmed by walking the node's names up to the
+/// root, and a table that grows hashes its ids' paths again from the records, so the index holds
+/// neither path bytes nor hashes.
 #[derive(Clone)]
 pub(super) struct PathIndex {
     /// Persistent, as the store's chunks: a clone costs O(1).
-    shards: imbl::Vector<Arc<HashTable<u64>>>,
-    /// Randomly seeded, so clients cannot aim paths at one bucket.
-    hasher: foldhash::quality::RandomState,
+    shards: imbl::Vector<Arc<HashTable<Id>>>,
+    hasher: PathHasher,
     len: usize,
 }
 
-fn table_hash(tag: u32) -> u64 {
-    (u64::from(tag) | u64::from(tag) << 32).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+/// Hashes a path by its names (so a node's path hash can be computed from its record chain as well as
+/// from a string). Randomly seeded, so clients cannot aim paths at one bucket.
+#[derive(Clone, Default)]
+pub(super) struct PathHasher(foldhash::quality::RandomState);
+
+impl PathHasher {
+    fn of_names<'a>(&self, names: impl Iterator<Item = &'a str>) -> u64 {
+        let mut h = self.0.build_hasher();
+        for name in names {
+            h.write(name.as_bytes());
+            // Never in UTF-8: names "ab" + "c" and "a" + "bc" hash apart.
+            h.write_u8(0xff);
+        }
+        h.finish()
+    }
+
+    pub(super) fn of_path(&self, path: &str) -> u64 {
+        self.of_names(path.split('/').skip(1))
+    }
+
+    /// The hash of the path of node `id`, from its names up to the root.
+    pub(super) fn of_node(&self, store: &Store, mut id: Id) -> u64 {
+        let mut names: Vec<&str> = Vec::with_capacity(8);
+        while id != ROOT {
+            let Some((name, links)) = store.name_and_links(id) else {
+                break;
+            };
+            names.push(name);
+            id = links.parent;
+        }
+        self.of_names(names.into_iter().rev())
+    }
 }
 
-fn entry_tag(e: u64) -> u32 {
-    (e >> 32) as u32
+fn shard_of(hash: u64) -> usize {
+    (hash >> SHARD_SHIFT) as usize & ((1 << SHARD_BITS) - 1)
 }
 
 impl PathIndex {
@@ -580,57 +613,63 @@ impl PathIndex {
         let empty = Arc::new(HashTable::new());
         PathIndex {
             shards: (0..1 << SHARD_BITS).map(|_| empty.clone()).collect(),
-            hasher: foldhash::quality::RandomState::default(),
+            hasher: PathHasher::default(),
             len: 0,
         }
     }
 
-    pub(super) fn hash(&self, path: &str) -> u64 {
-        self.hasher.hash_one(path)
+    pub(super) fn hasher(&self) -> PathHasher {
+        self.hasher.clone()
     }
 
-    fn place(hash: u64) -> (usize, u32) {
-        ((hash >> (64 - SHARD_BITS)) as usize, hash as u32)
+    pub(super) fn hash(&self, path: &str) -> u64 {
+        self.hasher.of_path(path)
     }
 
     /// The id with this path hash for which `is` says yes.
     pub(super) fn find(&self, hash: u64, mut is: impl FnMut(Id) -> bool) -> Option<Id> {
-        let (shard, tag) = Self::place(hash);
         self.shards
-            .get(shard)?
-            .find(table_hash(tag), |&e| entry_tag(e) == tag && is(e as u32))
-            .map(|&e| e as u32)
+            .get(shard_of(hash))?
+            .find(hash, |&id| is(id))
+            .copied()
     }
 
-    pub(super) fn insert(&mut self, hash: u64, id: Id) {
-        let (shard, tag) = Self::place(hash);
-        let entry = u64::from(tag) << 32 | u64::from(id);
-        let Some(table) = self.shards.get_mut(shard) else {
+    /// Adds `id` under `hash`; `rehash` gives the hash of any id already there (when the table grows).
+    pub(super) fn insert(&mut self, hash: u64, id: Id, rehash: impl Fn(Id) -> u64) {
+        let Some(table) = self.shards.get_mut(shard_of(hash)) else {
             return;
         };
-        Arc::make_mut(table).insert_unique(table_hash(tag), entry, |&e| table_hash(entry_tag(e)));
+        Arc::make_mut(table).insert_unique(hash, id, |&id| rehash(id));
         self.len += 1;
     }
 
-    pub(super) fn remove(&mut self, hash: u64, id: Id) {
-        let (shard, tag) = Self::place(hash);
-        let entry = u64::from(tag) << 32 | u64::from(id);
-        let Some(table) = self.shards.get_mut(shard) else {
+    pub(super) fn remove(&mut self, hash: u64, id: Id, rehash: impl Fn(Id) -> u64) {
+        let Some(table) = self.shards.get_mut(shard_of(hash)) else {
             return;
         };
         let table = Arc::make_mut(table);
-        if let Ok(found) = table.find_entry(table_hash(tag), |&e| e == entry) {
+        if let Ok(found) = table.find_entry(hash, |&e| e == id) {
             found.remove();
             self.len -= 1;
             // Give back the room of a shard emptied by a mass delete.
             if table.capacity() > 64 && table.len() * 4 < table.capacity() {
-                table.shrink_to(table.len() * 2, |&e| table_hash(entry_tag(e)));
+                table.shrink_to(table.len() * 2, |&id| rehash(id));
             }
         }
     }
 
     pub(super) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Makes room for `paths` more paths spread over the shards (a tree being loaded), so that the tables
+    /// do not grow, and hash their paths again, as they fill.
+    pub(super) fn reserve(&mut self, paths: usize, rehash: impl Fn(Id) -> u64) {
+        let per_shard = paths / (1 << SHARD_BITS);
+        let room = per_shard + per_shard / 8 + 8;
+        for table in self.shards.iter_mut() {
+            Arc::make_mut(table).reserve(room, |&id| rehash(id));
+        }
     }
 }
 
@@ -798,18 +837,47 @@ mod tests {
     }
 
     #[test]
-    fn the_index_finds_by_hash_and_check_and_forgets_removed_ids() {
+    fn the_index_finds_by_hash_and_check_grows_and_forgets_removed_ids() {
+        // Nodes /n0 .. /n2999 under the root: the index rehashes them from their records as it grows.
+        let mut store = Store::new();
         let mut index = PathIndex::new();
-        let (a, b) = (index.hash("/a"), index.hash("/b"));
-        index.insert(a, 1);
-        index.insert(b, 2);
-        assert_eq!(index.find(a, |id| id == 1), Some(1));
-        assert_eq!(index.find(a, |_| false), None);
+        let hasher = index.hasher();
+        store.insert(&Links::leaf(NONE, NONE), "", 0, &stat(0), None);
+        let ids: Vec<Id> = (0..3000)
+            .map(|i| {
+                let id = store
+                    .insert(
+                        &Links::leaf(ROOT, NONE),
+                        &format!("n{i}"),
+                        0,
+                        &stat(i),
+                        None,
+                    )
+                    .unwrap();
+                index.insert(index.hash(&format!("/n{i}")), id, |id| {
+                    hasher.of_node(&store, id)
+                });
+                id
+            })
+            .collect();
+        assert_eq!(hasher.of_node(&store, ids[7]), index.hash("/n7"));
+        assert_ne!(index.hash("/n7"), index.hash("/n7/"));
         let snap = index.clone();
-        index.remove(a, 1);
-        assert_eq!(index.find(a, |_| true), None);
-        assert_eq!(snap.find(a, |_| true), Some(1));
-        assert_eq!((index.len(), snap.len()), (1, 2));
+        for (i, &id) in ids.iter().enumerate() {
+            let h = index.hash(&format!("/n{i}"));
+            assert_eq!(index.find(h, |found| found == id), Some(id));
+            if i % 3 != 0 {
+                index.remove(h, id, |id| hasher.of_node(&store, id));
+                assert_eq!(index.find(h, |found| found == id), None);
+            }
+        }
+        assert_eq!((index.len(), snap.len()), (1000, 3000));
+        let h = index.hash("/n2");
+        assert_eq!(snap.find(h, |found| found == ids[2]), Some(ids[2]));
+        assert_eq!(
+            index.find(index.hash("/n3"), |found| found == ids[3]),
+            Some(ids[3])
+        );
     }
 
     #[test]
