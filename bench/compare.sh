@@ -263,6 +263,21 @@ mem() { printf '%s\t%s\t%s\t%s\n' "$1" "$PAIR" "$2" "$3" >>"$MEM"; }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status"; }
 
+# The RSS once the allocator has given back what a burst freed (jemalloc returns dirty pages over ~10 s): the
+# counterpart of ZooKeeper's live heap after a full GC. Polled each second until two readings are within
+# 0.5%, for at most 30 s.
+settled_rss_kib() {
+    local last now i
+    last=$(rss_kib)
+    for ((i = 0; i < 30; i++)); do
+        sleep 1
+        now=$(rss_kib)
+        if ((now * 1000 >= last * 995 && now * 1000 <= last * 1005)); then break; fi
+        last=$now
+    done
+    echo "$now"
+}
+
 # ZooKeeper's live heap: a full GC (jcmd GC.run), then the sum of the heap's "used" (KiB) from GC.heap_info.
 zk_live_heap_kib() {
     jcmd "$SERVER_PID" GC.run >/dev/null
@@ -316,7 +331,8 @@ run_idle() { # kind label sessions duration
 }
 
 # Memory per node, on a fresh server: RSS (and ZooKeeper's live heap) when it starts, then after NODES small
-# nodes bulk-created by 32 sessions x 32 requests in flight (kept: the server is stopped afterwards).
+# nodes bulk-created by 32 sessions x 32 requests in flight (kept: the server is stopped afterwards). oxkeeper's
+# RSS with the nodes is read once settled (settled_rss_kib), as ZooKeeper's live heap is read after a full GC.
 run_nodes() { # kind dir
     local kind=$1 dir=$2
     stop_server
@@ -328,7 +344,11 @@ run_nodes() { # kind dir
     [[ $kind == zookeeper ]] && mem "$kind" "live heap before nodes (KiB)" "$(zk_live_heap_kib)"
     run "$kind" nodes ops --op create --sessions 32 --depth 32 --requests "$NODES" --value-size "$NODE_SIZE" --keep
     sleep 1
-    mem "$kind" "RSS with nodes (KiB)" "$(rss_kib)"
+    if [[ $kind == oxkeeper ]]; then
+        mem "$kind" "RSS with nodes (KiB)" "$(settled_rss_kib)"
+    else
+        mem "$kind" "RSS with nodes (KiB)" "$(rss_kib)"
+    fi
     [[ $kind == zookeeper ]] && mem "$kind" "live heap with nodes (KiB)" "$(zk_live_heap_kib)"
     return 0
 }

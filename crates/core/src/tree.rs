@@ -1,6 +1,6 @@
 //! The DataTree: every znode with its data, ACL, stat and children (replicated state).
 //!
-//! Nodes live in a compact copy-on-write store ([`store`]: ~110 bytes for a small node), so cloning
+//! Nodes live in a compact copy-on-write store ([`store`]: ~90 bytes for a small node), so cloning
 //! the tree is cheap and a clone is a point-in-time snapshot that shares everything with the live tree
 //! while apply goes on. The tree only stores and indexes; the checks a write must pass (ACLs,
 //! versions, sessions) are made by `state` before it calls the mutators here. No I/O.

@@ -1,16 +1,16 @@
 //! The compact store under the DataTree. Each node is one variable-length record in the byte arena of
 //! a chunk of 256 nodes, named by a u32 id (chunk, slot); a path index maps a path's hash to its id;
 //! the ACL lists are each kept once with the number of nodes using them. Chunks and index shards are
-//! copy-on-write (`Arc::make_mut`): a clone of the store is a point-in-time snapshot that costs one
-//! pointer per 256 nodes and per shard, and a chunk is copied only when first written after it. The
-//! index is member-local in nature (a snapshot is serialized by walking the records, never the index).
-//! No I/O.
+//! copy-on-write (`Arc::make_mut`) in persistent vectors: a clone of the store is a point-in-time
+//! snapshot in O(1), and a chunk is copied only when first written after it. The index is member-local
+//! in nature (a snapshot is serialized by walking the records, never the index). No I/O.
 //!
-//! A record: the links (parent, first child, next and previous sibling, child count; 20 fixed bytes,
-//! patched in place), the name, then the rest as varints: flags, ACL id, czxid, ctime, the stat fields
-//! that differ from a fresh node's (mzxid = pzxid = czxid, mtime = ctime, versions and owner 0), and
-//! the data (inline up to [`INLINE_DATA_MAX`] bytes, else shared beside the chunk). A small node costs
-//! ~85 bytes where a general structure costs several hundred.
+//! A record: parent, next and previous sibling (12 fixed bytes, patched in place), the name, then
+//! varints: first child, child count, flags, ACL id, czxid and ctime (as differences from the chunk's
+//! first record), the stat fields that differ from a fresh node's (mzxid = pzxid = czxid, mtime =
+//! ctime, versions and owner 0), and the data (inline up to [`INLINE_DATA_MAX`] bytes, else shared
+//! beside the chunk). A small node's record is ~71 bytes where a general structure costs several
+//! hundred.
 
 use super::NodeStat;
 use hashbrown::HashTable;
@@ -39,7 +39,13 @@ pub(super) const RECORD_BYTES_MAX: usize = 4 << 20;
 /// A chunk's arena is compacted when more than a quarter of it (and at least this much) is garbage.
 const COMPACT_GARBAGE_MIN: usize = 1024;
 
-const LINKS_LEN: usize = 20;
+/// The links patched in place (parent, next and previous sibling); the first child and the child count
+/// are varints further on (a leaf's are one byte each, and they change only with the node's stat).
+const FIXED_LEN: usize = 12;
+
+/// Values a chunk's records store their czxid and ctime against (those of its first record): nodes
+/// created together are stored together, so the differences take two or three bytes, not five and six.
+type Base = (i64, i64);
 
 /// A node's place in the tree: parent, children (first child, then a sibling list) and child count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,30 +68,32 @@ impl Links {
         }
     }
 
-    fn read(b: &[u8]) -> Option<Links> {
+    /// The links of a record and its name, and where the varint part goes on.
+    fn read(b: &[u8]) -> Option<(Links, &str, usize)> {
         let word = |i: usize| -> Option<u32> {
             Some(u32::from_le_bytes(
                 b.get(i * 4..i * 4 + 4)?.try_into().ok()?,
             ))
         };
-        Some(Links {
+        let mut r = Reader { b, at: FIXED_LEN };
+        let name = r.name()?;
+        let first_child = u32::try_from(r.varint()?).ok()?.wrapping_sub(1);
+        let children = u32::try_from(r.varint()?).ok()?;
+        let links = Links {
             parent: word(0)?,
-            first_child: word(1)?,
-            next: word(2)?,
-            prev: word(3)?,
-            children: word(4)?,
-        })
+            next: word(1)?,
+            prev: word(2)?,
+            first_child,
+            children,
+        };
+        Some((links, name, r.at))
     }
 
-    fn write(&self, b: &mut [u8]) {
-        let words = [
-            self.parent,
-            self.first_child,
-            self.next,
-            self.prev,
-            self.children,
-        ];
-        for (dst, w) in b.chunks_exact_mut(4).zip(words) {
+    fn write_fixed(&self, b: &mut [u8]) {
+        for (dst, w) in b
+            .chunks_exact_mut(4)
+            .zip([self.parent, self.next, self.prev])
+        {
             dst.copy_from_slice(&w.to_le_bytes());
         }
     }
@@ -138,12 +146,22 @@ fn unzigzag(v: u64) -> i64 {
 }
 
 /// Encodes a record (links, name, then the varint part) into `out`.
-fn encode(out: &mut Vec<u8>, links: &Links, name: &str, acl: u32, s: &NodeStat, data: DataAt<'_>) {
+fn encode(
+    out: &mut Vec<u8>,
+    links: &Links,
+    name: &str,
+    acl: u32,
+    s: &NodeStat,
+    data: DataAt<'_>,
+    base: Base,
+) {
     let start = out.len();
-    out.resize(start + LINKS_LEN, 0);
-    links.write(&mut out[start..]);
+    out.resize(start + FIXED_LEN, 0);
+    links.write_fixed(&mut out[start..]);
     put_varint(out, name.len() as u64);
     out.extend_from_slice(name.as_bytes());
+    put_varint(out, u64::from(links.first_child.wrapping_add(1)));
+    put_varint(out, u64::from(links.children));
     let optional = [
         (F_MZXID, s.mzxid != s.czxid, s.mzxid),
         (F_MTIME, s.mtime != s.ctime, s.mtime),
@@ -164,8 +182,8 @@ fn encode(out: &mut Vec<u8>, links: &Links, name: &str, acl: u32, s: &NodeStat, 
     };
     put_varint(out, flags);
     put_varint(out, u64::from(acl));
-    put_varint(out, zigzag(s.czxid));
-    put_varint(out, zigzag(s.ctime));
+    put_varint(out, zigzag(s.czxid.wrapping_sub(base.0)));
+    put_varint(out, zigzag(s.ctime.wrapping_sub(base.1)));
     for (_, present, v) in optional {
         if present {
             put_varint(out, zigzag(v));
@@ -211,14 +229,13 @@ impl<'a> Reader<'a> {
 }
 
 /// A decoded record and its length in bytes. Shared data comes back as `DataAt::Shared`.
-fn decode(b: &[u8]) -> Option<(Links, &str, u32, NodeStat, DataAt<'_>, usize)> {
-    let links = Links::read(b)?;
-    let mut r = Reader { b, at: LINKS_LEN };
-    let name = r.name()?;
+fn decode(b: &[u8], base: Base) -> Option<(Links, &str, u32, NodeStat, DataAt<'_>, usize)> {
+    let (links, name, at) = Links::read(b)?;
+    let mut r = Reader { b, at };
     let flags = r.varint()?;
     let acl = u32::try_from(r.varint()?).ok()?;
-    let czxid = unzigzag(r.varint()?);
-    let ctime = unzigzag(r.varint()?);
+    let czxid = unzigzag(r.varint()?).wrapping_add(base.0);
+    let ctime = unzigzag(r.varint()?).wrapping_add(base.1);
     let mut field = |bit: u64, default: i64| -> Option<i64> {
         Some(if flags & bit != 0 {
             unzigzag(r.varint()?)
@@ -249,11 +266,6 @@ fn decode(b: &[u8]) -> Option<(Links, &str, u32, NodeStat, DataAt<'_>, usize)> {
     Some((links, name, acl, stat, data, r.at))
 }
 
-/// The name alone (the path index's verification reads only names and parents).
-fn decode_name(b: &[u8]) -> Option<&str> {
-    Reader { b, at: LINKS_LEN }.name()
-}
-
 /// 256 nodes: their records in one arena.
 #[derive(Clone, Default)]
 struct Chunk {
@@ -264,6 +276,7 @@ struct Chunk {
     garbage: usize,
     /// Data longer than [`INLINE_DATA_MAX`], by slot.
     shared: Vec<(u8, Arc<[u8]>)>,
+    base: Base,
 }
 
 impl Chunk {
@@ -277,7 +290,7 @@ impl Chunk {
     }
 
     fn record_len(&self, slot: usize) -> Option<usize> {
-        decode(self.record(slot)?).map(|r| r.5)
+        decode(self.record(slot)?, self.base).map(|r| r.5)
     }
 
     fn shared(&self, slot: usize) -> Option<&Arc<[u8]>> {
@@ -398,7 +411,7 @@ impl Store {
     /// The record of `id`, decoded.
     pub(super) fn get(&self, id: Id) -> Option<Rec<'_>> {
         let (chunk, slot) = self.chunk(id)?;
-        let (links, name, acl, stat, data, _) = decode(chunk.record(slot)?)?;
+        let (links, name, acl, stat, data, _) = decode(chunk.record(slot)?, chunk.base)?;
         let data = match data {
             DataAt::Null => None,
             DataAt::Inline(d) => Some(d),
@@ -416,13 +429,12 @@ impl Store {
     /// The name and links alone (what walks of the tree read).
     pub(super) fn name_and_links(&self, id: Id) -> Option<(&str, Links)> {
         let (chunk, slot) = self.chunk(id)?;
-        let rec = chunk.record(slot)?;
-        Some((decode_name(rec)?, Links::read(rec)?))
+        let (links, name, _) = Links::read(chunk.record(slot)?)?;
+        Some((name, links))
     }
 
     pub(super) fn links(&self, id: Id) -> Option<Links> {
-        let (chunk, slot) = self.chunk(id)?;
-        Links::read(chunk.record(slot)?)
+        self.name_and_links(id).map(|(_, links)| links)
     }
 
     /// The data of `id` as a shared allocation, if it is stored as one.
@@ -441,10 +453,6 @@ impl Store {
         stat: &NodeStat,
         data: Option<Arc<[u8]>>,
     ) -> Option<Id> {
-        let (rec, shared) = record(links, name, acl, stat, data);
-        if rec.len() > RECORD_BYTES_MAX {
-            return None;
-        }
         let id = if self.free != ID_LIMIT {
             self.free
         } else if self.issued < ID_LIMIT {
@@ -454,7 +462,15 @@ impl Store {
         };
         let (c, slot) = split(id);
         if c == self.chunks.len() {
-            self.chunks.push_back(Arc::new(Chunk::default()));
+            self.chunks.push_back(Arc::new(Chunk {
+                base: (stat.czxid, stat.ctime),
+                ..Chunk::default()
+            }));
+        }
+        let base = self.chunks.get(c)?.base;
+        let (rec, shared) = record(links, name, acl, stat, data, base);
+        if rec.len() > RECORD_BYTES_MAX {
+            return None;
         }
         let chunk = Arc::make_mut(self.chunks.get_mut(c)?);
         if id == self.free {
@@ -480,16 +496,16 @@ impl Store {
             return false;
         };
         let Some((mut links, name, mut acl, mut stat, old_data, _)) =
-            chunk.record(slot).and_then(decode)
+            chunk.record(slot).and_then(|rec| decode(rec, chunk.base))
         else {
             return false;
         };
         change(&mut links, &mut acl, &mut stat);
         let (rec, shared) = match data {
-            Some(data) => record(&links, name, acl, &stat, data),
+            Some(data) => record(&links, name, acl, &stat, data, chunk.base),
             None => {
                 let mut rec = Vec::new();
-                encode(&mut rec, &links, name, acl, &stat, old_data);
+                encode(&mut rec, &links, name, acl, &stat, old_data, chunk.base);
                 let shared = chunk.shared(slot).cloned();
                 (rec, shared)
             }
@@ -502,22 +518,26 @@ impl Store {
         true
     }
 
-    /// Changes a node's links in place.
+    /// Changes a node's links: in place when only the parent or siblings change.
     pub(super) fn set_links(&mut self, id: Id, change: impl FnOnce(&mut Links)) {
+        let Some(old) = self.links(id) else {
+            return;
+        };
+        let mut new = old;
+        change(&mut new);
+        if (new.first_child, new.children) != (old.first_child, old.children) {
+            self.update(id, None, |links, _, _| *links = new);
+            return;
+        }
         let Some((chunk, slot)) = self.chunk_mut(id) else {
             return;
         };
         let Some(at) = chunk.offset(slot) else {
             return;
         };
-        let Some(links) = chunk.bytes.get_mut(at..at + LINKS_LEN) else {
-            return;
-        };
-        let Some(mut l) = Links::read(links) else {
-            return;
-        };
-        change(&mut l);
-        l.write(links);
+        if let Some(fixed) = chunk.bytes.get_mut(at..at + FIXED_LEN) {
+            new.write_fixed(fixed);
+        }
     }
 
     /// Removes a node's record and frees its id (the caller unlinks it first).
@@ -542,14 +562,15 @@ fn record(
     acl: u32,
     stat: &NodeStat,
     data: Option<Arc<[u8]>>,
+    base: Base,
 ) -> (Vec<u8>, Option<Arc<[u8]>>) {
-    let mut rec = Vec::with_capacity(LINKS_LEN + 40 + name.len());
+    let mut rec = Vec::with_capacity(FIXED_LEN + 40 + name.len());
     let (at, shared) = match &data {
         None => (DataAt::Null, None),
         Some(d) if d.len() <= INLINE_DATA_MAX => (DataAt::Inline(d), None),
         Some(d) => (DataAt::Shared, Some(d.clone())),
     };
-    encode(&mut rec, links, name, acl, stat, at);
+    encode(&mut rec, links, name, acl, stat, at, base);
     (rec, shared)
 }
 
@@ -772,6 +793,8 @@ mod tests {
     fn a_fresh_small_node_takes_few_bytes() {
         let mut rec = Vec::new();
         let s = NodeStat::created(0x1_0000_0001, 1_763_800_000_000, 0);
+        // Created 100 transactions and 5 s after the first node of its chunk.
+        let base = (s.czxid - 100, s.ctime - 5000);
         encode(
             &mut rec,
             &Links::leaf(1, 2),
@@ -779,9 +802,16 @@ mod tests {
             0,
             &s,
             DataAt::Inline(&[0x5a; 32]),
+            base,
         );
-        // 20 link bytes, 18 of name, 1 flags, 1 ACL, 5 czxid, 6 ctime, 33 of data.
-        assert_eq!(rec.len(), 84);
+        // 12 link bytes, 18 of name, 1 first child, 1 child count, 1 flags, 1 ACL, 2 czxid, 2 ctime,
+        // 33 of data.
+        assert_eq!(rec.len(), 71);
+        let (links, name, acl, stat, _, len) = decode(&rec, base).unwrap();
+        assert_eq!(
+            (links, name, acl, stat, len),
+            (Links::leaf(1, 2), "n00003-0000012345", 0, s, 71)
+        );
     }
 
     #[test]
