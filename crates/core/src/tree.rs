@@ -298,13 +298,13 @@ impl DataTree {
         let empty: Option<Arc<[u8]>> = Some(Arc::from(&[][..]));
         let mut tree = DataTree::empty();
         for p in [path::ROOT, path::ZOOKEEPER, path::QUOTA] {
-            tree.insert_loaded(p, empty.clone(), open.clone(), NodeStat::default());
+            tree.add_loaded(p, empty.clone(), open.clone(), NodeStat::default());
         }
         let config_stat = NodeStat {
             aversion: -1,
             ..NodeStat::default()
         };
-        tree.insert_loaded(
+        tree.add_loaded(
             path::CONFIG,
             empty,
             Arc::new(crate::acl::read_acl_unsafe()),
@@ -359,9 +359,10 @@ impl DataTree {
         })
     }
 
-    /// Inserts a node whose parent is already present, without touching the parent's stat (building the
-    /// initial tree and loading a snapshot). Returns false if the parent is missing or the path taken.
-    fn insert_loaded(
+    /// Adds a node whose parent is already present, without touching the parent's stat: building the
+    /// initial tree, loading a snapshot, and ZooKeeper's `addConfigNode` (which the import uses for
+    /// system nodes an old snapshot lacks). Returns false if the parent is missing or the path taken.
+    pub(crate) fn add_loaded(
         &mut self,
         path: &str,
         data: Option<Arc<[u8]>>,
@@ -778,23 +779,10 @@ impl DataTree {
         if self.contains(path) {
             return Err(TreeLoadError::Duplicate(path.to_owned()));
         }
-        if !self.insert_loaded(path, data, acl, stat) {
+        if !self.add_loaded(path, data, acl, stat) {
             return Err(TreeLoadError::Orphan(path.to_owned()));
         }
         Ok(())
-    }
-
-    /// Adds a node under an existing parent without touching the parent's stat (ZooKeeper's
-    /// `addConfigNode`, which the import uses for system nodes an old snapshot lacks). Returns false if
-    /// the parent is missing or the path taken.
-    pub(crate) fn add_loaded(
-        &mut self,
-        path: &str,
-        data: Option<Arc<[u8]>>,
-        acl: Arc<Vec<Acl>>,
-        stat: NodeStat,
-    ) -> bool {
-        self.insert_loaded(path, data, acl, stat)
     }
 
     /// Sets a node's internal cversion and pzxid (ZooKeeper's `setCversionPzxid` and the parent update
