@@ -330,16 +330,22 @@ run_idle() { # kind label sessions duration
         mem "$kind" "RSS after idle (KiB)" "$(rss_kib)"; fi
 }
 
-# Memory per node, on a fresh server: RSS (and ZooKeeper's live heap) when it starts, then after NODES small
-# nodes bulk-created by 32 sessions x 32 requests in flight (kept: the server is stopped afterwards). oxkeeper's
-# RSS with the nodes is read once settled (settled_rss_kib), as ZooKeeper's live heap is read after a full GC.
-run_nodes() { # kind dir
+# Stops the server and starts the same kind again on an empty data directory (same port and zoo.cfg).
+restart_fresh() { # kind dir
     local kind=$1 dir=$2
     stop_server
     rm -rf "$dir/data"
     mkdir -p "$dir/data"
     start_server "$kind" "$dir"
     sleep 1
+}
+
+# Memory per node, on a fresh server: RSS (and ZooKeeper's live heap) when it starts, then after NODES small
+# nodes bulk-created by 32 sessions x 32 requests in flight (kept: the server is stopped afterwards). oxkeeper's
+# RSS with the nodes is read once settled (settled_rss_kib), as ZooKeeper's live heap is read after a full GC.
+run_nodes() { # kind dir
+    local kind=$1 dir=$2
+    restart_fresh "$kind" "$dir"
     mem "$kind" "RSS before nodes (KiB)" "$(rss_kib)"
     [[ $kind == zookeeper ]] && mem "$kind" "live heap before nodes (KiB)" "$(zk_live_heap_kib)"
     run "$kind" nodes ops --op create --sessions 32 --depth 32 --requests "$NODES" --value-size "$NODE_SIZE" --keep
@@ -374,6 +380,10 @@ run_instance() { # kind
     run "$kind" sessions sessions --duration "$DURATION"
     run "$kind" watch watch --watchers "$WATCHERS" --duration "$DURATION"
     run "$kind" expiry expiry --cleanup-ephemerals "$CLEANUP_EPHEMERALS"
+    # On a fresh server: an RSS growth measured after the workloads above depends on what they left (the
+    # allocator reuses their freed memory, or not), not on what the sessions cost (bench/README.md, Memory).
+    log "$kind (pair $PAIR): $IDLE_SESSIONS idle sessions on a fresh server"
+    restart_fresh "$kind" "$dir"
     run_idle "$kind" idle "$IDLE_SESSIONS" "$IDLE_DURATION"
     if [[ $kind == zookeeper ]]; then run_idle "$kind" idle-heap "$IDLE_SESSIONS" "$IDLE_HEAP_DURATION"; fi
     log "$kind (pair $PAIR): $NODES nodes on a fresh server"
