@@ -231,8 +231,8 @@ pub fn next_version(current: i32) -> i32 {
 }
 
 /// Every znode, by path.
-#[derive(Clone, Deserialize)]
-#[serde(try_from = "wire::Tree")]
+/// Serialized as [`wire`] describes; deserialized node by node as it is read (no copy of the whole tree).
+#[derive(Clone)]
 pub struct DataTree {
     /// The nodes' records by id (see [`store`]).
     store: Store,
@@ -385,18 +385,38 @@ impl DataTree {
             );
             return true;
         }
-        self.link(path, data, acl, stat, None).is_ok()
+        let acl = self.acls.intern(acl);
+        self.link(path, data, acl, stat, None, None).is_ok()
     }
 
     /// Adds a node under its existing parent; `parent_change` (if given) is applied to the parent's stat.
-    /// Returns the new node's id and its parent's.
+    /// `acl` is an interned list with one user counted for this node (released if the node is not
+    /// added). `parent`, if given, must be the id of the node at `parent_of(path)` (a loader that knows
+    /// it saves the lookup). Returns the new node's id and its parent's.
     fn link(
         &mut self,
         path: &str,
         data: Option<Arc<[u8]>>,
-        acl: Arc<Vec<Acl>>,
+        acl: u32,
         stat: NodeStat,
         parent_change: Option<&dyn Fn(&mut NodeStat)>,
+        parent: Option<Id>,
+    ) -> Result<(Id, Id), ErrorCode> {
+        let linked = self.link_interned(path, data, acl, stat, parent_change, parent);
+        if linked.is_err() {
+            self.acls.release(acl);
+        }
+        linked
+    }
+
+    fn link_interned(
+        &mut self,
+        path: &str,
+        data: Option<Arc<[u8]>>,
+        acl: u32,
+        stat: NodeStat,
+        parent_change: Option<&dyn Fn(&mut NodeStat)>,
+        parent: Option<Id>,
     ) -> Result<(Id, Id), ErrorCode> {
         let parent_path = parent_of(path).ok_or(ErrorCode::BadArguments)?;
         let hash = self.index.hash(path);
@@ -407,14 +427,16 @@ impl DataTree {
         {
             return Err(ErrorCode::NodeExists);
         }
-        let parent = self.lookup(parent_path).ok_or(ErrorCode::NoNode)?;
+        let parent = match parent {
+            Some(id) => id,
+            None => self.lookup(parent_path).ok_or(ErrorCode::NoNode)?,
+        };
         let first = self
             .store
             .links(parent)
             .ok_or(ErrorCode::NoNode)?
             .first_child;
         let data_len = data.as_ref().map_or(0, |d| d.len());
-        let acl = self.acls.intern(acl);
         let Some(id) = self.store.insert(
             &Links::leaf(parent, first),
             child_name(path),
@@ -423,7 +445,6 @@ impl DataTree {
             data,
         ) else {
             // Only a record too big for the store (a name of megabytes) or 2^31 ids get here.
-            self.acls.release(acl);
             return Err(ErrorCode::BadArguments);
         };
         if first != NONE {
@@ -603,7 +624,8 @@ impl DataTree {
             s.pzxid = zxid;
         };
         let data_len = data.as_ref().map_or(0, |d| d.len());
-        let (id, parent) = self.link(path, data, acl, stat, Some(&bump))?;
+        let acl = self.acls.intern(acl);
+        let (id, parent) = self.link(path, data, acl, stat, Some(&bump), None)?;
         let (node, parent) = self
             .node(id)
             .zip(self.node(parent))
@@ -745,44 +767,18 @@ impl DataTree {
     pub(crate) fn from_loaded(
         nodes: impl IntoIterator<Item = (String, Option<Arc<[u8]>>, Arc<Vec<Acl>>, NodeStat)>,
     ) -> Result<DataTree, TreeLoadError> {
-        let mut tree = DataTree::empty();
+        let mut loader = Loader::new(0);
         for (path, data, acl, stat) in nodes {
-            tree.load_one(&path, data, acl, stat)?;
+            let acl = loader.tree.acls.intern(acl);
+            loader.add(&path, data, acl, stat)?;
         }
-        if tree.is_empty() {
-            return Err(TreeLoadError::NoRoot(String::new()));
-        }
-        Ok(tree)
+        loader.finish()
     }
 
     /// Room for `nodes` more nodes in the path index (before a load).
     fn reserve(&mut self, nodes: usize) {
         let (store, hasher) = (&self.store, self.index.hasher());
         self.index.reserve(nodes, |id| hasher.of_node(store, id));
-    }
-
-    /// One node of a tree being loaded parents first.
-    fn load_one(
-        &mut self,
-        path: &str,
-        data: Option<Arc<[u8]>>,
-        acl: Arc<Vec<Acl>>,
-        stat: NodeStat,
-    ) -> Result<(), TreeLoadError> {
-        if self.is_empty() != (path == path::ROOT) {
-            return Err(if self.is_empty() {
-                TreeLoadError::NoRoot(path.to_owned())
-            } else {
-                TreeLoadError::Duplicate(path.to_owned())
-            });
-        }
-        if self.contains(path) {
-            return Err(TreeLoadError::Duplicate(path.to_owned()));
-        }
-        if !self.add_loaded(path, data, acl, stat) {
-            return Err(TreeLoadError::Orphan(path.to_owned()));
-        }
-        Ok(())
     }
 
     /// Sets a node's internal cversion and pzxid (ZooKeeper's `setCversionPzxid` and the parent update
@@ -906,17 +902,100 @@ pub enum TreeLoadError {
     BadAclIndex { path: String, index: u32 },
 }
 
+/// Builds a tree from nodes given parents first, the root first: a serialized tree's pre-order, or
+/// ZooKeeper's. In a depth-first pre-order a node's parent is the node before it or one of that node's
+/// ancestors, so the loader keeps that chain (each as the length of its path, a prefix of the last path)
+/// and takes the parent from it without a lookup; any other parents-first order falls back to a lookup.
+struct Loader {
+    tree: DataTree,
+    /// The path of the node added last.
+    last: String,
+    /// The node added last and its ancestors, root first: (length of its path, id).
+    chain: Vec<(usize, Id)>,
+}
+
+impl Loader {
+    /// A loader for about `nodes` nodes (room is made for them up front).
+    fn new(nodes: usize) -> Loader {
+        let mut tree = DataTree::empty();
+        tree.reserve(nodes);
+        Loader {
+            tree,
+            last: String::new(),
+            chain: Vec::new(),
+        }
+    }
+
+    /// Adds one node; `acl` is interned in the tree's table with one user counted for this node.
+    fn add(
+        &mut self,
+        path: &str,
+        data: Option<Arc<[u8]>>,
+        acl: u32,
+        stat: NodeStat,
+    ) -> Result<(), TreeLoadError> {
+        let tree = &mut self.tree;
+        let id = if tree.is_empty() || path == path::ROOT {
+            if !tree.is_empty() {
+                tree.acls.release(acl);
+                return Err(TreeLoadError::Duplicate(path.to_owned()));
+            }
+            if path != path::ROOT {
+                tree.acls.release(acl);
+                return Err(TreeLoadError::NoRoot(path.to_owned()));
+            }
+            let data_len = data.as_ref().map_or(0, |d| d.len());
+            if tree
+                .store
+                .insert(&Links::leaf(NONE, NONE), "", acl, &stat, data)
+                != Some(ROOT)
+            {
+                tree.acls.release(acl);
+                return Err(TreeLoadError::Orphan(path.to_owned()));
+            }
+            tree.note_added(path, stat.ephemeral_owner, data_len);
+            self.chain.clear();
+            ROOT
+        } else {
+            let parent = parent_of(path).and_then(|p| {
+                while let Some(&(len, id)) = self.chain.last() {
+                    if len == p.len() && self.last.as_bytes().get(..len) == Some(p.as_bytes()) {
+                        return Some(id);
+                    }
+                    self.chain.pop();
+                }
+                None
+            });
+            // No parent on the chain (not a depth-first order): `link` looks it up, and the chain starts
+            // again from this node.
+            match tree.link(path, data, acl, stat, None, parent) {
+                Ok((id, _)) => id,
+                Err(ErrorCode::NodeExists) => {
+                    return Err(TreeLoadError::Duplicate(path.to_owned()))
+                }
+                Err(_) => return Err(TreeLoadError::Orphan(path.to_owned())),
+            }
+        };
+        self.chain.push((path.len(), id));
+        self.last.clear();
+        self.last.push_str(path);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<DataTree, TreeLoadError> {
+        if self.tree.is_empty() {
+            return Err(TreeLoadError::NoRoot(String::new()));
+        }
+        Ok(self.tree)
+    }
+}
+
 /// The serialized form of the tree: nodes in pre-order (parents first, so children lists need not be
 /// stored) and each distinct ACL list once.
 mod wire {
     use super::*;
+    use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
     use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
-
-    #[derive(Deserialize)]
-    pub struct Tree {
-        pub(super) acls: Vec<Arc<Vec<Acl>>>,
-        pub(super) nodes: Vec<WireNode>,
-    }
 
     #[derive(Deserialize)]
     pub(super) struct WireNode {
@@ -992,27 +1071,93 @@ mod wire {
         }
     }
 
-    impl TryFrom<Tree> for DataTree {
-        type Error = TreeLoadError;
+    /// A serialized tree's nodes loaded as they are read, against its ACL lists.
+    pub(super) struct WireLoader {
+        loader: Loader,
+        /// Each serialized list, with its id in the tree's table once a node has used it.
+        acls: Vec<(Arc<Vec<Acl>>, Option<u32>)>,
+    }
 
-        fn try_from(wire: Tree) -> Result<Self, Self::Error> {
-            let mut tree = DataTree::empty();
-            tree.reserve(wire.nodes.len());
-            for n in wire.nodes {
-                let acl = wire
-                    .acls
-                    .get(n.acl as usize)
-                    .ok_or_else(|| TreeLoadError::BadAclIndex {
+    impl WireLoader {
+        /// `nodes`: how many nodes the input says it holds (room is made for at most 2^24 up front).
+        pub(super) fn new(acls: Vec<Arc<Vec<Acl>>>, nodes: usize) -> WireLoader {
+            WireLoader {
+                loader: Loader::new(nodes.min(1 << 24)),
+                acls: acls.into_iter().map(|a| (a, None)).collect(),
+            }
+        }
+
+        pub(super) fn add(&mut self, n: WireNode) -> Result<(), TreeLoadError> {
+            let table = &mut self.loader.tree.acls;
+            let acl = match self.acls.get_mut(n.acl as usize) {
+                Some((_, Some(id))) => {
+                    table.add_user(*id);
+                    *id
+                }
+                Some((list, id @ None)) => *id.insert(table.intern(list.clone())),
+                None => {
+                    return Err(TreeLoadError::BadAclIndex {
                         path: n.path.to_string(),
                         index: n.acl,
-                    })?
-                    .clone();
-                tree.load_one(&n.path, n.data, acl, n.stat)?;
+                    })
+                }
+            };
+            self.loader.add(&n.path, n.data, acl, n.stat)
+        }
+
+        pub(super) fn finish(self) -> Result<DataTree, TreeLoadError> {
+            self.loader.finish()
+        }
+    }
+
+    impl<'de> Deserialize<'de> for DataTree {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_struct("Tree", &["acls", "nodes"], TreeVisitor)
+        }
+    }
+
+    struct TreeVisitor;
+
+    impl<'de> Visitor<'de> for TreeVisitor {
+        type Value = DataTree;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a tree: its ACL lists, then its nodes in pre-order")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<DataTree, A::Error> {
+            let acls: Vec<Arc<Vec<Acl>>> = seq
+                .next_element()?
+                .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+            seq.next_element_seed(NodesSeed(acls))?
+                .ok_or_else(|| de::Error::invalid_length(1, &self))
+        }
+    }
+
+    /// The `nodes` field, loaded into the tree one by one.
+    struct NodesSeed(Vec<Arc<Vec<Acl>>>);
+
+    impl<'de> DeserializeSeed<'de> for NodesSeed {
+        type Value = DataTree;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<DataTree, D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for NodesSeed {
+        type Value = DataTree;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a tree's nodes in pre-order")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<DataTree, A::Error> {
+            let mut loader = WireLoader::new(self.0, seq.size_hint().unwrap_or(0));
+            while let Some(node) = seq.next_element::<WireNode>()? {
+                loader.add(node).map_err(de::Error::custom)?;
             }
-            if tree.is_empty() {
-                return Err(TreeLoadError::NoRoot(String::new()));
-            }
-            Ok(tree)
+            loader.finish().map_err(de::Error::custom)
         }
     }
 }
@@ -1201,6 +1346,58 @@ mod tests {
         assert_eq!(postcard::to_allocvec(&back).unwrap(), bytes);
     }
 
+    /// The loader takes a parent from the chain of the last node's ancestors when the order is
+    /// depth-first and looks it up otherwise: both give the same tree, ACL user counts included.
+    #[test]
+    fn loading_takes_any_parents_first_order() {
+        let read = Arc::new(crate::acl::read_acl_unsafe());
+        let paths = ["/a", "/b", "/a/x", "/b/y", "/a/x/z", "/a/w", "/b/y/v", "/c"];
+        let mut built = DataTree::empty();
+        assert!(built.add_loaded("/", None, open(), NodeStat::default()));
+        for (i, p) in paths.iter().enumerate() {
+            let acl = if i % 2 == 0 { open() } else { read.clone() };
+            let stat = NodeStat::created(i as i64 + 1, 10, 0);
+            assert!(built.add_loaded(p, None, acl, stat), "{p}");
+        }
+        built.check_invariants().unwrap();
+        let nodes = |order: &[&str]| {
+            let mut v = vec![(String::from("/"), None, open(), NodeStat::default())];
+            for p in order {
+                let i = paths.iter().position(|q| q == p).unwrap();
+                let acl = if i % 2 == 0 { open() } else { read.clone() };
+                v.push((
+                    p.to_string(),
+                    None,
+                    acl,
+                    NodeStat::created(i as i64 + 1, 10, 0),
+                ));
+            }
+            v
+        };
+        // Breadth-first (every parent found by a lookup), then depth-first in two sibling orders.
+        for order in [
+            &paths[..],
+            &["/a", "/a/x", "/a/x/z", "/a/w", "/b", "/b/y", "/b/y/v", "/c"][..],
+            &["/c", "/b", "/b/y", "/b/y/v", "/a", "/a/w", "/a/x", "/a/x/z"][..],
+        ] {
+            let loaded = DataTree::from_loaded(nodes(order)).unwrap();
+            loaded.check_invariants().unwrap();
+            assert!(loaded == built, "{order:?}");
+        }
+        // A node after a sibling's subtree whose parent is not on the chain any more: looked up.
+        let mut late = nodes(&["/a", "/a/x", "/b", "/b/y"]);
+        late.push((
+            "/a/w".into(),
+            None,
+            read.clone(),
+            NodeStat::created(6, 10, 0),
+        ));
+        let loaded = DataTree::from_loaded(late).unwrap();
+        loaded.check_invariants().unwrap();
+        assert!(loaded.contains("/a/w"));
+        assert_eq!(loaded.get("/a").unwrap().num_children(), 2);
+    }
+
     #[test]
     fn loading_refuses_orphans_duplicates_and_bad_acl_indexes() {
         let node = |p: &str, acl: u32| wire::WireNode {
@@ -1209,11 +1406,12 @@ mod tests {
             acl,
             stat: NodeStat::default(),
         };
-        let load = |nodes| {
-            DataTree::try_from(wire::Tree {
-                acls: vec![open()],
-                nodes,
-            })
+        let load = |nodes: Vec<wire::WireNode>| {
+            let mut loader = wire::WireLoader::new(vec![open()], nodes.len());
+            for n in nodes {
+                loader.add(n)?;
+            }
+            loader.finish()
         };
         assert!(load(vec![node("/", 0), node("/a", 0)]).is_ok());
         assert_eq!(load(vec![]), Err(TreeLoadError::NoRoot(String::new())));

@@ -2,7 +2,7 @@
 //! openraft's core, the log's thread, the state machine, the flushers): `hop("name")` records the time
 //! at each. Compiled in only with the `hoptrace` feature (a no-op otherwise); with it, the first
 //! 400,000 hops are written to the file named by `$OXK_HOPTRACE` (one "nanoseconds name" per line).
-//! `cargo build --release -p oxkeeper-cli --features oxkeeper-storage/hoptrace`.
+//! `cargo build --release -p oxkeeper --bin oxkeeper --features hoptrace`.
 
 #[cfg(feature = "hoptrace")]
 mod imp {

@@ -707,9 +707,7 @@ impl AclTable {
     /// The id of `acl` (added if new), counting one more user.
     pub(super) fn intern(&mut self, acl: Arc<Vec<Acl>>) -> u32 {
         if let Some(&id) = self.by_value.get(&acl) {
-            if let Some((_, users)) = self.by_id.get_mut(&id) {
-                *users += 1;
-            }
+            self.add_user(id);
             return id;
         }
         while self.by_id.contains_key(&self.next) {
@@ -720,6 +718,13 @@ impl AclTable {
         self.by_value.insert(acl.clone(), id);
         self.by_id.insert(id, (acl, 1));
         id
+    }
+
+    /// One more user of a list already interned (nothing if there is no such list).
+    pub(super) fn add_user(&mut self, id: u32) {
+        if let Some((_, users)) = self.by_id.get_mut(&id) {
+            *users += 1;
+        }
     }
 
     pub(super) fn get(&self, id: u32) -> Option<&Arc<Vec<Acl>>> {
