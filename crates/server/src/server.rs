@@ -76,9 +76,10 @@ pub async fn start_on<D: Disk>(
     let shared = Arc::new(Shared::new(config, exec_tx));
     let mut executor = Executor::new(shared.clone(), started.replicator.clone());
     let mut committed = started.committed;
-    if let Some((index, state)) = &started.snapshot {
+    // The snapshot's bytes go as soon as the state is built from them.
+    if let Some((index, state)) = started.snapshot {
         executor
-            .restore(*index, state)
+            .restore(index, &state)
             .map_err(ServerError::Recovery)?;
         tracing::info!(index, "state restored from the newest snapshot");
     }
