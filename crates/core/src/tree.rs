@@ -360,8 +360,8 @@ impl DataTree {
     }
 
     /// Adds a node whose parent is already present, without touching the parent's stat: building the
-    /// initial tree, loading a snapshot, and ZooKeeper's `addConfigNode` (which the import uses for
-    /// system nodes an old snapshot lacks). Returns false if the parent is missing or the path taken.
+    /// initial tree and ZooKeeper's `addConfigNode` (which the import uses for system nodes an old
+    /// snapshot lacks). Returns false if the parent is missing or the path taken.
     pub(crate) fn add_loaded(
         &mut self,
         path: &str,
@@ -369,24 +369,24 @@ impl DataTree {
         acl: Arc<Vec<Acl>>,
         stat: NodeStat,
     ) -> bool {
-        if path == path::ROOT {
-            if self.store.len() > 0 {
-                return false;
-            }
-            let acl = self.acls.intern(acl);
-            let links = Links::leaf(NONE, NONE);
-            if self.store.insert(&links, "", acl, &stat, data.clone()) != Some(ROOT) {
-                return false;
-            }
-            self.note_added(
-                path,
-                stat.ephemeral_owner,
-                data.as_ref().map_or(0, |d| d.len()),
-            );
-            return true;
-        }
         let acl = self.acls.intern(acl);
+        if path == path::ROOT {
+            return self.add_root(data, acl, stat);
+        }
         self.link(path, data, acl, stat, None, None).is_ok()
+    }
+
+    /// Adds the root to an empty tree. `acl` is interned with one user counted for the root (released
+    /// if it is not added). Returns false if the tree is not empty.
+    fn add_root(&mut self, data: Option<Arc<[u8]>>, acl: u32, stat: NodeStat) -> bool {
+        let data_len = data.as_ref().map_or(0, |d| d.len());
+        let root = Links::leaf(NONE, NONE);
+        if !self.is_empty() || self.store.insert(&root, "", acl, &stat, data) != Some(ROOT) {
+            self.acls.release(acl);
+            return false;
+        }
+        self.note_added(path::ROOT, stat.ephemeral_owner, data_len);
+        true
     }
 
     /// Adds a node under its existing parent; `parent_change` (if given) is applied to the parent's stat.
@@ -944,16 +944,9 @@ impl Loader {
                 tree.acls.release(acl);
                 return Err(TreeLoadError::NoRoot(path.to_owned()));
             }
-            let data_len = data.as_ref().map_or(0, |d| d.len());
-            if tree
-                .store
-                .insert(&Links::leaf(NONE, NONE), "", acl, &stat, data)
-                != Some(ROOT)
-            {
-                tree.acls.release(acl);
+            if !tree.add_root(data, acl, stat) {
                 return Err(TreeLoadError::Orphan(path.to_owned()));
             }
-            tree.note_added(path, stat.ephemeral_owner, data_len);
             self.chain.clear();
             ROOT
         } else {
