@@ -23,7 +23,7 @@ struct Counting;
 
 static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
 static LIVE_BLOCKS: AtomicIsize = AtomicIsize::new(0);
-/// The most `LIVE_BYTES` has been since `reset_peak`.
+/// The most `LIVE_BYTES` has been since a test last stored the current value here.
 static PEAK_BYTES: AtomicIsize = AtomicIsize::new(0);
 /// The counts are the process's: the tests take turns.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
