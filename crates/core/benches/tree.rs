@@ -318,3 +318,52 @@ fn decode_state_100k(bencher: Bencher) {
             postcard::from_bytes::<StateMachine>(black_box(&bytes)).expect("the state decodes")
         });
 }
+
+/// Ephemerals of the session closed by `close_session_with_ephemerals` (a thousandth under test).
+fn cleanup_ephemerals() -> usize {
+    if scale().dirs > 1 {
+        10_000
+    } else {
+        10
+    }
+}
+
+/// What the cleanup of a session costs the apply loop (the `expiry` workload's cleanup): closeSession of
+/// a session with 10,000 ephemerals under one parent, with the events it fires matched against a
+/// persistent recursive watch on `/` (as the workload's watcher has it). The state is built outside the
+/// timing for each sample.
+#[divan::bench(sample_count = 20, sample_size = 1)]
+fn close_session_with_ephemerals(bencher: Bencher) {
+    let n = cleanup_ephemerals();
+    bencher
+        .with_inputs(|| {
+            let (mut sm, owner) = support::bootstrapped();
+            apply_ok(&mut sm, &create(owner, "/c".into()));
+            let session = match sm
+                .apply(&command(0, CommandOp::CreateSession { timeout_ms: 30_000 }))
+                .session
+            {
+                Some(oxkeeper_core::SessionChange::Created { id, .. }) => id,
+                other => panic!("no session: {other:?}"),
+            };
+            for k in 0..n {
+                apply_ok(
+                    &mut sm,
+                    &create_mode(session, format!("/c/e{k:07}"), CreateMode::Ephemeral),
+                );
+            }
+            let mut watches = oxkeeper_core::WatchTable::new();
+            watches.add(1, "/", oxkeeper_core::WatchKind::PersistentRecursive);
+            (sm, watches, command(session, CommandOp::CloseSession))
+        })
+        .counter(ItemsCount::new(n))
+        .bench_local_values(|(mut sm, mut watches, close)| {
+            let applied = sm.apply(&close);
+            let mut events = 0;
+            for t in &applied.triggers {
+                events += watches.trigger(t).len();
+            }
+            assert_eq!(events, n, "one NodeDeleted per ephemeral");
+            (sm, watches)
+        });
+}

@@ -73,7 +73,9 @@ pub struct ApplySettings {
 /// A watch event a write produced, before it is matched against the member's watch table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Trigger {
-    pub path: String,
+    /// Shared with the session's ephemeral index for an ephemeral's events: a session's cleanup makes no
+    /// copy of its paths.
+    pub path: Arc<str>,
     pub event: EventType,
     pub zxid: i64,
     /// The ACL of the node the watcher must be able to READ for the event to be delivered (for
@@ -573,30 +575,31 @@ impl StateMachine {
             return false;
         };
         for path in info.ephemerals.iter() {
-            self.delete_node(path, zxid, triggers);
+            self.delete_node(path.clone(), zxid, triggers);
         }
         true
     }
 
     /// Deletes a childless node, keeps the session's ephemeral index in step and records the events:
     /// NodeDeleted on the path, then NodeChildrenChanged on the parent.
-    fn delete_node(&mut self, path: &str, zxid: i64, triggers: &mut Vec<Trigger>) {
-        let Some(node) = self.tree.delete(path, zxid) else {
+    fn delete_node(&mut self, path: Arc<str>, zxid: i64, triggers: &mut Vec<Trigger>) {
+        let Some(node) = self.tree.delete(&path, zxid) else {
             return;
         };
         if let NodeKind::Ephemeral(owner) = node.kind() {
             if let Some(s) = self.sessions.get_mut(&owner) {
-                s.ephemerals.remove(path);
+                s.ephemerals.remove(&path);
             }
         }
+        let parent = Arc::from(parent_of(&path).unwrap_or("/"));
         triggers.push(Trigger {
-            path: path.to_owned(),
+            path,
             event: EventType::NodeDeleted,
             zxid,
             acl: node.acl,
         });
         triggers.push(Trigger {
-            path: parent_of(path).unwrap_or("/").to_owned(),
+            path: parent,
             event: EventType::NodeChildrenChanged,
             zxid,
             acl: node.parent_acl,
@@ -720,7 +723,7 @@ impl StateMachine {
             _ => 0,
         };
         // The tree keeps each distinct ACL list once (ZooKeeper's ACL cache).
-        let parent_path = parent_path.to_owned();
+        let parent_path: Arc<str> = Arc::from(parent_path);
         let created = self.tree.create(
             &path,
             to_data(&req.data),
@@ -729,13 +732,14 @@ impl StateMachine {
             zxid,
             cmd.time_ms,
         )?;
+        let shared: Arc<str> = Arc::from(path.as_str());
         if let NodeKind::Ephemeral(id) = NodeKind::from_owner(owner) {
             if let Some(s) = self.sessions.get_mut(&id) {
-                s.ephemerals.insert(Arc::from(path.as_str()));
+                s.ephemerals.insert(shared.clone());
             }
         }
         triggers.push(Trigger {
-            path: path.clone(),
+            path: shared,
             event: EventType::NodeCreated,
             zxid,
             acl: created.acl,
@@ -768,7 +772,7 @@ impl StateMachine {
         if node.has_children() {
             return Err(ErrorCode::NotEmpty);
         }
-        self.delete_node(&req.path, zxid, triggers);
+        self.delete_node(Arc::from(req.path.as_str()), zxid, triggers);
         Ok(())
     }
 
@@ -788,7 +792,7 @@ impl StateMachine {
         if matches!(node.kind(), NodeKind::Ephemeral(_)) {
             return Err(ErrorCode::BadVersion);
         }
-        self.delete_node(path, zxid, triggers);
+        self.delete_node(Arc::from(path), zxid, triggers);
         Ok(())
     }
 
@@ -812,7 +816,7 @@ impl StateMachine {
             .set_data(&req.path, to_data(&req.data), version, zxid, cmd.time_ms)
             .ok_or(ErrorCode::NoNode)?;
         triggers.push(Trigger {
-            path: req.path.clone(),
+            path: Arc::from(req.path.as_str()),
             event: EventType::NodeDataChanged,
             zxid,
             acl: changed.acl,

@@ -13,8 +13,14 @@ use crate::ConnId;
 use oxkeeper_proto::{
     ErrorCode, EventType, KeeperState, Request, SetWatches, WatcherEvent, WatcherType,
 };
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
+
+/// The tables hash with foldhash: paths come from clients, and SipHash's cost showed in every trigger (a
+/// session's cleanup looks each deleted path and its ancestors up in both tables). Seeded per table at
+/// random, as std's is.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::quality::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::quality::RandomState>;
 
 /// The kind of watch a request sets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -141,7 +147,12 @@ impl Manager {
     /// Returns the connections that fired.
     fn trigger(&mut self, path: &str, children_changed: bool) -> BTreeSet<ConnId> {
         let mut fired = BTreeSet::new();
-        let levels = if self.recursive > 0 { usize::MAX } else { 1 };
+        // Only recursive watchers look at descendants, and they ignore NodeChildrenChanged.
+        let levels = if self.recursive > 0 && !children_changed {
+            usize::MAX
+        } else {
+            1
+        };
         for (level, p) in self_and_ancestors(path).take(levels).enumerate() {
             let Some((key, conns)) = self.by_path.get_key_value(p) else {
                 continue;
@@ -256,8 +267,17 @@ impl WatchTable {
     /// as in ZooKeeper (the CVE-2024-23944 fix of 3.8.4/3.9.2, which Debian's 3.8.0-11+deb12u2, the
     /// differential test's reference, has too). The notification's header zxid is `trigger.zxid`.
     pub fn trigger(&mut self, trigger: &Trigger) -> Vec<(ConnId, WatcherEvent)> {
-        let path = trigger.path.as_str();
-        let conns = match trigger.event {
+        self.fired(trigger)
+            .into_iter()
+            .map(|c| (c, event(trigger.event, &trigger.path)))
+            .collect()
+    }
+
+    /// [`WatchTable::trigger`] without the events: the connections a trigger fires for, in order (the
+    /// caller encodes the event once for all of them).
+    pub fn fired(&mut self, trigger: &Trigger) -> BTreeSet<ConnId> {
+        let path = &*trigger.path;
+        match trigger.event {
             EventType::NodeCreated | EventType::NodeDataChanged => self.data.trigger(path, false),
             EventType::NodeChildrenChanged => self.child.trigger(path, true),
             EventType::NodeDeleted => {
@@ -266,11 +286,7 @@ impl WatchTable {
                 conns
             }
             _ => BTreeSet::new(),
-        };
-        conns
-            .into_iter()
-            .map(|c| (c, event(trigger.event, path)))
-            .collect()
+        }
     }
 
     /// Drops every watch of a closed connection (`DataTree.removeCnxn`).

@@ -120,14 +120,22 @@ pub fn encode_reply(xid: i32, zxid: i64, err: i32, resp: &Response) -> Vec<u8> {
 /// A whole notification frame: `ReplyHeader{-1, zxid, 0}` + `WatcherEvent`. ZooKeeper 3.8 and older
 /// send zxid -1; 3.9 sends the zxid of the transaction that fired the watch.
 pub fn encode_notification(zxid: i64, event: &WatcherEvent) -> Vec<u8> {
-    let mut w = Writer::frame();
+    encode_notification_of(zxid, event.event_type, event.state, &event.path)
+}
+
+/// [`encode_notification`] from the event's fields (no `WatcherEvent` to build).
+pub fn encode_notification_of(zxid: i64, event_type: i32, state: i32, path: &str) -> Vec<u8> {
+    // Length, ReplyHeader (16), type, state and the path's length (12), the path.
+    let mut w = Writer::frame_with_capacity(4 + 16 + 12 + path.len());
     ReplyHeader {
         xid: xid::NOTIFICATION,
         zxid,
         err: 0,
     }
     .encode(&mut w);
-    event.encode(&mut w);
+    w.i32(event_type);
+    w.i32(state);
+    w.ustring(path);
     w.finish_frame()
 }
 

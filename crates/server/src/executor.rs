@@ -21,12 +21,14 @@ use oxkeeper_core::state::{
 };
 use oxkeeper_core::tracker::SessionTracker;
 use oxkeeper_core::watches::{WatchKind, WatchTable};
-use oxkeeper_proto::frame::{encode_connect_response, encode_notification, encode_reply};
+use oxkeeper_proto::frame::{
+    encode_connect_response, encode_notification, encode_notification_of, encode_reply,
+};
 use oxkeeper_proto::records::{
     AddWatchRequest, ClientInfo, ConnectRequest, ConnectResponse, Id, Request, Response,
     WatcherEvent,
 };
-use oxkeeper_proto::{perms, xid, ErrorCode, OpCode};
+use oxkeeper_proto::{perms, xid, ErrorCode, KeeperState, OpCode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -923,14 +925,41 @@ impl Executor {
         if !matches!(env.cmd.op, CommandOp::Bootstrap { .. }) {
             self.shared.last_zxid.store(applied.zxid, Ordering::Release);
         }
-        // Watch events go out before the reply of the write that fired them.
+        // Watch events go out before the reply of the write that fired them. A command that fires many
+        // (the close of a session with thousands of ephemerals) hands them to the flushers as it goes, so
+        // that the watchers read the first ones while the rest are made.
+        // Each event is encoded once; every connection but the last gets a copy of the frame.
+        let mut unflushed = 0;
         for t in &applied.triggers {
-            for (conn, ev) in self.watches.trigger(t) {
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    if check_acl(&t.acl, perms::READ, &c.auth) {
-                        send_notification(c, &self.outbox, &self.shared.stats, t.zxid, &ev);
-                    }
+            let mut frame: Option<Vec<u8>> = None;
+            let mut waiting: Option<ConnId> = None;
+            for conn in self.watches.fired(t) {
+                let Some(c) = self.conns.get(&conn) else {
+                    continue;
+                };
+                if !check_acl(&t.acl, perms::READ, &c.auth) {
+                    continue;
                 }
+                let frame = frame.get_or_insert_with(|| {
+                    encode_notification_of(
+                        t.zxid,
+                        t.event.into(),
+                        KeeperState::SyncConnected.into(),
+                        &t.path,
+                    )
+                });
+                if let Some(c) = waiting.replace(conn).and_then(|w| self.conns.get_mut(&w)) {
+                    send_notification_frame(c, &self.outbox, &self.shared.stats, frame.clone());
+                    unflushed += 1;
+                }
+            }
+            if let Some((c, frame)) = waiting.and_then(|w| self.conns.get_mut(&w)).zip(frame) {
+                send_notification_frame(c, &self.outbox, &self.shared.stats, frame);
+                unflushed += 1;
+            }
+            if unflushed >= NOTIFICATIONS_PER_FLUSH {
+                unflushed = 0;
+                self.outbox.flush();
             }
         }
         let mine = env.origin.filter(|o| o.member == self.member);
@@ -1357,6 +1386,10 @@ fn send(c: &mut Conn, outbox: &Outbox, frame: Vec<u8>) {
     }
 }
 
+/// Notifications one command queues before they are handed to the flushers in the middle of its apply
+/// (`Executor::apply_one`).
+const NOTIFICATIONS_PER_FLUSH: usize = 512;
+
 /// A watch event; ZooKeeper counts it as a packet sent.
 fn send_notification(
     c: &mut Conn,
@@ -1365,9 +1398,13 @@ fn send_notification(
     zxid: i64,
     ev: &WatcherEvent,
 ) {
+    send_notification_frame(c, outbox, stats, encode_notification(zxid, ev));
+}
+
+fn send_notification_frame(c: &mut Conn, outbox: &Outbox, stats: &ServerStats, frame: Vec<u8>) {
     c.out.info().figures().sent += 1;
     stats.packet_sent();
-    send(c, outbox, encode_notification(zxid, ev));
+    send(c, outbox, frame);
 }
 
 /// The ids an AuthPacket adds, or `None` for an unknown scheme or bad credentials (AUTHFAILED, then close).

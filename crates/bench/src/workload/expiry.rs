@@ -266,6 +266,11 @@ fn spawn_watcher(
     let every = Duration::from_millis(u64::from(s.timeout_ms / 3).max(10));
     let task = tokio::spawn(async move {
         let mut next_ping = Instant::now() + every;
+        // One timer for the whole life of the watcher, reset when it fires: a sleep made for each pass
+        // of the loop registered and cancelled a timer per notification, which made this reader the
+        // slow end of a burst (the cleanup's 10,000 NodeDeleted).
+        let ping_due = tokio::time::sleep_until(next_ping.into());
+        tokio::pin!(ping_due);
         loop {
             enum Ev {
                 Stop,
@@ -274,7 +279,7 @@ fn spawn_watcher(
             }
             let ev = tokio::select! {
                 _ = &mut stop_rx => Ev::Stop,
-                _ = tokio::time::sleep_until(next_ping.into()) => Ev::Ping,
+                _ = &mut ping_due => Ev::Ping,
                 n = s.next_notification() => Ev::Note(n),
             };
             match ev {
@@ -284,6 +289,7 @@ fn spawn_watcher(
                         return None;
                     }
                     next_ping += every;
+                    ping_due.as_mut().reset(next_ping.into());
                 }
                 Ev::Note(Ok(n)) => {
                     if tx.send(n).is_err() {
@@ -322,7 +328,28 @@ async fn cleanup(
         });
     }
     let prefix = format!("{parent}/");
-    // The creations' notifications are not what is measured: drop those already here.
+    // The creations' notifications are not what is measured: wait until the watcher has had every one,
+    // so that the server is not still sending them (and this process reading them) when the close goes.
+    let mut created = 0;
+    let give_up = Instant::now() + EXPIRY_GRACE + Duration::from_secs(n as u64 / 1000);
+    while created < n {
+        match tokio::time::timeout_at(give_up.into(), events.recv()).await {
+            Ok(Some(note)) => {
+                if note.event.event_type == EventType::NodeCreated.as_i32()
+                    && note.event.path.starts_with(&prefix)
+                {
+                    created += 1;
+                }
+            }
+            Ok(None) | Err(_) => {
+                errors.add("cleanup: NodeCreated never seen", (n - created) as u64);
+                return Err(BenchError::Timeout {
+                    what: format!("{created} of {n} NodeCreated"),
+                    seconds: EXPIRY_GRACE.as_secs_f64(),
+                });
+            }
+        }
+    }
     while events.try_recv().is_ok() {}
     let t0 = Instant::now();
     let replied = s.close_timed().await?;

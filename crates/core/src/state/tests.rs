@@ -210,7 +210,7 @@ impl H {
 fn events(a: &Applied) -> Vec<(String, EventType)> {
     a.triggers
         .iter()
-        .map(|t| (t.path.clone(), t.event))
+        .map(|t| (t.path.to_string(), t.event))
         .collect()
 }
 
@@ -436,7 +436,7 @@ fn create_replies_by_opcode_and_fires_created_then_children_changed() {
     // NodeCreated carries the new node's ACL; NodeChildrenChanged the parent's.
     assert_eq!(*a.triggers[0].acl, restricted);
     assert_eq!(*a.triggers[1].acl, open_acl_unsafe());
-    assert_eq!(a.triggers[1].path, "/a");
+    assert_eq!(&*a.triggers[1].path, "/a");
 }
 
 #[test]

@@ -36,8 +36,15 @@ pub(super) const INLINE_DATA_MAX: usize = 128;
 /// The largest record (in practice, the longest name) the store takes. With it a chunk's arena stays
 /// below 2 GiB, so offsets fit in 31 bits.
 pub(super) const RECORD_BYTES_MAX: usize = 4 << 20;
-/// A chunk's arena is compacted when more than a quarter of it (and at least this much) is garbage.
+/// A chunk's arena is compacted when more than a quarter of it (half, after a node's removal) and at
+/// least this much is garbage.
 const COMPACT_GARBAGE_MIN: usize = 1024;
+
+/// The most bytes a record's varints take (name and data lengths, links, flags, ACL, times and the
+/// stat fields: 15 varints of at most 10 bytes), so that a record is encoded into one allocation.
+const RECORD_VARINTS_MAX: usize = 150;
+/// How much an updated record can grow beyond its old length (every optional stat field newly set).
+const RECORD_GROWTH_MAX: usize = 80;
 
 /// The links patched in place (parent, next and previous sibling); the first child and the child count
 /// are varints further on (a leaf's are one byte each, and they change only with the node's stat).
@@ -266,6 +273,27 @@ fn decode(b: &[u8], base: Base) -> Option<(Links, &str, u32, NodeStat, DataAt<'_
     Some((links, name, acl, stat, data, r.at))
 }
 
+/// The length of the record at the start of `b`, read without decoding it (no UTF-8 check of the name, no
+/// stat): what a compaction and a rewrite need of every record they move or replace.
+fn record_len(b: &[u8]) -> Option<usize> {
+    let mut r = Reader { b, at: FIXED_LEN };
+    let name = usize::try_from(r.varint()?).ok()?;
+    r.bytes(name)?;
+    r.varint()?; // first child
+    r.varint()?; // child count
+    let flags = r.varint()?;
+    // ACL, czxid, ctime, then one varint per optional stat field present.
+    let optional = F_MZXID | F_MTIME | F_VERSION | F_CVERSION | F_PZXID | F_OWNER | F_AVERSION;
+    for _ in 0..3 + (flags & optional).count_ones() {
+        r.varint()?;
+    }
+    if flags & (F_NULL_DATA | F_SHARED_DATA) == 0 {
+        let n = usize::try_from(r.varint()?).ok()?;
+        r.bytes(n)?;
+    }
+    Some(r.at)
+}
+
 /// 256 nodes: their records in one arena.
 #[derive(Clone, Default)]
 struct Chunk {
@@ -290,7 +318,7 @@ impl Chunk {
     }
 
     fn record_len(&self, slot: usize) -> Option<usize> {
-        decode(self.record(slot)?, self.base).map(|r| r.5)
+        record_len(self.record(slot)?)
     }
 
     fn shared(&self, slot: usize) -> Option<&Arc<[u8]>> {
@@ -323,7 +351,7 @@ impl Chunk {
                 self.append(slot, rec);
             }
         }
-        self.compact_if_wasteful();
+        self.compact_if_wasteful(4);
     }
 
     fn append(&mut self, slot: usize, rec: &[u8]) {
@@ -347,11 +375,15 @@ impl Chunk {
         }
         self.at[slot] = FREE_BIT | next_free;
         self.set_shared(slot, None);
-        self.compact_if_wasteful();
+        // Half, not a quarter: a chunk whose nodes all go (a closed session's ephemerals) is compacted
+        // fewer times on its way to empty.
+        self.compact_if_wasteful(2);
     }
 
-    fn compact_if_wasteful(&mut self) {
-        if self.garbage < COMPACT_GARBAGE_MIN || self.garbage * 4 <= self.bytes.len() {
+    /// Compacts the arena when more than `1 / share` of it (and at least [`COMPACT_GARBAGE_MIN`]) is
+    /// garbage.
+    fn compact_if_wasteful(&mut self, share: usize) {
+        if self.garbage < COMPACT_GARBAGE_MIN || self.garbage * share <= self.bytes.len() {
             return;
         }
         let mut bytes = Vec::with_capacity(self.bytes.len() - self.garbage);
@@ -495,7 +527,7 @@ impl Store {
         let Some((chunk, slot)) = self.chunk(id) else {
             return false;
         };
-        let Some((mut links, name, mut acl, mut stat, old_data, _)) =
+        let Some((mut links, name, mut acl, mut stat, old_data, old_len)) =
             chunk.record(slot).and_then(|rec| decode(rec, chunk.base))
         else {
             return false;
@@ -504,7 +536,8 @@ impl Store {
         let (rec, shared) = match data {
             Some(data) => record(&links, name, acl, &stat, data, chunk.base),
             None => {
-                let mut rec = Vec::new();
+                // Room for the changed varints too: the record is made in one allocation.
+                let mut rec = Vec::with_capacity(old_len + RECORD_GROWTH_MAX);
                 encode(&mut rec, &links, name, acl, &stat, old_data, chunk.base);
                 let shared = chunk.shared(slot).cloned();
                 (rec, shared)
@@ -564,7 +597,14 @@ fn record(
     data: Option<Arc<[u8]>>,
     base: Base,
 ) -> (Vec<u8>, Option<Arc<[u8]>>) {
-    let mut rec = Vec::with_capacity(FIXED_LEN + 40 + name.len());
+    let inline = data.as_ref().map_or(0, |d| {
+        if d.len() <= INLINE_DATA_MAX {
+            d.len()
+        } else {
+            0
+        }
+    });
+    let mut rec = Vec::with_capacity(FIXED_LEN + RECORD_VARINTS_MAX + name.len() + inline);
     let (at, shared) = match &data {
         None => (DataAt::Null, None),
         Some(d) if d.len() <= INLINE_DATA_MAX => (DataAt::Inline(d), None),
@@ -790,6 +830,13 @@ mod tests {
                 assert_eq!((rec.name, rec.acl, rec.stat), ("n-0001", 3, s));
                 assert_eq!(rec.data, data);
                 assert_eq!(store.shared_data(id).is_some(), data == Some(&long[..]));
+                // The length read without decoding is the decoded record's, with bytes after it.
+                let (chunk, slot) = store.chunk(id).unwrap();
+                let mut bytes = chunk.record(slot).unwrap().to_vec();
+                let decoded = decode(&bytes, chunk.base).unwrap().5;
+                bytes.extend_from_slice(&[0xff; 8]);
+                assert_eq!(record_len(&bytes), Some(decoded));
+                assert_eq!(record_len(&bytes[..decoded - 1]), None, "a cut record");
             }
         }
     }
