@@ -1212,6 +1212,10 @@ impl Executor {
                 .filter(|i| !matches!(i, Item::Connect(_)))
                 .count();
             c.waiting.clear();
+            // Gone from the connection table before the client can see its socket close (ZooKeeper's
+            // `NIOServerCnxn.close` removes it from the factory first): a `cons` sent the moment the client
+            // sees the end of the stream must not list it.
+            self.shared.stats.cnxn_closed(conn, self.shared.now_ms());
             c.out.close();
             self.shared.requests_finished(dropped);
         }
