@@ -330,52 +330,61 @@ async fn cleanup(
     let prefix = format!("{parent}/");
     // The creations' notifications are not what is measured: wait until the watcher has had every one,
     // so that the server is not still sending them (and this process reading them) when the close goes.
-    let mut created = 0;
-    let give_up = Instant::now() + EXPIRY_GRACE + Duration::from_secs(n as u64 / 1000);
-    while created < n {
-        match tokio::time::timeout_at(give_up.into(), events.recv()).await {
-            Ok(Some(note)) => {
-                if note.event.event_type == EventType::NodeCreated.as_i32()
-                    && note.event.path.starts_with(&prefix)
-                {
-                    created += 1;
-                }
-            }
-            Ok(None) | Err(_) => {
-                errors.add("cleanup: NodeCreated never seen", (n - created) as u64);
-                return Err(BenchError::Timeout {
-                    what: format!("{created} of {n} NodeCreated"),
-                    seconds: EXPIRY_GRACE.as_secs_f64(),
-                });
-            }
-        }
-    }
+    await_events(
+        events,
+        errors,
+        EventType::NodeCreated,
+        &prefix,
+        n,
+        "NodeCreated never seen",
+    )
+    .await?;
     while events.try_recv().is_ok() {}
     let t0 = Instant::now();
     let replied = s.close_timed().await?;
-    let mut seen = 0;
-    let mut last = t0;
+    let last = await_events(
+        events,
+        errors,
+        EventType::NodeDeleted,
+        &prefix,
+        n,
+        "ephemerals never deleted",
+    )
+    .await?
+    .unwrap_or(t0);
+    Ok((replied - t0, last - t0))
+}
+
+/// Waits until the watcher has seen `n` events of `kind` under `prefix` (others are skipped); returns when
+/// the last one arrived. The missing ones are counted as `cleanup: {missing}` if they do not all come.
+async fn await_events(
+    events: &mut mpsc::UnboundedReceiver<Notification>,
+    errors: &Errors,
+    kind: EventType,
+    prefix: &str,
+    n: usize,
+    missing: &str,
+) -> Result<Option<Instant>, BenchError> {
+    let (mut seen, mut last) = (0, None);
     let give_up = Instant::now() + EXPIRY_GRACE + Duration::from_secs(n as u64 / 1000);
     while seen < n {
         match tokio::time::timeout_at(give_up.into(), events.recv()).await {
             Ok(Some(note)) => {
-                if note.event.event_type == EventType::NodeDeleted.as_i32()
-                    && note.event.path.starts_with(&prefix)
-                {
+                if note.event.event_type == kind.as_i32() && note.event.path.starts_with(prefix) {
                     seen += 1;
-                    last = note.at;
+                    last = Some(note.at);
                 }
             }
             Ok(None) | Err(_) => {
-                errors.add("cleanup: ephemerals never deleted", (n - seen) as u64);
+                errors.add(&format!("cleanup: {missing}"), (n - seen) as u64);
                 return Err(BenchError::Timeout {
-                    what: format!("{} of {n} NodeDeleted", seen),
+                    what: format!("{seen} of {n} {kind:?}"),
                     seconds: EXPIRY_GRACE.as_secs_f64(),
                 });
             }
         }
     }
-    Ok((replied - t0, last - t0))
+    Ok(last)
 }
 
 #[cfg(test)]
