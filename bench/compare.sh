@@ -13,8 +13,10 @@
 #
 # Settings (environment): PAIRS (5), DURATION (8s: each ops/sessions/watch run), WARMUP (5s: unmeasured load
 # on each fresh server first, so that the JVM has compiled its hot paths), IDLE_SESSIONS (the generator's
-# open-file hard limit minus 1000: 19000 here), IDLE_DURATION (30s: how long they are held), IDLE_HEAP_DURATION
-# (5s: the hold of ZooKeeper's second idle run, the one for its live heap), NODES (1000000 small nodes, bulk
+# open-file hard limit minus 1000: 19000 here), IDLE_DURATION (30s: how long they are held), IDLE_SETTLE (12, seconds:
+# how long after the server counts them all the memory is read: every session has then pinged once, its third
+# of the 30 s timeout, and is in the state an idle session spends its life in), IDLE_HEAP_DURATION (30s: the
+# hold of ZooKeeper's second idle run, the one for its live heap), NODES (1000000 small nodes, bulk
 # created with 32 sessions x 32 in flight, for the memory per node), NODE_SIZE (32 bytes), CLEANUP_EPHEMERALS
 # (10000), WATCHERS (100), CROSSCHECK (1; 0 skips it), CROSS_DURATION (DURATION), ZK_JAVA_OPTS (extra JVM
 # flags for the server; default none, as Debian's /etc/zookeeper/conf/environment), BENCH_DIR (default
@@ -30,15 +32,16 @@ REPO=$PWD
 
 QUICK=${QUICK:-0}
 if [[ $QUICK == 1 ]]; then
-    : "${PAIRS:=1}" "${DURATION:=2s}" "${WARMUP:=1s}" "${IDLE_SESSIONS:=2000}" "${IDLE_DURATION:=8s}"
-    : "${IDLE_HEAP_DURATION:=5s}" "${NODES:=100000}" "${CROSS_DURATION:=2s}"
+    : "${PAIRS:=1}" "${DURATION:=2s}" "${WARMUP:=1s}" "${IDLE_SESSIONS:=2000}" "${IDLE_DURATION:=16s}"
+    : "${IDLE_HEAP_DURATION:=16s}" "${NODES:=100000}" "${CROSS_DURATION:=2s}"
 fi
 PAIRS=${PAIRS:-5}
 DURATION=${DURATION:-8s}
 WARMUP=${WARMUP:-5s}
 IDLE_SESSIONS=${IDLE_SESSIONS:-$(($(ulimit -Hn) - 1000))}
 IDLE_DURATION=${IDLE_DURATION:-30s}
-IDLE_HEAP_DURATION=${IDLE_HEAP_DURATION:-5s}
+IDLE_SETTLE=${IDLE_SETTLE:-12}
+IDLE_HEAP_DURATION=${IDLE_HEAP_DURATION:-30s}
 NODES=${NODES:-1000000}
 NODE_SIZE=${NODE_SIZE:-32}
 CLEANUP_EPHEMERALS=${CLEANUP_EPHEMERALS:-10000}
@@ -292,7 +295,8 @@ print(used)'
 }
 
 # An idle run with the memory around it: before, while all the sessions are held (polled with mntr's
-# zk_num_alive_connections, which counts its own connection too), and after the run (the sessions closed).
+# zk_num_alive_connections, which counts its own connection too; read IDLE_SETTLE seconds after they are all
+# counted, once each has pinged), and after the run (the sessions closed).
 # Label "idle": the measured run; RSS only, from /proc (no forced GC: it would add to ZooKeeper's CPU and ping
 # latency, and the G1 collector gives heap back to the system after it, which lowers the RSS). Label
 # "idle-heap" (ZooKeeper only): a second, shorter run for the live heap, after a full GC each time.
@@ -314,6 +318,7 @@ run_idle() { # kind label sessions duration
         sleep 0.1
     done
     if ((${conns:-0} > n)) && kill -0 "$IDLE_PID" 2>/dev/null; then
+        sleep "$IDLE_SETTLE"
         if ((heap)); then mem "$kind" "live heap with idle sessions (KiB)" "$(zk_live_heap_kib)"; else
             mem "$kind" "RSS with idle sessions (KiB)" "$(rss_kib)"; fi
         kill -0 "$IDLE_PID" 2>/dev/null || log "warning: $kind: the $label run ended before the measurement did"

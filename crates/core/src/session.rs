@@ -16,11 +16,12 @@ pub const PASSWORD_LEN: usize = 16;
 /// The bits of a session id below the member byte.
 pub(crate) const ID_LOW_BITS: u64 = 0x00FF_FFFF_FFFF_FFFF;
 
-/// Who currently serves a session: a member and one of its connections.
+/// Who currently serves a session: a member and one of its connections. Connection ids are never 0, which
+/// makes an `Option<Owner>` (in every session's entry) 16 bytes instead of 24; serialized as a u64.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Owner {
     pub member: u64,
-    pub conn: u64,
+    pub conn: std::num::NonZeroU64,
 }
 
 /// One live session in the replicated session table.
@@ -30,7 +31,7 @@ pub struct SessionInfo {
     /// with this value).
     pub timeout_ms: i32,
     /// Paths of the session's ordinary ephemerals.
-    pub ephemerals: OrdSet<Arc<str>>,
+    pub ephemerals: Ephemerals,
     /// The member and connection the session is attached to: set by its creation and by every successful
     /// revalidation (reconnect); a write from anywhere else fails with SessionMoved. `None` only for a
     /// session imported from ZooKeeper that has not been used since.
@@ -43,10 +44,61 @@ impl SessionInfo {
     pub fn new(timeout_ms: i32) -> Self {
         SessionInfo {
             timeout_ms,
-            ephemerals: OrdSet::new(),
+            ephemerals: Ephemerals::default(),
             owner: None,
             legacy_password: false,
         }
+    }
+}
+
+/// A session's ordinary ephemerals, in path order: boxed, and only while there are any. Every session's
+/// entry in the replicated table holds this field, and most sessions own no ephemeral: 8 bytes instead of
+/// the set's 24 (with `Owner`'s niche, an entry of the table is 40 bytes instead of 64). Serialized as the
+/// set itself.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Ephemerals(Option<Box<OrdSet<Arc<str>>>>);
+
+impl Ephemerals {
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<str>> + '_ {
+        self.0.iter().flat_map(|set| set.iter())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |set| set.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    pub fn insert(&mut self, path: Arc<str>) {
+        self.0.get_or_insert_with(Box::default).insert(path);
+    }
+
+    /// Removes `path`; the set goes when its last path does.
+    pub fn remove(&mut self, path: &str) {
+        if let Some(set) = &mut self.0 {
+            set.remove(path);
+            if set.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
+}
+
+impl Serialize for Ephemerals {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Some(set) => set.serialize(serializer),
+            None => OrdSet::<Arc<str>>::new().serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Ephemerals {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let set = OrdSet::<Arc<str>>::deserialize(deserializer)?;
+        Ok(Ephemerals((!set.is_empty()).then(|| Box::new(set))))
     }
 }
 

@@ -133,8 +133,9 @@ impl<E: Copy + Eq + Hash + Ord> ExpiryQueue<E> {
 
 #[derive(Debug, Clone, Copy)]
 struct Tracked {
-    /// The timeout touches extend by (the connection's negotiated one).
-    timeout_ms: u64,
+    /// The timeout touches extend by (the connection's negotiated one; a protocol timeout is an i32, and
+    /// 32 bits keep the entry, one per session, at 8 bytes).
+    timeout_ms: u32,
     closing: bool,
 }
 
@@ -163,6 +164,7 @@ impl SessionTracker {
     /// The timeout becomes the one later touches use (a reconnect may negotiate another). A closing
     /// session stays closing. Returns whether the session was new.
     pub fn track(&mut self, id: i64, timeout_ms: u64, now_ms: u64) -> bool {
+        let timeout_ms = u32::try_from(timeout_ms).unwrap_or(u32::MAX);
         let added = match self.sessions.get_mut(&id) {
             Some(t) => {
                 t.timeout_ms = timeout_ms;
@@ -179,7 +181,7 @@ impl SessionTracker {
                 true
             }
         };
-        self.queue.update(id, timeout_ms, now_ms);
+        self.queue.update(id, u64::from(timeout_ms), now_ms);
         added
     }
 
@@ -188,7 +190,7 @@ impl SessionTracker {
     pub fn touch(&mut self, id: i64, now_ms: u64) -> bool {
         match self.sessions.get(&id) {
             Some(t) if !t.closing => {
-                self.queue.update(id, t.timeout_ms, now_ms);
+                self.queue.update(id, u64::from(t.timeout_ms), now_ms);
                 true
             }
             _ => false,

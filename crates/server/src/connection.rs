@@ -11,7 +11,10 @@
 //! An idle connection has no task: when nothing more has arrived, the reader's task parks the connection
 //! (its state goes into the connection's record, which is itself the waker left with the socket's read
 //! readiness) and ends; the next bytes, the client's end of stream, or a cancel by the server start a task
-//! again (`park`, `OutInner::unpark`). Tens of thousands of idle sessions then cost no tasks.
+//! again (`park`, `OutInner::unpark`). Tens of thousands of idle sessions then cost no tasks. A connection
+//! whose last run read only pings (its client is idle) also leaves tokio's reactor while parked: its socket
+//! waits in the server's own epoll set (`crate::cold`), and its registration with the runtime is made again
+//! when the client sends something, or when a reply does not fit in the socket's send buffer.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -38,8 +41,9 @@ pub struct Outbound {
 }
 
 #[derive(Debug)]
-struct OutInner {
-    sock: TcpStream,
+pub(crate) struct OutInner {
+    /// The socket: registered with the runtime while the connection is in use, out of it while idle.
+    io: Mutex<Io>,
     /// The connection as the server's tables know it (id, address, session, figures).
     info: Arc<ConnInfo>,
     state: Mutex<OutState>,
@@ -59,6 +63,22 @@ struct OutInner {
     parked: Mutex<Option<Parked>>,
     /// This record itself, for the cancel of a parked connection (which must start its task).
     me: std::sync::Weak<OutInner>,
+}
+
+/// Where a connection's socket is.
+#[derive(Debug)]
+enum Io {
+    /// Registered with tokio's reactor. The reader's task and a backlog writer hold clones while they run.
+    Warm(Arc<TcpStream>),
+    /// Idle, out of the reactor, in the server's set of cold connections (`crate::cold`): a parked
+    /// connection whose client only pings. Replies are written to it directly (non-blocking); a reply that
+    /// does not fit in the send buffer, or anything from the client, warms it again (`OutInner::warm`).
+    Cold {
+        sock: std::net::TcpStream,
+        set: Arc<crate::cold::ColdSet>,
+    },
+    /// Registering the socket again failed: the connection is closing.
+    Gone,
 }
 
 /// What a connection's reader owns between frames, kept while it has no task.
@@ -102,7 +122,7 @@ const GATHER_MAX: usize = 64;
 impl OutState {
     /// Writes as much of the queue as the socket takes now, in order: replies queued together go out in
     /// one call (a gathering write).
-    fn write_queued(&mut self, sock: &TcpStream, cancel: &OutInner) -> Progress {
+    fn write_queued(&mut self, conn: &OutInner) -> Progress {
         loop {
             let mut slices: [std::io::IoSlice<'_>; GATHER_MAX] =
                 std::array::from_fn(|_| std::io::IoSlice::new(&[]));
@@ -118,17 +138,17 @@ impl OutState {
                     return Progress::Empty;
                 }
                 // A Close, with everything before it written.
-                shutdown_write(sock);
-                self.give_up(cancel);
+                conn.shutdown_write();
+                self.give_up(conn);
                 return Progress::Empty;
             }
-            let result = sock.try_write_vectored(&slices[..count]);
+            let result = conn.write_vectored(&slices[..count]);
             match result {
                 Ok(n) => self.advance(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Progress::Blocked,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => {
-                    self.give_up(cancel);
+                    self.give_up(conn);
                     return Progress::Empty;
                 }
             }
@@ -179,13 +199,101 @@ impl OutInner {
         }
     }
 
+    fn io(&self) -> std::sync::MutexGuard<'_, Io> {
+        self.io.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One non-blocking gathering write, wherever the socket is. A warm socket's would-block clears its
+    /// write readiness (a backlog writer then waits for the next).
+    fn write_vectored(&self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        match &*self.io() {
+            Io::Warm(sock) => sock.try_write_vectored(bufs),
+            Io::Cold { sock, .. } => std::io::Write::write_vectored(&mut &*sock, bufs),
+            Io::Gone => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// Shuts the socket's write side down (the client reads the end of the stream after our last bytes).
+    fn shutdown_write(&self) {
+        let _ = match &*self.io() {
+            Io::Warm(sock) => socket2::SockRef::from(&**sock).shutdown(std::net::Shutdown::Write),
+            Io::Cold { sock, .. } => sock.shutdown(std::net::Shutdown::Write),
+            Io::Gone => Ok(()),
+        };
+    }
+
+    /// The socket, registered with the runtime (taken out of the cold set first if it is there). An error
+    /// if it cannot be registered: the connection is then closing (its socket is closed).
+    fn warm(&self) -> std::io::Result<Arc<TcpStream>> {
+        let mut io = self.io();
+        if let Io::Warm(sock) = &*io {
+            return Ok(Arc::clone(sock));
+        }
+        let Io::Cold { sock, set } = std::mem::replace(&mut *io, Io::Gone) else {
+            return Err(std::io::ErrorKind::NotConnected.into());
+        };
+        // The set's reference to this record: dropped after the lock (it is never the last one: the
+        // caller holds one).
+        let _set_ref = set.remove(self.info.id, std::os::fd::AsRawFd::as_raw_fd(&sock));
+        let sock = Arc::new(TcpStream::from_std(sock)?);
+        *io = Io::Warm(Arc::clone(&sock));
+        Ok(sock)
+    }
+
+    /// Moves an idle connection's socket out of the reactor into `set` (see `crate::cold`); false if it
+    /// stays warm (someone else is using the socket, or the set refused it).
+    fn make_cold(self: &Arc<Self>, set: &Arc<crate::cold::ColdSet>) -> bool {
+        let mut io = self.io();
+        let Io::Warm(sock) = std::mem::replace(&mut *io, Io::Gone) else {
+            return false;
+        };
+        let sock = match Arc::try_unwrap(sock) {
+            Ok(sock) => sock,
+            Err(sock) => {
+                // A backlog writer is waiting on it.
+                *io = Io::Warm(sock);
+                return false;
+            }
+        };
+        let sock = match sock.into_std() {
+            Ok(sock) => sock,
+            Err(e) => {
+                // Deregistration failed and the socket is lost with it: the connection closes.
+                tracing::debug!(conn = self.info.id, "cannot park a connection: {e}");
+                drop(io);
+                self.cancel();
+                return false;
+            }
+        };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+        if set.add(self.info.id, fd, self) {
+            *io = Io::Cold {
+                sock,
+                set: Arc::clone(set),
+            };
+            return true;
+        }
+        match TcpStream::from_std(sock) {
+            Ok(sock) => *io = Io::Warm(Arc::new(sock)),
+            Err(e) => {
+                tracing::debug!(
+                    conn = self.info.id,
+                    "cannot register a connection again: {e}"
+                );
+                drop(io);
+                self.cancel();
+            }
+        }
+        false
+    }
+
     fn take_parked(&self) -> Option<Parked> {
         self.parked.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// Starts a task for the parked reader, if it is parked (whoever takes the parked state starts it:
     /// a readiness wake-up and a cancel may race, and a stale wake-up finds nothing).
-    fn unpark(self: &Arc<Self>) {
+    pub(crate) fn unpark(self: &Arc<Self>) {
         if let Some(parked) = self.take_parked() {
             let runtime = parked.shared.runtime.clone();
             runtime.spawn(drive(
@@ -211,16 +319,11 @@ impl std::task::Wake for OutInner {
     }
 }
 
-/// Shuts the socket's write side down (the client reads the end of the stream after our last bytes).
-fn shutdown_write(sock: &TcpStream) {
-    let _ = socket2::SockRef::from(sock).shutdown(std::net::Shutdown::Write);
-}
-
 impl Outbound {
     fn new(sock: TcpStream, info: Arc<ConnInfo>, max_queued: u32) -> Outbound {
         Outbound {
             inner: Arc::new_cyclic(|me| OutInner {
-                sock,
+                io: Mutex::new(Io::Warm(Arc::new(sock))),
                 info,
                 state: Mutex::new(OutState::default()),
                 max_queued,
@@ -319,7 +422,7 @@ impl Outbound {
     /// Writes the queue now, on this thread (nothing waits before it); a writer task takes over what the
     /// socket does not accept yet.
     fn write_now(&self, mut st: std::sync::MutexGuard<'_, OutState>) {
-        if let Progress::Blocked = st.write_queued(&self.inner.sock, &self.inner) {
+        if let Progress::Blocked = st.write_queued(&self.inner) {
             st.writer = true;
             drop(st);
             tokio::spawn(write_backlog(self.clone()));
@@ -471,9 +574,24 @@ impl Outbox {
 
 /// Drains a connection's backlog as the socket becomes writable, then ends.
 async fn write_backlog(out: Outbound) {
+    let was_cold = matches!(*out.inner.io(), Io::Cold { .. });
+    let sock = out.inner.warm();
+    if was_cold {
+        // Its parked reader was waiting in the cold set, which the socket has left: it needs a task to wait
+        // for the client again (it finds nothing, and parks warm while this writer holds the socket).
+        out.inner.unpark();
+    }
+    let Ok(sock) = sock else {
+        let mut st = out.state();
+        st.give_up(&out.inner);
+        st.writer = false;
+        drop(st);
+        out.inner.changed.notify_waiters();
+        return;
+    };
     loop {
         tokio::select! {
-            r = out.inner.sock.writable() => if r.is_err() {
+            r = sock.writable() => if r.is_err() {
                 let mut st = out.state();
                 st.give_up(&out.inner);
                 st.writer = false;
@@ -487,7 +605,7 @@ async fn write_backlog(out: Outbound) {
             }
         }
         let mut st = out.state();
-        if let Progress::Empty = st.write_queued(&out.inner.sock, &out.inner) {
+        if let Progress::Empty = st.write_queued(&out.inner) {
             st.writer = false;
             // A queue that grew large while the client was slow gives its memory back.
             if st.queue.capacity() > 64 {
@@ -536,7 +654,24 @@ enum Outcome {
     /// The connection is over: close it (`true`: the server's decision).
     Closed(bool),
     /// Idle: the reader's state is parked and the task ends (see `park`).
-    Parked,
+    Parked(Idle),
+}
+
+/// Why a reader stopped without the connection ending.
+enum Ended {
+    /// A four-letter word was answered: the connection closes.
+    FourLetterWord,
+    /// Nothing more to read: the connection parks (see `park`).
+    Idle(Idle),
+}
+
+/// An idle connection, as its last run left it.
+#[derive(Clone, Copy)]
+enum Idle {
+    /// It read requests (or its handshake): its client is at work, the socket stays registered.
+    Busy,
+    /// It read only pings: its client is idle, and the socket leaves the reactor (see `crate::cold`).
+    Pinging,
 }
 
 /// The reader's task: the handshake first (`handshake`), then frames until the connection goes idle (the
@@ -552,20 +687,31 @@ fn drive(
         slot,
     } = parked;
     let (conn, remote) = (out.info().id, out.info().remote);
-    let mut rd = FrameReader::new(out.clone());
     async move {
+        let mut rd = match out.inner.warm() {
+            Ok(sock) => FrameReader::new(sock),
+            Err(e) => {
+                tracing::debug!(conn, %remote, "connection closed: {e}");
+                out.cancel();
+                shared.stats.cnxn_closed(conn, shared.now_ms());
+                let closing: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+                    Box::pin(close(conn, shared, handoff, slot, out, None, true));
+                closing.await;
+                return;
+            }
+        };
         if !handshake {
             // A cancel may have started this task while the connection's own waker is still registered
             // with the socket's readiness: the connection would then hold itself (record -> socket ->
             // registration -> waker -> record) and never be freed. Replaced by one that holds nothing; the
             // reader's polls register this task's waker.
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            let _ = out.inner.sock.poll_read_ready(&mut cx);
+            let _ = rd.sock.poll_read_ready(&mut cx);
         }
         let outcome = tokio::select! {
             r = read_loop(&mut rd, &shared, &out, &mut handoff, handshake) => match r {
-                Ok(true) => Outcome::Parked,
-                Ok(false) => Outcome::Closed(false),
+                Ok(Ended::Idle(idle)) => Outcome::Parked(idle),
+                Ok(Ended::FourLetterWord) => Outcome::Closed(false),
                 Err(e) => {
                     tracing::debug!(conn, %remote, "connection closed: {e}");
                     match e {
@@ -584,22 +730,27 @@ fn drive(
             _ = out.cancelled() => Outcome::Closed(true),
         };
         let closed_by_us = match outcome {
-            Outcome::Parked => {
+            Outcome::Parked(idle) => {
                 drop(rd);
+                let cold = match idle {
+                    Idle::Pinging => Some(Arc::clone(&shared.cold)),
+                    Idle::Busy => None,
+                };
                 let parked = Parked {
                     shared,
                     handoff,
                     slot,
                 };
-                park(&out, parked);
+                park(&out, parked, cold);
                 return;
             }
             Outcome::Closed(by_us) => by_us,
         };
         shared.stats.cnxn_closed(conn, shared.now_ms());
         // The closing steps' futures (timers) live in their own allocation, not in every connection's.
-        let closing: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
-            Box::pin(close(conn, shared, handoff, slot, out, rd, closed_by_us));
+        let closing: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = Box::pin(
+            close(conn, shared, handoff, slot, out, Some(rd), closed_by_us),
+        );
         closing.await;
     }
 }
@@ -607,15 +758,31 @@ fn drive(
 /// Leaves an idle connection without a task: its reader's state goes into the connection's record, and
 /// the record itself is the waker given to the socket's read readiness. Whatever comes first of readiness
 /// and a cancel takes the state back and starts a task (`OutInner::unpark`). An idle connection then costs
-/// no task (~500 B) and no future.
+/// no task (~500 B) and no future. With `cold` (its client only pings), the socket leaves the reactor too,
+/// for that set (`crate::cold`), which starts the task when something arrives.
 ///
-/// Ordering: the state is stored before the readiness is polled and before the cancel flag is checked, so
-/// a wake-up or a cancel that happens at any point after finds it; one that happened before is seen here.
-fn park(out: &Outbound, parked: Parked) {
+/// Ordering: the state is stored before the readiness is polled (or the socket added to the cold set,
+/// which reports data already there) and before the cancel flag is checked, so a wake-up or a cancel that
+/// happens at any point after finds it; one that happened before is seen here.
+fn park(out: &Outbound, parked: Parked, cold: Option<Arc<crate::cold::ColdSet>>) {
     *out.inner.parked.lock().unwrap_or_else(|p| p.into_inner()) = Some(parked);
-    let waker = std::task::Waker::from(out.inner.clone());
-    let mut cx = std::task::Context::from_waker(&waker);
-    let ready = out.inner.sock.poll_read_ready(&mut cx).is_ready();
+    if let Some(set) = cold {
+        if out.inner.make_cold(&set) {
+            if out.is_cancelled() {
+                out.inner.unpark();
+            }
+            return;
+        }
+    }
+    let ready = match out.inner.warm() {
+        Ok(sock) => {
+            let waker = std::task::Waker::from(out.inner.clone());
+            let mut cx = std::task::Context::from_waker(&waker);
+            sock.poll_read_ready(&mut cx).is_ready()
+        }
+        // Closing: the cancel below starts the task that closes it.
+        Err(_) => true,
+    };
     if ready || out.is_cancelled() {
         out.inner.unpark();
     }
@@ -628,7 +795,7 @@ async fn close(
     mut handoff: Handoff,
     slot: crate::server::IpSlot,
     out: Outbound,
-    mut rd: FrameReader,
+    rd: Option<FrameReader>,
     closed_by_us: bool,
 ) {
     // Behind the requests the client sent before it went (some may still be held).
@@ -641,7 +808,7 @@ async fn close(
     out.close();
     let _ = tokio::time::timeout(CLOSE_LINGER, out.flushed()).await;
     out.cancel();
-    if closed_by_us {
+    if let (true, Some(mut rd)) = (closed_by_us, rd) {
         // Closing a socket whose receive buffer holds unread bytes makes the kernel send RST, which can
         // destroy our last replies (an AUTHFAILED, a closeSession reply) before the client reads them.
         // Our side is shut down; read and discard until the client closes too, for a bounded time.
@@ -659,17 +826,17 @@ const READ_CHUNK: usize = 16 * 1024;
 /// A connection's incoming bytes cut into frames. One read call takes whatever has arrived (often several
 /// pipelined frames); bytes of an incomplete frame wait in `buf`, which an idle connection keeps empty.
 struct FrameReader {
-    /// The connection whose socket it reads.
-    conn: Outbound,
+    /// The connection's socket, registered with the runtime while this reader lives.
+    sock: Arc<TcpStream>,
     buf: Vec<u8>,
     /// Where the unconsumed bytes of `buf` start.
     pos: usize,
 }
 
 impl FrameReader {
-    fn new(conn: Outbound) -> FrameReader {
+    fn new(sock: Arc<TcpStream>) -> FrameReader {
         FrameReader {
-            conn,
+            sock,
             buf: Vec::new(),
             pos: 0,
         }
@@ -694,7 +861,7 @@ impl FrameReader {
     /// Reads what has arrived, waiting until something has. `Ok(false)` at the end of the stream.
     async fn fill(&mut self) -> std::io::Result<bool> {
         loop {
-            self.conn.inner.sock.readable().await?;
+            self.sock.readable().await?;
             match self.read_now() {
                 Ok(n) => return Ok(n > 0),
                 Err(e)
@@ -714,7 +881,7 @@ impl FrameReader {
             self.pos = 0;
         }
         let mut chunk = [0u8; READ_CHUNK];
-        let n = self.conn.inner.sock.try_read(&mut chunk)?;
+        let n = self.sock.try_read(&mut chunk)?;
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(n)
     }
@@ -778,7 +945,7 @@ impl FrameReader {
                 }
             }
             // As `fill`: wait until readable, then one read; would-block clears the readiness.
-            if let Err(e) = std::task::ready!(self.conn.inner.sock.poll_read_ready(cx)) {
+            if let Err(e) = std::task::ready!(self.sock.poll_read_ready(cx)) {
                 return Poll::Ready(Err(e.into()));
             }
             let before = self.available().len();
@@ -950,9 +1117,10 @@ async fn forward(
     }
 }
 
-/// Reads requests until the connection ends (`Ok(false)`: a four-letter word was answered) or goes idle
-/// (`Ok(true)`: nothing left to read, no partial frame: park it): pings answered here, everything else
-/// handed to the executor. `handshake`: this is the connection's first run, which reads its first frame.
+/// Reads requests until the connection ends (a four-letter word was answered) or goes idle (nothing left
+/// to read, no partial frame: park it; `Idle::Pinging` if this run read pings and nothing else): pings
+/// answered here, everything else handed to the executor. `handshake`: this is the connection's first run,
+/// which reads its first frame.
 /// A plain function returning the loop's future, for the reason `serve` is one: no second copy of the
 /// arguments in every idle connection's state.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
@@ -962,15 +1130,19 @@ fn read_loop<'a>(
     out: &'a Outbound,
     handoff: &'a mut Handoff,
     handshake: bool,
-) -> impl std::future::Future<Output = Result<bool, ConnError>> + Send + 'a {
+) -> impl std::future::Future<Output = Result<Ended, ConnError>> + Send + 'a {
     async move {
         let info = out.info();
         let conn = info.id;
         // The handshake's futures (timers, the first frame) live in their own allocation, freed when it is
         // done: they would otherwise take room in every idle connection's future.
         if handshake && !boxed_handshake(rd, shared, out).await? {
-            return Ok(false);
+            return Ok(Ended::FourLetterWord);
         }
+        // Until a frame other than a ping is read (a run that reads nothing was woken for no frame: it
+        // says nothing of the client, and keeps the socket where it is cheapest to wake again).
+        let mut idle = if handshake { Idle::Busy } else { Idle::Pinging };
+        let mut frames = 0u32;
         let max = shared.config.max_buffer_bytes;
         let stats = &shared.stats;
         loop {
@@ -979,8 +1151,9 @@ fn read_loop<'a>(
             let wait = {
                 // Nothing more has arrived: the task ends and the connection parks (see `park`).
                 let Some(payload) = rd.frame_or_idle(max).await? else {
-                    return Ok(true);
+                    return Ok(Ended::Idle(if frames == 0 { Idle::Busy } else { idle }));
                 };
+                frames = frames.saturating_add(1);
                 stats.cnxn_touched(info, shared.now_ms());
                 stats.add(Counter::BytesReceived, 4 + payload.len() as u64);
                 let mut r = Reader::new(&payload);
@@ -1034,6 +1207,7 @@ fn read_loop<'a>(
                         }
                     }
                 };
+                idle = Idle::Busy;
                 oxkeeper_storage::hoptrace::hop("recv");
                 // At the outstanding limit only, the message waits in a boxed future (see
                 // `Handoff::try_send`; the message is never held across an await here, where it would take

@@ -164,6 +164,8 @@ pub struct Shared {
     pub clock: Arc<SessionClock>,
     /// The runtime serving the connections (a parked connection's task is started on it again).
     pub runtime: tokio::runtime::Handle,
+    /// Idle connections out of the runtime's reactor (`crate::cold`).
+    pub(crate) cold: Arc<crate::cold::ColdSet>,
 }
 
 impl Shared {
@@ -172,6 +174,9 @@ impl Shared {
         let tracker = SessionTracker::new(config.tick_ms);
         let clock = Arc::new(SessionClock::new());
         clock.start_keeper();
+        let runtime = tokio::runtime::Handle::current();
+        let cold = Arc::new(crate::cold::ColdSet::new());
+        runtime.spawn(crate::cold::watch(Arc::clone(&cold)));
         Shared {
             config,
             exec,
@@ -183,12 +188,17 @@ impl Shared {
             outstanding: std::sync::atomic::AtomicUsize::new(0),
             outstanding_changed: tokio::sync::Notify::new(),
             clock,
-            runtime: tokio::runtime::Handle::current(),
+            runtime,
+            cold,
         }
     }
     /// The tracker's clock: monotonic milliseconds that stand still while the member is stalled.
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
+    }
+    /// Connections idle out of the runtime's reactor now (`crate::cold`).
+    pub fn cold_connections(&self) -> usize {
+        self.cold.len()
     }
     pub fn last_zxid(&self) -> i64 {
         self.last_zxid.load(Ordering::Acquire)
@@ -269,11 +279,57 @@ struct Conn {
     /// The connection's identities: its `ip` one (shared by every connection from that address, see
     /// `Executor::ip_auth`) and what `addauth` added.
     auth: Arc<[Id]>,
-    waiting: VecDeque<Item>,
-    inflight: VecDeque<(i32, Instant, OpCode)>,
+    /// Its requests, while it has any (an idle connection's record is 48 B instead of 104 B).
+    queues: Option<Box<Queues>>,
     /// A ConnectRequest is being decided (its CreateSession is in the log): nothing behind it runs yet.
     connecting: bool,
     closing: bool,
+}
+
+/// A connection's requests in the executor, in order.
+#[derive(Default)]
+struct Queues {
+    /// Received, not started yet.
+    waiting: VecDeque<Item>,
+    /// Writes proposed and not yet applied: (xid, when it started, opcode).
+    inflight: VecDeque<(i32, Instant, OpCode)>,
+}
+
+impl Conn {
+    fn queues(&mut self) -> &mut Queues {
+        self.queues.get_or_insert_with(Box::default)
+    }
+
+    /// Queues a request behind the connection's others.
+    fn wait(&mut self, item: Item) {
+        self.queues().waiting.push_back(item);
+    }
+
+    fn waiting(&self) -> Option<&VecDeque<Item>> {
+        self.queues.as_ref().map(|q| &q.waiting)
+    }
+
+    fn has_inflight(&self) -> bool {
+        self.queues.as_ref().is_some_and(|q| !q.inflight.is_empty())
+    }
+
+    /// Requests received and not answered yet.
+    fn queued(&self) -> usize {
+        self.queues
+            .as_ref()
+            .map_or(0, |q| q.waiting.len() + q.inflight.len())
+    }
+
+    /// Frees the queues once both are empty.
+    fn release_queues(&mut self) {
+        if self
+            .queues
+            .as_ref()
+            .is_some_and(|q| q.waiting.is_empty() && q.inflight.is_empty())
+        {
+            self.queues = None;
+        }
+    }
 }
 
 pub struct Executor {
@@ -590,14 +646,13 @@ impl Executor {
                     timeout_ms: 0,
                     read_only_byte: req.read_only.is_some(),
                     auth: self.ip_identity(remote.ip()),
-                    waiting: VecDeque::new(),
-                    inflight: VecDeque::new(),
+                    queues: None,
                     connecting: false,
                     closing: false,
                 };
                 c.out.info().figures().received += 1;
                 self.shared.stats.packet_received();
-                c.waiting.push_back(Item::Connect(req));
+                c.wait(Item::Connect(req));
                 self.conns.insert(conn, Box::new(c));
                 self.pump(conn);
             }
@@ -621,13 +676,13 @@ impl Executor {
                 } else {
                     Item::Local { xid, req }
                 };
-                c.waiting.push_back(item);
+                c.wait(item);
                 self.pump(conn);
             }
             ExecMsg::Unknown { conn, xid, op } => {
                 tracing::debug!(conn, op, "unknown opcode");
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    c.waiting.push_back(Item::Unimplemented { xid });
+                    c.wait(Item::Unimplemented { xid });
                     self.pump(conn);
                 } else {
                     self.shared.requests_finished(1);
@@ -635,7 +690,7 @@ impl Executor {
             }
             ExecMsg::Malformed { conn, xid } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    c.waiting.push_back(Item::Malformed { xid });
+                    c.wait(Item::Malformed { xid });
                     self.pump(conn);
                 } else {
                     self.shared.requests_finished(1);
@@ -643,8 +698,7 @@ impl Executor {
             }
             ExecMsg::Closed { conn } => {
                 if let Some(c) = self.conns.remove(&conn) {
-                    self.shared
-                        .requests_finished(c.waiting.len() + c.inflight.len());
+                    self.shared.requests_finished(c.queued());
                     if c.session_id != 0 && self.session_conn.get(&c.session_id) == Some(&conn) {
                         self.session_conn.remove(&c.session_id);
                     }
@@ -694,19 +748,21 @@ impl Executor {
                 return;
             };
             if c.connecting || c.closing {
+                c.release_queues();
                 return;
             }
-            let Some(front) = c.waiting.front() else {
+            let Some(front) = c.waiting().and_then(VecDeque::front) else {
+                // Nothing left to start (a write started here is in `inflight` until it is applied).
+                c.release_queues();
                 return;
             };
             let is_write = matches!(front, Item::Write { .. });
-            if !is_write && !c.inflight.is_empty() {
+            if !is_write && c.has_inflight() {
                 return; // reads, auth and watch ops wait for this connection's earlier writes
             }
-            let Some(item) = c.waiting.pop_front() else {
+            let Some(item) = c.queues().waiting.pop_front() else {
                 return;
             };
-            release_if_empty(&mut c.waiting);
             match item {
                 // A write stays outstanding until it is applied (it moves to `inflight`); the handshake is
                 // not a request.
@@ -870,7 +926,9 @@ impl Executor {
             }
             _ => CommandOp::Write(req.clone()),
         };
-        c.inflight.push_back((xid, Instant::now(), req.opcode()));
+        c.queues()
+            .inflight
+            .push_back((xid, Instant::now(), req.opcode()));
         let cmd = Command {
             session_id: c.session_id,
             cxid: xid,
@@ -917,9 +975,12 @@ impl Executor {
     }
 
     fn apply_one(&mut self, env: Envelope) {
-        let origin = env.origin.map(|o| Owner {
-            member: o.member,
-            conn: o.conn,
+        // Connection ids are never 0 (they start from the wall clock, see `Shared::new`).
+        let origin = env.origin.and_then(|o| {
+            Some(Owner {
+                member: o.member,
+                conn: std::num::NonZeroU64::new(o.conn)?,
+            })
         });
         let applied: Applied = self.sm.apply_from(&env.cmd, origin);
         if !matches!(env.cmd.op, CommandOp::Bootstrap { .. }) {
@@ -993,12 +1054,12 @@ impl Executor {
                 // further writes would fail with SessionMoved anyway).
                 let new_conn = mine.map(|o| o.conn);
                 if let Some(p) = previous.filter(|p| p.member == self.member) {
-                    if Some(p.conn) != new_conn {
+                    if Some(p.conn.get()) != new_conn {
                         tracing::info!(
                             session = format!("0x{id:x}"),
                             "session reconnected: closing its previous connection"
                         );
-                        self.close_conn(p.conn);
+                        self.close_conn(p.conn.get());
                     }
                 }
                 match new_conn {
@@ -1058,10 +1119,10 @@ impl Executor {
         let Some(c) = self.conns.get_mut(&o.conn) else {
             return;
         };
-        match c.inflight.front() {
+        match c.queues.as_ref().and_then(|q| q.inflight.front()) {
             Some(&(xid, started, op)) if xid == o.xid => {
-                c.inflight.pop_front();
-                release_if_empty(&mut c.inflight);
+                c.queues().inflight.pop_front();
+                c.release_queues();
                 c.out
                     .info()
                     .figures()
@@ -1206,12 +1267,13 @@ impl Executor {
     fn close_conn(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.closing = true;
-            let dropped = c
-                .waiting
-                .iter()
-                .filter(|i| !matches!(i, Item::Connect(_)))
-                .count();
-            c.waiting.clear();
+            let dropped = c.waiting().map_or(0, |w| {
+                w.iter().filter(|i| !matches!(i, Item::Connect(_))).count()
+            });
+            if let Some(q) = c.queues.as_mut() {
+                q.waiting = VecDeque::new();
+            }
+            c.release_queues();
             // Gone from the connection table before the client can see its socket close (ZooKeeper's
             // `NIOServerCnxn.close` removes it from the factory first): a `cons` sent the moment the client
             // sees the end of the stream must not list it.
@@ -1329,7 +1391,7 @@ impl Executor {
                 .map(|(id, c)| crate::fourlw::ConnView {
                     id: *id,
                     remote: c.out.info().remote,
-                    queued: c.waiting.len() + c.inflight.len(),
+                    queued: c.queued(),
                     out_queued: c.out.queued(),
                     session_id: c.session_id,
                     timeout_ms: c.timeout_ms,

@@ -3,6 +3,7 @@
 //! four-letter words and configuration.
 
 pub mod clock;
+mod cold;
 pub mod committed;
 pub mod config;
 pub mod connection;

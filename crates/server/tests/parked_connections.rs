@@ -1,15 +1,17 @@
 //! An idle connection has no task: its reader's state is parked in the connection's record and the
 //! socket's readiness (or a cancel by the server) starts a task for it again (connection.rs, `park`).
-//! These tests hold the server to that: idle connections add no tasks, and a parked connection still
-//! answers pings and requests, is closed by the server when its session expires, notices its client
-//! going away, and gives its socket back (a parked connection that kept itself alive would leak it).
+//! One whose client only pings is cold besides: its socket leaves the runtime's reactor for the server's
+//! own epoll set (cold.rs). These tests hold the server to that: idle connections add no tasks and go
+//! cold, and a parked connection still answers pings and requests, takes a burst of events larger than
+//! its socket's buffers, is closed by the server when its session expires, notices its client going
+//! away, and gives its socket back (a parked connection that kept itself alive would leak it).
 
 mod common;
 
 use std::time::Duration;
 
 use common::{create_req, eventually, Client, RecvError, TestServer, SOON};
-use oxkeeper_proto::records::Request;
+use oxkeeper_proto::records::{PathWatch, Request};
 use oxkeeper_proto::{CreateMode, OpCode};
 
 const CLIENTS: usize = 100;
@@ -58,6 +60,11 @@ async fn idle_connections_hold_no_task_yet_answer_and_close() {
         (alive_tasks() <= tasks_before + 5).then_some(())
     })
     .await;
+    // They only pinged: every one is cold (and the first connection too).
+    eventually(SOON, "pinging connections go cold", || async {
+        (server.shared.cold_connections() == CLIENTS + 1).then_some(())
+    })
+    .await;
 
     // Parked connections answer pings and requests, again and again.
     for round in 0..3 {
@@ -78,6 +85,18 @@ async fn idle_connections_hold_no_task_yet_answer_and_close() {
         })
         .await;
     }
+    // A connection that ran a request stays warm until it only pings again.
+    assert!(
+        server.shared.cold_connections() <= 1,
+        "busy connections went cold"
+    );
+    for c in clients.iter_mut() {
+        ping(c).await;
+    }
+    eventually(SOON, "pinging connections go cold again", || async {
+        (server.shared.cold_connections() == CLIENTS + 1).then_some(())
+    })
+    .await;
 
     // Half the clients go away (end of stream while parked): the server notices and closes their sockets.
     let gone: Vec<Client> = clients.drain(..CLIENTS / 2).collect();
@@ -124,6 +143,9 @@ async fn a_parked_connection_is_closed_when_its_session_expires() {
         ping(&mut c).await;
         quiet.push(c);
     }
+    // Sessions of 400 ms: the connections must go cold before they expire for the test to be about cold
+    // connections; the expiry runs either way.
+    let cold = server.shared.cold_connections();
     // They never ping again: each session expires and the server closes its parked connection.
     for c in quiet.iter_mut() {
         match c.rx.recv_within(SOON).await {
@@ -135,6 +157,87 @@ async fn a_parked_connection_is_closed_when_its_session_expires() {
     drop(quiet);
     eventually(SOON, "every socket is given back", || async {
         (open_fds() <= fds_before).then_some(())
+    })
+    .await;
+    assert!(
+        cold > 0,
+        "no connection went cold before its session expired"
+    );
+    assert_eq!(
+        server.shared.cold_connections(),
+        0,
+        "a closed connection left in the cold set"
+    );
+}
+
+/// A cold connection whose client has stopped reading gets more events than its socket's buffers take:
+/// the server's write would block, so the connection warms to wait for the client, and once the client
+/// reads, every event arrives, in order; after a ping it is cold again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_connection_warms_for_a_burst_its_socket_cannot_take() {
+    // ~9 MB of events: more than the server's send buffer takes (on loopback the kernel sizes it from the
+    // 64 KiB segments: megabytes) on top of the client's small receive window.
+    const WATCHES: usize = 3_000;
+    let server = TestServer::start(|_| {}).await;
+    let mut watcher = Client::connect_with_receive_buffer(server.addr, 30_000, 4096).await;
+    let long_name = "x".repeat(3000);
+    let path = |i: usize| format!("/burst-{i}-{long_name}");
+    for i in 0..WATCHES {
+        let exists = Request::Exists(PathWatch {
+            path: path(i),
+            watch: true,
+        });
+        watcher
+            .tx
+            .send(i as i32 + 1, &exists)
+            .await
+            .expect("send exists");
+    }
+    for i in 0..WATCHES {
+        let f = watcher.rx.recv_within(SOON).await.expect("an exists reply");
+        // NONODE: a watch for its creation is set.
+        assert_eq!((f.xid(), f.err()), (i as i32 + 1, -101), "exists {i}");
+    }
+    ping(&mut watcher).await;
+    eventually(SOON, "the watcher's connection goes cold", || async {
+        (server.shared.cold_connections() == 1).then_some(())
+    })
+    .await;
+
+    // The watcher reads nothing while every node is created.
+    let mut writer = Client::connect(server.addr, 30_000).await;
+    for i in 0..WATCHES {
+        let create = create_req(&path(i), CreateMode::Persistent);
+        writer
+            .tx
+            .send(i as i32 + 1, &create)
+            .await
+            .expect("send create");
+    }
+    common::ok_replies(&mut writer, WATCHES, "create").await;
+    eventually(
+        SOON,
+        "the blocked write warms the watcher's connection",
+        || async { (server.shared.cold_connections() == 0).then_some(()) },
+    )
+    .await;
+
+    for i in 0..WATCHES {
+        match watcher.rx.recv_within(SOON).await {
+            Ok(common::Incoming::Notification(ev)) => {
+                assert_eq!(
+                    (ev.path.as_str(), ev.event_type),
+                    (path(i).as_str(), 1),
+                    "event {i}"
+                )
+            }
+            other => panic!("event {i}: expected a notification, got {other:?}"),
+        }
+    }
+    ping(&mut watcher).await;
+    ping(&mut writer).await;
+    eventually(SOON, "both connections go cold", || async {
+        (server.shared.cold_connections() == 2).then_some(())
     })
     .await;
 }

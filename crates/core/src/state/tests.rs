@@ -747,11 +747,11 @@ fn writes_of_a_closed_session_fail() {
 
 const A: Owner = Owner {
     member: 1,
-    conn: 10,
+    conn: std::num::NonZeroU64::new(10).unwrap(),
 };
 const B: Owner = Owner {
     member: 1,
-    conn: 11,
+    conn: std::num::NonZeroU64::new(11).unwrap(),
 };
 const SESSION_MOVED: i32 = -118;
 
@@ -1853,7 +1853,12 @@ mod properties {
     fn origin() -> impl Strategy<Value = Option<Owner>> {
         prop_oneof![
             1 => Just(None),
-            4 => (1u64..3, 1u64..4).prop_map(|(member, conn)| Some(Owner { member, conn })),
+            4 => (1u64..3, 1u64..4).prop_map(|(member, conn)| {
+                Some(Owner {
+                    member,
+                    conn: std::num::NonZeroU64::MIN.saturating_add(conn - 1),
+                })
+            }),
         ]
     }
 

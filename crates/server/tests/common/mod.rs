@@ -420,6 +420,30 @@ impl Client {
         timeout_ms: i32,
     ) -> io::Result<Client> {
         let stream = TcpStream::connect(addr).await?;
+        Self::handshake(stream, session_id, passwd, timeout_ms).await
+    }
+
+    /// A new session over a connection whose receive buffer is `bytes` (set before connecting, so the TCP
+    /// window is small too): a client that stops reading makes the server's writes block soon.
+    pub async fn connect_with_receive_buffer(
+        addr: SocketAddr,
+        timeout_ms: i32,
+        bytes: u32,
+    ) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let stream = socket.connect(addr).await.expect("connect");
+        Self::handshake(stream, 0, &[], timeout_ms)
+            .await
+            .expect("a session")
+    }
+
+    async fn handshake(
+        stream: TcpStream,
+        session_id: i64,
+        passwd: &[u8],
+        timeout_ms: i32,
+    ) -> io::Result<Client> {
         stream.set_nodelay(true)?;
         let (rd, mut wr) = stream.into_split();
         let req = ConnectRequest {
