@@ -13,10 +13,11 @@
 #
 # Settings (environment): PAIRS (5), DURATION (8s: each ops/sessions/watch run), WARMUP (5s: unmeasured load
 # on each fresh server first, so that the JVM has compiled its hot paths), IDLE_SESSIONS (the generator's
-# open-file hard limit minus 1000: 19000 here), IDLE_DURATION (30s: how long they are held), IDLE_SETTLE (12, seconds:
-# how long after the server counts them all the memory is read: every session has then pinged once, its third
-# of the 30 s timeout, and is in the state an idle session spends its life in), IDLE_HEAP_DURATION (30s: the
-# hold of ZooKeeper's second idle run, the one for its live heap), NODES (1000000 small nodes, bulk
+# open-file hard limit minus 1000: 19000 here), IDLE_DURATION (45s: how long they are held), IDLE_SETTLE (30, seconds:
+# how long after the server counts them all the memory is read: every session has then pinged, every third
+# of its 30 s timeout, and is in the state an idle session spends its life in, and what the connections'
+# set-up freed has gone back to the system, jemalloc's 10 s decay), IDLE_HEAP_DURATION (45s: the hold of
+# ZooKeeper's second idle run, the one for its live heap), NODES (1000000 small nodes, bulk
 # created with 32 sessions x 32 in flight, for the memory per node), NODE_SIZE (32 bytes), CLEANUP_EPHEMERALS
 # (10000), WATCHERS (100), CROSSCHECK (1; 0 skips it), CROSS_DURATION (DURATION), ZK_JAVA_OPTS (extra JVM
 # flags for the server; default none, as Debian's /etc/zookeeper/conf/environment), BENCH_DIR (default
@@ -32,16 +33,16 @@ REPO=$PWD
 
 QUICK=${QUICK:-0}
 if [[ $QUICK == 1 ]]; then
-    : "${PAIRS:=1}" "${DURATION:=2s}" "${WARMUP:=1s}" "${IDLE_SESSIONS:=2000}" "${IDLE_DURATION:=16s}"
-    : "${IDLE_HEAP_DURATION:=16s}" "${NODES:=100000}" "${CROSS_DURATION:=2s}"
+    : "${PAIRS:=1}" "${DURATION:=2s}" "${WARMUP:=1s}" "${IDLE_SESSIONS:=2000}" "${IDLE_DURATION:=40s}"
+    : "${IDLE_HEAP_DURATION:=40s}" "${NODES:=100000}" "${CROSS_DURATION:=2s}"
 fi
 PAIRS=${PAIRS:-5}
 DURATION=${DURATION:-8s}
 WARMUP=${WARMUP:-5s}
 IDLE_SESSIONS=${IDLE_SESSIONS:-$(($(ulimit -Hn) - 1000))}
-IDLE_DURATION=${IDLE_DURATION:-30s}
-IDLE_SETTLE=${IDLE_SETTLE:-12}
-IDLE_HEAP_DURATION=${IDLE_HEAP_DURATION:-30s}
+IDLE_DURATION=${IDLE_DURATION:-45s}
+IDLE_SETTLE=${IDLE_SETTLE:-30}
+IDLE_HEAP_DURATION=${IDLE_HEAP_DURATION:-45s}
 NODES=${NODES:-1000000}
 NODE_SIZE=${NODE_SIZE:-32}
 CLEANUP_EPHEMERALS=${CLEANUP_EPHEMERALS:-10000}

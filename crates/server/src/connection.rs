@@ -65,6 +65,9 @@ pub(crate) struct OutInner {
     me: std::sync::Weak<OutInner>,
 }
 
+// Every connection holds one: with the reference counts (16 B) it must stay within jemalloc's 192-byte class.
+const _: () = assert!(std::mem::size_of::<OutInner>() <= 176);
+
 /// Where a connection's socket is.
 #[derive(Debug)]
 enum Io {
@@ -92,7 +95,8 @@ struct Parked {
 struct OutState {
     /// What could not be written yet, in order; the front may be partly written (`front_written`).
     queue: VecDeque<Out>,
-    front_written: usize,
+    /// 32 bits: a frame's length is an i32 on the wire.
+    front_written: u32,
     /// A writer task is draining `queue`.
     writer: bool,
     /// In the executor's outbox: `queue` holds replies to write at its next flush.
@@ -129,7 +133,11 @@ impl OutState {
             let mut count = 0;
             for out in self.queue.iter().take(GATHER_MAX) {
                 let Out::Bytes(b) = out else { break };
-                let from = if count == 0 { self.front_written } else { 0 };
+                let from = if count == 0 {
+                    self.front_written as usize
+                } else {
+                    0
+                };
                 slices[count] = std::io::IoSlice::new(&b[from..]);
                 count += 1;
             }
@@ -161,9 +169,10 @@ impl OutState {
             let Some(Out::Bytes(b)) = self.queue.front() else {
                 return;
             };
-            let left = b.len() - self.front_written;
+            let left = b.len() - self.front_written as usize;
             if n < left {
-                self.front_written += n;
+                // n < left <= the frame's length, which fits 32 bits.
+                self.front_written += n as u32;
                 return;
             }
             n -= left;
@@ -686,7 +695,7 @@ fn drive(
         mut handoff,
         slot,
     } = parked;
-    let (conn, remote) = (out.info().id, out.info().remote);
+    let (conn, remote) = (out.info().id, out.info().remote());
     async move {
         let mut rd = match out.inner.warm() {
             Ok(sock) => FrameReader::new(sock),
@@ -1198,7 +1207,7 @@ fn read_loop<'a>(
                                 }
                             }
                             Err(e) => {
-                                tracing::debug!(conn, remote = %info.remote, op = header.op, "malformed request: {e}");
+                                tracing::debug!(conn, remote = %info.remote(), op = header.op, "malformed request: {e}");
                                 ExecMsg::Malformed {
                                     conn,
                                     xid: header.xid,
@@ -1241,7 +1250,7 @@ async fn handshake(
     out: &Outbound,
 ) -> Result<bool, ConnError> {
     let info = out.info();
-    let (conn, remote) = (info.id, info.remote);
+    let (conn, remote) = (info.id, info.remote());
     let max = shared.config.max_buffer_bytes;
     let sessionless = Duration::from_millis(shared.config.sessionless_cnxn_timeout_ms);
     let stats = &shared.stats;

@@ -639,7 +639,8 @@ impl Executor {
                 out,
             } => {
                 // The session's latency (`lop=SESS`) counts from the ConnectRequest.
-                out.info().figures().established_ms = wall_ms();
+                let after = (wall_ms() - out.info().established_ms).max(0);
+                out.info().figures().connect_after_ms = u32::try_from(after).unwrap_or(u32::MAX);
                 let mut c = Conn {
                     out,
                     session_id: 0,
@@ -702,7 +703,7 @@ impl Executor {
                     if c.session_id != 0 && self.session_conn.get(&c.session_id) == Some(&conn) {
                         self.session_conn.remove(&c.session_id);
                     }
-                    let ip = c.out.info().remote.ip();
+                    let ip = c.out.info().remote().ip();
                     drop(c);
                     if self
                         .ip_auth
@@ -1034,7 +1035,10 @@ impl Executor {
                 self.shared.tracker().track(id, timeout_ms as u64, now);
                 if let Some(o) = mine {
                     if let Some(c) = self.conns.get_mut(&o.conn) {
-                        c.out.info().figures().session_created(applied.zxid);
+                        c.out
+                            .info()
+                            .figures()
+                            .session_created(applied.zxid, c.out.info().established_ms);
                         self.session_conn.insert(id, o.conn);
                         self.finish_connect(o.conn, id, timeout_ms, passwd.to_vec());
                     }
@@ -1157,7 +1161,7 @@ impl Executor {
                 match authenticate(
                     &a.scheme,
                     a.auth.as_deref(),
-                    c.out.info().remote,
+                    c.out.info().remote(),
                     self.shared.config.super_digest.as_deref(),
                 ) {
                     Some(ids) => {
@@ -1390,7 +1394,7 @@ impl Executor {
                 .iter()
                 .map(|(id, c)| crate::fourlw::ConnView {
                     id: *id,
-                    remote: c.out.info().remote,
+                    remote: c.out.info().remote(),
                     queued: c.queued(),
                     out_queued: c.out.queued(),
                     session_id: c.session_id,

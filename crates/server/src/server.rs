@@ -120,26 +120,54 @@ pub async fn start_on<D: Disk>(
     Ok((Running { local_addr, shared }, accept))
 }
 
-/// One connection's place in the per-address count (`maxClientCnxns`), given back when dropped.
-pub struct IpSlot {
-    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+/// The connections of each client address (`maxClientCnxns`): a record per address that its connections
+/// share, found here while any holds it.
+type PerIp = Mutex<HashMap<IpAddr, std::sync::Weak<IpCount>>>;
+
+/// One address's connections: as many as hold it (its strong count).
+struct IpCount {
     ip: IpAddr,
+    table: Arc<PerIp>,
 }
 
-impl Drop for IpSlot {
+impl Drop for IpCount {
+    /// The address's last connection is gone: its entry goes too, unless a new record has replaced it.
     fn drop(&mut self) {
-        let mut m = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
+        let mut m = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if m.get(&self.ip).is_some_and(|w| w.strong_count() == 0) {
+            m.remove(&self.ip);
         }
     }
 }
 
+/// One connection's place in the per-address count (`maxClientCnxns`), given back when dropped. A pointer
+/// to its address's shared record: every idle connection holds one, 8 bytes instead of an address and a
+/// pointer (32).
+pub struct IpSlot(#[allow(dead_code)] Arc<IpCount>);
+
+/// A place for a new connection from `ip`, or `None` if it already has `max` (0: no limit).
+fn take_ip_slot(per_ip: &Arc<PerIp>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+    let count = {
+        let mut m = per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get(&ip).and_then(std::sync::Weak::upgrade) {
+            Some(count) => count,
+            None => {
+                let count = Arc::new(IpCount {
+                    ip,
+                    table: Arc::clone(per_ip),
+                });
+                m.insert(ip, Arc::downgrade(&count));
+                count
+            }
+        }
+    };
+    // Dropped (if refused) after the lock: the last reference's drop takes it.
+    let others = Arc::strong_count(&count) - 1;
+    (max == 0 || others < max).then_some(IpSlot(count))
+}
+
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+    let per_ip: Arc<PerIp> = Arc::default();
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(x) => x,
@@ -154,24 +182,38 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let max = shared.config.max_client_cnxns;
-        {
-            let mut m = per_ip.lock().unwrap_or_else(|p| p.into_inner());
-            let n = m.entry(remote.ip()).or_insert(0);
-            if max > 0 && *n >= max {
-                tracing::warn!(%remote, max, "too many connections from this address (maxClientCnxns): closing");
-                shared
-                    .stats
-                    .count(crate::stats::Counter::ConnectionRejected);
-                continue;
-            }
-            *n += 1;
-        }
-        let slot = IpSlot {
-            per_ip: per_ip.clone(),
-            ip: remote.ip(),
+        let Some(slot) = take_ip_slot(&per_ip, remote.ip(), max) else {
+            tracing::warn!(%remote, max, "too many connections from this address (maxClientCnxns): closing");
+            shared
+                .stats
+                .count(crate::stats::Counter::ConnectionRejected);
+            continue;
         };
         let shared = shared.clone();
         let conn = shared.next_conn_id();
         tokio::spawn(crate::connection::serve(stream, conn, remote, shared, slot));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_holds_at_most_max_slots_and_its_entry_goes_with_the_last() {
+        let per_ip: Arc<PerIp> = Arc::default();
+        let (a, b): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+        let first = take_ip_slot(&per_ip, a, 2).expect("a first slot");
+        let second = take_ip_slot(&per_ip, a, 2).expect("a second slot");
+        assert!(take_ip_slot(&per_ip, a, 2).is_none(), "a third is refused");
+        let other = take_ip_slot(&per_ip, b, 2).expect("another address counts apart");
+        drop(first);
+        let third = take_ip_slot(&per_ip, a, 2).expect("a slot given back is taken again");
+        assert!(take_ip_slot(&per_ip, a, 0).is_some(), "0: no limit");
+        drop((second, third, other));
+        assert!(
+            per_ip.lock().unwrap_or_else(|p| p.into_inner()).is_empty(),
+            "addresses without connections leave the table"
+        );
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -196,7 +196,10 @@ impl ServerStats {
 
     /// The connection's ConnectRequest asked for a session: from now on its timeout is the negotiated one.
     pub fn cnxn_session_timeout(&self, info: &ConnInfo, timeout_ms: u64, now_ms: u64) {
-        info.timeout_ms.store(timeout_ms, Ordering::Release);
+        info.timeout_ms.store(
+            u32::try_from(timeout_ms).unwrap_or(u32::MAX),
+            Ordering::Release,
+        );
         self.cnxn_touched(info, now_ms);
     }
 
@@ -232,7 +235,7 @@ impl ServerStats {
             .values()
             .map(|c| LiveConnView {
                 id: c.id,
-                remote: c.remote,
+                remote: c.remote(),
                 established_ms: c.established_ms,
                 session_id: c.session_id(),
                 four_letter: c.four_letter.load(Ordering::Acquire),
@@ -267,7 +270,7 @@ impl ServerStats {
                 buckets
                     .entry(deadline)
                     .or_default()
-                    .push((c.id, c.remote, c.session_id()));
+                    .push((c.id, c.remote(), c.session_id()));
             }
         }
         let mut s = format!("Connections Sets ({})/({}):\n", buckets.len(), t.live.len());
@@ -303,20 +306,70 @@ struct ConnTable {
     left_buckets: BTreeSet<u64>,
 }
 
+/// A socket address in 24 bytes: the IP (v4 in the first 4 bytes), the port, and a v6 address's scope id
+/// (its flow info, 0 for the peers of accepted TCP connections in practice, is not kept).
+#[derive(Debug, Clone, Copy)]
+struct CompactAddr {
+    ip: [u8; 16],
+    scope_id: u32,
+    port: u16,
+    v6: bool,
+}
+
+impl CompactAddr {
+    fn new(addr: SocketAddr) -> CompactAddr {
+        let mut ip = [0u8; 16];
+        match addr {
+            SocketAddr::V4(a) => {
+                ip[..4].copy_from_slice(&a.ip().octets());
+                CompactAddr {
+                    ip,
+                    scope_id: 0,
+                    port: a.port(),
+                    v6: false,
+                }
+            }
+            SocketAddr::V6(a) => CompactAddr {
+                ip: a.ip().octets(),
+                scope_id: a.scope_id(),
+                port: a.port(),
+                v6: true,
+            },
+        }
+    }
+
+    fn get(&self) -> SocketAddr {
+        if self.v6 {
+            SocketAddr::V6(std::net::SocketAddrV6::new(
+                self.ip.into(),
+                self.port,
+                0,
+                self.scope_id,
+            ))
+        } else {
+            let [a, b, c, d, ..] = self.ip;
+            SocketAddr::from(([a, b, c, d], self.port))
+        }
+    }
+}
+
 /// One open connection as the server knows it: its address, session, expiry bucket and `cons` figures.
 /// One allocation, shared by its reader, its reply queue, the executor and the connection table (which
 /// is a map of these, so a connection costs the table one pointer).
 #[derive(Debug)]
 pub struct ConnInfo {
     pub id: ConnId,
-    pub remote: SocketAddr,
+    /// The client's address (`remote()`), in 24 bytes instead of a `SocketAddr`'s 32: with the 32-bit
+    /// timeout below, the record fits an allocation of 160 bytes instead of 192.
+    remote: CompactAddr,
     /// Wall-clock ms of the accept (`est=` of `cons`).
     pub established_ms: i64,
     /// The connection's session id, 0 until the executor establishes one.
     session: AtomicI64,
     four_letter: AtomicBool,
-    /// The sessionless timeout until a ConnectRequest, then the session timeout it asked for.
-    timeout_ms: AtomicU64,
+    /// The sessionless timeout until a ConnectRequest, then the session timeout it asked for (a protocol
+    /// timeout is an i32).
+    timeout_ms: AtomicU32,
     /// The expiry bucket its last I/O put it in (ZooKeeper's `cnxnExpiryQueue`); 0 before any.
     deadline_ms: AtomicU64,
     /// Its request figures, kept by its reader (which answers pings) and the executor (everything else):
@@ -333,13 +386,13 @@ impl ConnInfo {
     ) -> Arc<ConnInfo> {
         Arc::new(ConnInfo {
             id,
-            remote,
+            remote: CompactAddr::new(remote),
             established_ms,
             session: AtomicI64::new(0),
             four_letter: AtomicBool::new(false),
-            timeout_ms: AtomicU64::new(timeout_ms),
+            timeout_ms: AtomicU32::new(u32::try_from(timeout_ms).unwrap_or(u32::MAX)),
             deadline_ms: AtomicU64::new(0),
-            figures: Mutex::new(ConnStats::new(established_ms)),
+            figures: Mutex::new(ConnStats::new()),
         })
     }
 
@@ -352,7 +405,12 @@ impl ConnInfo {
     }
 
     fn timeout_ms(&self) -> u64 {
-        self.timeout_ms.load(Ordering::Acquire)
+        u64::from(self.timeout_ms.load(Ordering::Acquire))
+    }
+
+    /// The client's address.
+    pub fn remote(&self) -> SocketAddr {
+        self.remote.get()
     }
 
     /// The connection's first bytes were a four-letter word.
@@ -392,9 +450,12 @@ pub struct LiveConnView {
 pub struct ConnStats {
     pub received: u64,
     pub sent: u64,
-    pub established_ms: i64,
+    /// Milliseconds from the accept to the ConnectRequest: the start of the `SESS` latency, which counts
+    /// from the ConnectRequest (32 bits beside the others: the record fits a smaller allocation).
+    pub connect_after_ms: u32,
     pub last_op: LastOp,
-    pub last_cxid: i64,
+    /// An xid is 32 bits on the wire (ZooKeeper keeps it in a long; shown only when >= 0).
+    pub last_cxid: i32,
     pub last_zxid: i64,
     /// ZooKeeper's `Time.currentElapsedTime()` of the last response: monotonic ms, not wall-clock.
     pub last_response_ms: i64,
@@ -434,12 +495,18 @@ impl std::fmt::Display for LastOp {
     }
 }
 
+impl Default for ConnStats {
+    fn default() -> Self {
+        ConnStats::new()
+    }
+}
+
 impl ConnStats {
-    pub fn new(now_wall_ms: i64) -> Self {
+    pub fn new() -> Self {
         ConnStats {
             received: 0,
             sent: 0,
-            established_ms: now_wall_ms,
+            connect_after_ms: 0,
             last_op: LastOp::Null,
             last_cxid: 0,
             last_zxid: 0,
@@ -455,16 +522,18 @@ impl ConnStats {
     /// shows the connection's initial figures; a new one is recorded by [`ConnStats::session_created`].
     pub fn session_established(&mut self, _id: i64, _timeout: i32) {}
     /// The createSession that this connection asked for was applied at `zxid`: recorded as ZooKeeper's
-    /// FinalRequestProcessor does (`lop=SESS`, cxid 0, latency since the ConnectRequest).
-    pub fn session_created(&mut self, zxid: i64) {
-        let took = (wall_ms() - self.established_ms).max(0) as u64;
+    /// FinalRequestProcessor does (`lop=SESS`, cxid 0, latency since the ConnectRequest; `accepted_ms`:
+    /// the wall-clock ms of the connection's accept).
+    pub fn session_created(&mut self, zxid: i64, accepted_ms: i64) {
+        let since = accepted_ms.saturating_add(i64::from(self.connect_after_ms));
+        let took = (wall_ms() - since).max(0) as u64;
         self.completed(OpCode::CreateSession, 0, zxid, Duration::from_millis(took));
     }
     pub fn completed(&mut self, op: OpCode, xid: i32, zxid: i64, took: Duration) {
         let ms = i32::try_from(took.as_millis()).unwrap_or(i32::MAX);
         self.last_op = LastOp::Op(op);
         if xid >= 0 {
-            self.last_cxid = xid as i64;
+            self.last_cxid = xid;
         }
         self.last_zxid = zxid;
         self.last_response_ms = elapsed_ms();
@@ -481,13 +550,13 @@ impl ConnStats {
             last_cxid: -1,
             last_zxid: -1,
             min_latency_ms: i32::MAX,
-            ..ConnStats::new(0)
+            ..ConnStats::new()
         }
     }
     /// `crst`.
     pub fn reset(&mut self) {
         *self = ConnStats {
-            established_ms: self.established_ms,
+            connect_after_ms: self.connect_after_ms,
             ..ConnStats::cleared()
         };
     }
@@ -562,13 +631,33 @@ pub fn elapsed_ms() -> i64 {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_connection_keeps_its_address_whole() {
+        for addr in [
+            "127.0.0.1:2181",
+            "10.1.2.3:65535",
+            "[::1]:2181",
+            "[2001:db8::7]:1",
+            "[fe80::1%3]:40000",
+        ] {
+            let addr: SocketAddr = addr.parse().expect("an address");
+            let info = ConnInfo::new(7, addr, 0, 1000);
+            assert_eq!(info.remote(), addr);
+        }
+        assert!(
+            std::mem::size_of::<ConnInfo>() <= 144,
+            "ConnInfo outgrew its allocation class"
+        );
+    }
+
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
     #[test]
     fn new_connection_shows_zookeepers_initial_figures_and_crst_its_reset_ones() {
-        let mut s = ConnStats::new(5);
+        let mut s = ConnStats::new();
+        s.connect_after_ms = 5;
         assert_eq!((s.last_op.name(), s.last_cxid, s.last_zxid), ("null", 0, 0));
         assert_eq!(s.latency_min_avg_max(), (0, 0, 0));
         // ZooKeeper's minimum starts at 0, not "none", so it stays 0 until crst.
@@ -576,7 +665,7 @@ mod tests {
         assert_eq!(s.latency_min_avg_max(), (0, 4, 4));
         s.reset();
         assert_eq!((s.last_op.name(), s.last_cxid, s.last_zxid), ("NA", -1, -1));
-        assert_eq!((s.received, s.sent, s.established_ms), (0, 0, 5));
+        assert_eq!((s.received, s.sent, s.connect_after_ms), (0, 0, 5));
         assert_eq!(s.latency_min_avg_max(), (0, 0, 0));
         s.completed(OpCode::GetData, -2, 8, Duration::from_millis(2));
         assert_eq!(s.last_cxid, -1, "special xids do not replace the last cxid");
