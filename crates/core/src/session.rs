@@ -110,9 +110,9 @@ pub enum SessionChange {
         timeout_ms: i32,
         passwd: [u8; PASSWORD_LEN],
     },
-    Closed {
-        id: i64,
-    },
+    /// The session ended; `owner` served it last (the member closes that connection if it is one of
+    /// its own).
+    Closed { id: i64, owner: Option<Owner> },
     /// A reconnect succeeded: the command's origin now owns the session; `previous` owned it before.
     Revalidated {
         id: i64,
@@ -121,9 +121,7 @@ pub enum SessionChange {
         previous: Option<Owner>,
     },
     /// A reconnect was refused: the session is gone or the password is wrong (the owner is untouched).
-    RevalidateFailed {
-        id: i64,
-    },
+    RevalidateFailed { id: i64 },
 }
 
 /// The first value of the next-session counter: ZooKeeper's `initializeNextSessionId` with the leader's

@@ -491,8 +491,11 @@ impl StateMachine {
             }
             CommandOp::CloseSession => {
                 let zxid = self.next_zxid();
-                if self.close_session(cmd.session_id, zxid, &mut triggers) {
-                    session = Some(SessionChange::Closed { id: cmd.session_id });
+                if let Some(owner) = self.close_session(cmd.session_id, zxid, &mut triggers) {
+                    session = Some(SessionChange::Closed {
+                        id: cmd.session_id,
+                        owner,
+                    });
                 }
                 Ok(Response::Empty)
             }
@@ -569,15 +572,18 @@ impl StateMachine {
     }
 
     /// Removes the session and deletes its ephemerals (in path order), firing their events with the
-    /// close's zxid. Returns whether the session existed.
-    fn close_session(&mut self, id: i64, zxid: i64, triggers: &mut Vec<Trigger>) -> bool {
-        let Some(info) = self.sessions.remove(&id) else {
-            return false;
-        };
+    /// close's zxid. Returns the session's owner if the session existed.
+    fn close_session(
+        &mut self,
+        id: i64,
+        zxid: i64,
+        triggers: &mut Vec<Trigger>,
+    ) -> Option<Option<Owner>> {
+        let info = self.sessions.remove(&id)?;
         for path in info.ephemerals.iter() {
             self.delete_node(path.clone(), zxid, triggers);
         }
-        true
+        Some(info.owner)
     }
 
     /// Deletes a childless node, keeps the session's ephemeral index in step and records the events:

@@ -342,7 +342,6 @@ pub struct Executor {
     /// Every connection starts with the identity `ip:<its address>`; connections from one address share
     /// one copy (an idle connection is lighter by ~90 B). Entries no connection uses are dropped.
     ip_auth: HashMap<IpAddr, Arc<[Id]>>,
-    session_conn: HashMap<i64, ConnId>,
     replicator: Replicator,
     member: u64,
     proposals: Vec<Envelope>,
@@ -400,7 +399,6 @@ impl Executor {
             watches: WatchTable::default(),
             conns: HashMap::new(),
             ip_auth: HashMap::new(),
-            session_conn: HashMap::new(),
             replicator,
             member,
             proposals: Vec::new(),
@@ -700,9 +698,6 @@ impl Executor {
             ExecMsg::Closed { conn } => {
                 if let Some(c) = self.conns.remove(&conn) {
                     self.shared.requests_finished(c.queued());
-                    if c.session_id != 0 && self.session_conn.get(&c.session_id) == Some(&conn) {
-                        self.session_conn.remove(&c.session_id);
-                    }
                     let ip = c.out.info().remote().ip();
                     drop(c);
                     if self
@@ -1039,7 +1034,6 @@ impl Executor {
                             .info()
                             .figures()
                             .session_created(applied.zxid, c.out.info().established_ms);
-                        self.session_conn.insert(id, o.conn);
                         self.finish_connect(o.conn, id, timeout_ms, passwd.to_vec());
                     }
                 }
@@ -1066,20 +1060,8 @@ impl Executor {
                         self.close_conn(p.conn.get());
                     }
                 }
-                match new_conn {
-                    Some(conn) if self.conns.contains_key(&conn) => {
-                        self.session_conn.insert(id, conn);
-                        self.finish_connect(conn, id, timeout_ms, passwd.to_vec());
-                    }
-                    _ => {
-                        if self
-                            .session_conn
-                            .get(&id)
-                            .is_some_and(|c| Some(c) != new_conn.as_ref())
-                        {
-                            self.session_conn.remove(&id);
-                        }
-                    }
+                if let Some(conn) = new_conn.filter(|c| self.conns.contains_key(c)) {
+                    self.finish_connect(conn, id, timeout_ms, passwd.to_vec());
                 }
                 return;
             }
@@ -1089,11 +1071,17 @@ impl Executor {
                 }
                 return;
             }
-            Some(SessionChange::Closed { id }) => {
+            Some(SessionChange::Closed { id, owner }) => {
                 self.shared.tracker().remove(id);
-                if let Some(owner) = self.session_conn.remove(&id) {
-                    if mine.map(|o| o.conn) != Some(owner) {
-                        self.close_conn(owner);
+                // The connection serving the session, if it is one of ours and still serves it (the
+                // replicated owner: no table of its own per session on this member).
+                let serving = owner
+                    .filter(|o| o.member == self.member)
+                    .map(|o| o.conn.get())
+                    .filter(|c| self.conns.get(c).is_some_and(|c| c.session_id == id));
+                if let Some(serving) = serving {
+                    if mine.map(|o| o.conn) != Some(serving) {
+                        self.close_conn(serving);
                     }
                 }
                 if let Some(o) = mine {
