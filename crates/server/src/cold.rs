@@ -13,7 +13,10 @@
 //! warms (and removes it) or parks here again. Entries are named by connection id (never reused), so an
 //! event that arrives for a connection that has already warmed finds no entry and is ignored.
 
-use std::collections::HashMap;
+// The set's keys hash and compare by the connection's id, which never changes (`ById`).
+#![allow(clippy::mutable_key_type)]
+
+use std::collections::HashSet;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 
@@ -21,6 +24,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use crate::connection::{ConnId, OutInner};
+use crate::stats::ById;
 
 /// The set of cold connections of one server.
 #[derive(Debug)]
@@ -32,8 +36,8 @@ pub struct ColdSet {
 
 #[derive(Debug, Default)]
 struct Parked {
-    /// The cold connections, each holding itself here until it warms.
-    conns: HashMap<ConnId, Arc<OutInner>, foldhash::fast::RandomState>,
+    /// The cold connections by id, each holding itself here until it warms.
+    conns: HashSet<ById<OutInner>, foldhash::fast::RandomState>,
     /// The watcher has stopped (the runtime is shutting down): nothing parks here any more.
     closed: bool,
 }
@@ -87,14 +91,14 @@ impl ColdSet {
             );
             return false;
         }
-        parked.conns.insert(id, Arc::clone(conn));
+        parked.conns.insert(ById(Arc::clone(conn)));
         true
     }
 
     /// Takes a connection out of the set (it is warming). Its entry may already be gone (its event
     /// arrived); the returned record, if any, is the set's reference to it.
     pub fn remove(&self, id: ConnId, fd: RawFd) -> Option<Arc<OutInner>> {
-        let conn = self.parked().conns.remove(&id);
+        let conn = self.parked().conns.take(&id).map(|c| c.0);
         if let Some(epoll) = &self.epoll {
             // SAFETY: no pointers but the (ignored, since Linux 2.6.9) event; `fd` is open.
             unsafe {
@@ -116,8 +120,8 @@ impl ColdSet {
 
     /// A connection the set reported: start its reader (which warms it).
     fn wake(&self, id: ConnId) {
-        let conn = self.parked().conns.remove(&id);
-        if let Some(conn) = conn {
+        let conn = self.parked().conns.take(&id);
+        if let Some(ById(conn)) = conn {
             conn.unpark();
         }
     }
@@ -141,7 +145,7 @@ impl Drop for CloseOnDrop {
             parked.closed = true;
             std::mem::take(&mut parked.conns)
         };
-        for conn in conns.into_values() {
+        for ById(conn) in conns {
             conn.unpark();
         }
     }

@@ -68,6 +68,12 @@ pub(crate) struct OutInner {
 // Every connection holds one: with the reference counts (16 B) it must stay within jemalloc's 192-byte class.
 const _: () = assert!(std::mem::size_of::<OutInner>() <= 176);
 
+impl crate::stats::Keyed for OutInner {
+    fn key(&self) -> &u64 {
+        &self.info.id
+    }
+}
+
 /// Where a connection's socket is.
 #[derive(Debug)]
 enum Io {

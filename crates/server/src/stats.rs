@@ -6,7 +6,7 @@
 //! connection's request figures, kept by the executor. Nothing here does I/O; times come in as arguments
 //! or from the clock helpers at the bottom.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -174,7 +174,7 @@ impl ServerStats {
             Ordering::Acquire,
         );
         self.cnxn_touched(&info, now_ms);
-        self.table().live.insert(info.id, info);
+        self.table().live.insert(ById(info));
     }
 
     /// The connection did I/O: its expiry moves to the bucket of `now + its timeout`. Lock-free but for
@@ -205,7 +205,7 @@ impl ServerStats {
 
     pub fn cnxn_closed(&self, conn: ConnId, now_ms: u64) {
         let mut t = self.table();
-        if let Some(info) = t.live.remove(&conn) {
+        if let Some(ById(info)) = t.live.take(&conn) {
             // Buckets whose time has come go here too, not only at dump or a bucket change: a server whose
             // connections only come and go would otherwise keep one per bucket width forever.
             t.left_buckets.retain(|&b| b > now_ms);
@@ -232,7 +232,8 @@ impl ServerStats {
         let mut v: Vec<LiveConnView> = self
             .table()
             .live
-            .values()
+            .iter()
+            .map(|c| &c.0)
             .map(|c| LiveConnView {
                 id: c.id,
                 remote: c.remote(),
@@ -248,7 +249,7 @@ impl ServerStats {
 
     /// `crst` of every open connection's figures.
     pub fn reset_connection_stats(&self) {
-        for c in self.table().live.values() {
+        for ById(c) in self.table().live.iter() {
             c.figures().reset();
         }
     }
@@ -264,7 +265,7 @@ impl ServerStats {
         t.left_buckets.retain(|&b| b > now_ms);
         let mut buckets: BTreeMap<u64, Vec<(ConnId, SocketAddr, i64)>> =
             t.left_buckets.iter().map(|&b| (b, Vec::new())).collect();
-        for c in t.live.values() {
+        for ById(c) in t.live.iter() {
             let deadline = c.deadline_ms.load(Ordering::Acquire);
             if deadline > now_ms {
                 buckets
@@ -293,6 +294,42 @@ fn round_up(time_ms: u64, width_ms: u64) -> u64 {
         .saturating_mul(width_ms)
 }
 
+/// A record named by an id of its own (`Keyed`), for a hash set that is a map from that id: its entries
+/// are one pointer instead of an id and a pointer.
+#[derive(Debug)]
+pub(crate) struct ById<T: Keyed>(pub Arc<T>);
+
+pub(crate) trait Keyed {
+    fn key(&self) -> &u64;
+}
+
+impl Keyed for ConnInfo {
+    fn key(&self) -> &u64 {
+        &self.id
+    }
+}
+
+impl<T: Keyed> std::borrow::Borrow<u64> for ById<T> {
+    fn borrow(&self) -> &u64 {
+        self.0.key()
+    }
+}
+
+// Hash and equality are the id's, as `Borrow` requires.
+impl<T: Keyed> std::hash::Hash for ById<T> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.key().hash(state);
+    }
+}
+
+impl<T: Keyed> PartialEq for ById<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key() == other.0.key()
+    }
+}
+
+impl<T: Keyed> Eq for ById<T> {}
+
 /// Java's `InetSocketAddress.toString()` for an address without a host name: `/<ip>:<port>`.
 pub fn fmt_addr(a: SocketAddr) -> String {
     format!("/{}:{}", a.ip(), a.port())
@@ -300,7 +337,9 @@ pub fn fmt_addr(a: SocketAddr) -> String {
 
 #[derive(Default)]
 struct ConnTable {
-    live: HashMap<ConnId, Arc<ConnInfo>>,
+    /// Keyed by each record's own id: a table entry is one pointer (at 19,000 connections the table is
+    /// ~15 B per connection instead of ~29).
+    live: HashSet<ById<ConnInfo>>,
     /// Times of expiry buckets a connection left (moved on, or closed) that have not come yet: with the
     /// live connections' own buckets, ZooKeeper's `cnxnExpiryQueue` as `dump` shows it.
     left_buckets: BTreeSet<u64>,
