@@ -239,6 +239,8 @@ impl<D: Disk> Scan<'_, D> {
             end: at as u64,
             // A torn tail was zeroed above.
             dirty_end: at as u64,
+            zeroed_end: at as u64,
+            len: len as u64,
             file: is_last.then_some(file),
         });
         Ok(())

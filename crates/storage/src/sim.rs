@@ -80,6 +80,8 @@ struct State {
     /// Bumped at each power loss; a file handle from an older generation fails.
     generation: u64,
     sync_data_calls: u64,
+    /// `sync_data` calls that made a change of the file's block map durable.
+    block_map_syncs: u64,
     sync_dir_calls: u64,
     fault: Option<SimFault>,
     /// Operations `fault` still hits before it clears by itself; `None`: until `set_fault(None)`.
@@ -97,7 +99,17 @@ struct Inode {
     volatile: Vec<u8>,
     /// Changes since the last `sync_data`, oldest first.
     unsynced: Vec<Change>,
+    /// The pages (`BLOCK_BYTES`) written since the file was created or cut: the file system's block map
+    /// changes when a write first reaches a page (an allocation, or on ext4 and XFS the conversion of a
+    /// preallocated, unwritten extent), and the next `sync_data` must then commit the file system's
+    /// journal as well as flush the data (`SimDisk::block_map_syncs`).
+    written_pages: BTreeSet<u64>,
+    /// A write reached a page for the first time since the last `sync_data`.
+    block_map_changed: bool,
 }
+
+/// The file system's block size, for `Inode::written_pages`.
+const BLOCK_BYTES: u64 = 4096;
 
 enum Change {
     Write { offset: u64, data: Vec<u8> },
@@ -211,6 +223,20 @@ impl State {
 
     fn change(&mut self, inode: u64, change: Change) {
         let node = self.inode(inode);
+        match &change {
+            Change::Write { offset, data } if !data.is_empty() => {
+                let last = (offset + data.len() as u64 - 1) / BLOCK_BYTES;
+                for page in offset / BLOCK_BYTES..=last {
+                    node.block_map_changed |= node.written_pages.insert(page);
+                }
+            }
+            Change::Write { .. } => {}
+            Change::SetLen(len) => {
+                // Pages wholly past the new end are freed.
+                let first_free = len.div_ceil(BLOCK_BYTES);
+                node.written_pages.split_off(&first_free);
+            }
+        }
         change.apply(&mut node.volatile);
         node.unsynced.push(change);
     }
@@ -308,6 +334,13 @@ impl SimDisk {
     /// How many `sync_data` calls succeeded so far.
     pub fn sync_data_calls(&self) -> u64 {
         self.lock().sync_data_calls
+    }
+
+    /// How many successful `sync_data` calls made a change of the file's block map durable (a write had
+    /// reached one of its pages for the first time since the last one): on a real file system, the
+    /// fdatasyncs that commit the journal too, about twice as slow as those that only flush data.
+    pub fn block_map_syncs(&self) -> u64 {
+        self.lock().block_map_syncs
     }
 
     /// How many `sync_dir` calls succeeded so far.
@@ -583,7 +616,9 @@ impl DiskFile for SimFile {
         for change in std::mem::take(&mut node.unsynced) {
             change.apply(&mut node.durable);
         }
+        let block_map_changed = std::mem::take(&mut node.block_map_changed);
         state.sync_data_calls += 1;
+        state.block_map_syncs += u64::from(block_map_changed);
         Ok(())
     }
 

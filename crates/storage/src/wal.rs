@@ -50,6 +50,13 @@ pub struct WalOptions {
     pub sync_each_batch: bool,
     /// With `sync_each_batch` off: how long written entries may stay unsynced.
     pub lazy_sync_after: Duration,
+    /// How far ahead of the last batch the segment is overwritten with zeros (0: never). A segment is
+    /// preallocated (`posix_fallocate`), which on ext4 and XFS leaves unwritten extents: the first write
+    /// into one changes the file's block map, so that batch's fdatasync must also commit the file
+    /// system's journal (about twice the time of an fdatasync that only flushes data). Zeroing ahead
+    /// in chunks moves that cost to one batch per chunk: every other batch lands on written blocks of
+    /// a file whose size does not change, and its fdatasync flushes only the data.
+    pub zero_ahead_bytes: u64,
 }
 
 impl Default for WalOptions {
@@ -62,6 +69,7 @@ impl Default for WalOptions {
             no_space_retry_max: Duration::from_secs(1),
             sync_each_batch: true,
             lazy_sync_after: Duration::from_secs(1),
+            zero_ahead_bytes: 1 << 20,
         }
     }
 }
@@ -98,6 +106,11 @@ pub(crate) struct Segment<F> {
     /// (unsynced); they are zeroed before anything durable follows them. Equal to `end` otherwise, and
     /// always in every segment but the last.
     pub dirty_end: u64,
+    /// Bytes before this offset have been written (with entries or with zeros) by this process or
+    /// before: a batch written there does not change the file's block map. Never below `end`.
+    pub zeroed_end: u64,
+    /// The file's length (its preallocation): zeroing ahead stops there.
+    pub len: u64,
     pub file: Option<F>,
 }
 
@@ -190,7 +203,10 @@ impl<D: Disk> Wal<D> {
                 }
             }
             let mut segment = self.create_segment(first_index, len)?;
-            if let Err(error) = Self::write_batch(&self.disk, &mut segment, &mut self.buf, sync) {
+            let ahead = self.opts.zero_ahead_bytes;
+            if let Err(error) =
+                Self::write_batch(&self.disk, &mut segment, &mut self.buf, sync, ahead)
+            {
                 let path = segment.path.clone();
                 drop(segment);
                 return Err(self.discard_segment_file(&path, error));
@@ -205,7 +221,8 @@ impl<D: Disk> Wal<D> {
                 .segments
                 .last_mut()
                 .expect("not rolling: there is a segment");
-            Self::write_batch(&self.disk, segment, &mut self.buf, sync)?;
+            let ahead = self.opts.zero_ahead_bytes;
+            Self::write_batch(&self.disk, segment, &mut self.buf, sync, ahead)?;
             segment.last_index = last_index;
         }
         if sync {
@@ -275,6 +292,8 @@ impl<D: Disk> Wal<D> {
             salt,
             end,
             dirty_end: end,
+            zeroed_end: end,
+            len: size,
             file: Some(file),
         })
     }
@@ -325,24 +344,61 @@ impl<D: Disk> Wal<D> {
     }
 
     /// Seals the encoded batch in `buf` for `segment`, writes it at the segment's end, fdatasyncs if
-    /// `sync`.
+    /// `sync`. Zeroes the segment `zero_ahead` bytes ahead of the batch first when the zeroed part
+    /// ends less than half that past it.
     fn write_batch(
         disk: &D,
         segment: &mut Segment<D::File>,
         buf: &mut [u8],
         sync: bool,
+        zero_ahead: u64,
     ) -> Result<(), WalError> {
         format::seal(buf, segment.salt);
         // The debris of a failed write is zeroed by a write of its own, before the batch: a write cut
         // short then only ever holds part of one batch, never a whole batch behind a call that failed
         // (which a power loss could otherwise bring back after the caller moved on).
         Self::zero_debris(disk, segment)?;
+        Self::zero_ahead(disk, segment, buf.len() as u64, zero_ahead)?;
         Self::write_at_end(disk, segment, buf)?;
         if sync {
             Self::sync(disk, segment)?;
         }
         segment.end += buf.len() as u64;
         segment.dirty_end = segment.end;
+        Ok(())
+    }
+
+    /// Overwrites with zeros, not yet durably, the segment from `zeroed_end` to `ahead` bytes past a
+    /// batch of `batch_len` bytes at its end (page-aligned, within the file), if the zeroed part ends
+    /// less than `ahead / 2` past that batch. Bytes past `end` hold zeros already (preallocation,
+    /// recovery's cut), so this changes no content: a power loss at any point leaves the same log.
+    fn zero_ahead(
+        disk: &D,
+        segment: &mut Segment<D::File>,
+        batch_len: u64,
+        ahead: u64,
+    ) -> Result<(), WalError> {
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let batch_end = segment.end + batch_len;
+        if ahead == 0
+            || segment.zeroed_end >= segment.len
+            || segment.zeroed_end >= batch_end + ahead / 2
+        {
+            return Ok(());
+        }
+        let start = segment.zeroed_end.max(segment.end);
+        let to = (batch_end + ahead)
+            .next_multiple_of(PAGE_BYTES)
+            .min(segment.len);
+        let mut at = start;
+        while at < to {
+            let n = (to - at).min(ZEROS.len() as u64);
+            Self::file(disk, segment)?
+                .write_at(at, &ZEROS[..to_usize(n)])
+                .map_err(WalError::at("zeroing ahead in", &segment.path))?;
+            at += n;
+        }
+        segment.zeroed_end = to;
         Ok(())
     }
 
@@ -437,7 +493,8 @@ impl<D: Disk> Wal<D> {
         };
         if segment.last_index > index {
             format::encode_truncate(&mut self.buf, index + 1);
-            Self::write_batch(&self.disk, segment, &mut self.buf, true)?;
+            let ahead = self.opts.zero_ahead_bytes;
+            Self::write_batch(&self.disk, segment, &mut self.buf, true, ahead)?;
             segment.last_index = index;
         }
         self.synced_index = Some(index);
@@ -580,6 +637,9 @@ impl<D: Disk> Wal<D> {
         error
     }
 }
+
+/// The page size zeroing ahead rounds to.
+const PAGE_BYTES: u64 = 4096;
 
 fn to_usize(n: u64) -> usize {
     usize::try_from(n).expect("a dirty tail is no longer than one batch in memory")

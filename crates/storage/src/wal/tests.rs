@@ -111,6 +111,66 @@ fn one_append_is_one_batch_and_one_fdatasync() {
     assert_eq!(disk.sync_data_calls() - before, 1);
 }
 
+/// Appends `batches` one-entry batches after the last entry; returns the fdatasyncs that committed a
+/// change of the segment's block map (`SimDisk::block_map_syncs`) and the bytes appended.
+fn block_map_syncs_of(disk: &SimDisk, wal: &mut Wal<SimDisk>, batches: u64) -> (u64, u64) {
+    let first = wal.last_index().map_or(1, |last| last + 1);
+    let before = disk.block_map_syncs();
+    let mut bytes = 0;
+    for i in first..first + batches {
+        append_range(wal, i..=i);
+        bytes += batch_len(&[entry(i)]);
+    }
+    (disk.block_map_syncs() - before, bytes)
+}
+
+#[test]
+fn zeroing_ahead_keeps_batches_off_pages_the_segment_never_wrote() {
+    const AHEAD: u64 = 32 << 10;
+    let with = |zero_ahead_bytes| WalOptions {
+        zero_ahead_bytes,
+        ..small(4 << 20)
+    };
+    // Without zeroing ahead every page the log reaches changes the block map (the counter works).
+    let disk = SimDisk::new();
+    let (mut wal, _) = open(&disk, &with(0));
+    let (syncs, bytes) = block_map_syncs_of(&disk, &mut wal, 3000);
+    assert!(
+        bytes > 4 * AHEAD,
+        "the log must cross several chunks: {bytes} B"
+    );
+    assert!(
+        syncs >= bytes / 4096,
+        "{syncs} block map syncs for {bytes} B"
+    );
+
+    // With it, only the fdatasync after each zeroing does, about one per half chunk.
+    let disk = SimDisk::new();
+    let opts = with(AHEAD);
+    let (mut wal, _) = open(&disk, &opts);
+    let (syncs, bytes) = block_map_syncs_of(&disk, &mut wal, 3000);
+    let most = 2 + bytes / (AHEAD / 2);
+    assert!(
+        syncs <= most,
+        "{syncs} block map syncs for {bytes} B, at most {most} expected"
+    );
+    // The zeros change no content: everything past the last batch still reads as the end of the log.
+    drop(wal);
+    let recovered = reopen(&disk, &opts);
+    assert_eq!(recovered.entries, expected(1..=3000));
+    assert_eq!(recovered.truncated_tail, None);
+
+    // A reopened log zeroes ahead of where recovery found its end.
+    let (mut wal, _) = open(&disk, &opts);
+    let (syncs, bytes) = block_map_syncs_of(&disk, &mut wal, 3000);
+    assert!(
+        syncs <= most,
+        "after reopening: {syncs} block map syncs for {bytes} B"
+    );
+    drop(wal);
+    assert_eq!(reopen(&disk, &opts).entries, expected(1..=6000));
+}
+
 #[test]
 fn appends_must_continue_the_log_but_an_empty_log_starts_anywhere() {
     let disk = SimDisk::new();
