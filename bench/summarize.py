@@ -228,6 +228,34 @@ if ceiling:
         print(f"  {'sessions established':<40} {v:>9.0f} per s = {v / zk if zk else float('nan'):.2f}x ZooKeeper"
               f" (oxkeeper reaches {100 * ox / v if ox else float('nan'):.0f}% of it)")
 
+# The ceiling with the log (Little's law): in a closed loop of N requests in flight, X = N / (the time a request
+# takes, from the generator's send to its reply). Against the null server that time is N / X_null; a server that
+# must make a write durable before its reply adds at least one fdatasync to each write's time, in series (the
+# reply cannot leave before it, and the client sends nothing more before the reply). So X <= N / (N / X_null +
+# k * fdatasync), with k the durable writes in one request's time: 1 for set; 2 for a session (createSession
+# before the handshake's reply, closeSession before the close's). The fdatasync is the fast end of the probes
+# (the bound most generous to the server).
+LOG_BOUNDS = (  # label, rate's name, in flight, durable writes per request's time, goal, figure prefix
+    ("ops-set-32", "requests", 32, 1, 2, "set, 32 sessions"),
+    ("sessions", "established", 16, 2, 3, "sessions established"),
+)
+if fsyncs:
+    lines = []
+    for label, name, n, k, goal, prefix in LOG_BOUNDS:
+        vs = values(label, "null", lambda d: rate(d, name)["per_s"])
+        thr = f"{prefix}: throughput (ops/s)" if label.startswith("ops-") else "sessions: established per s"
+        zk = medians.get(thr, (None, None))[1]
+        if not vs or not zk:
+            continue
+        x_null = med(vs)
+        bound = n / (n / x_null + k * fast(fsyncs) / 1e6)
+        verdict = "the goal is below it" if bound >= goal * zk else f"the goal ({goal}x) is above it: out of reach here"
+        lines.append(f"  {prefix:<40} {bound:>9.0f} per s = {bound / zk:.2f}x ZooKeeper ({n} in flight, {k} fdatasync"
+                     f"{'s' if k > 1 else ''} of {fast(fsyncs):.0f} us each per request): {verdict}")
+    if lines:
+        print("the ceiling with the log: N in flight / (N / null server's rate + the request's fdatasyncs in series):")
+        print("\n".join(lines))
+
 # The CPU a goal leaves the server: at the goal's rate the generator needs its CPU per op (as measured against
 # the null server, where it is busiest) times the rate, and the generator and server together get at most the
 # share of the machine they got in the null runs (everything but the other processes' CPU). What is left,
