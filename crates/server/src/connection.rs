@@ -1296,21 +1296,6 @@ async fn handshake(
     let req =
         ConnectRequest::from_prefix(&payload).map_err(|e| ConnError::BadConnect(e.to_string()))?;
     count_connect_request(shared, info, &req);
-    // A client that gave up on this attempt and closed it has nothing to gain from it, and its handshake
-    // must not reach the log: after a stall, the kernel hands over a burst of such abandoned attempts
-    // (each ConnectRequest followed by its FIN), and one proposed after the client's live attempt would
-    // take the session back from it. The end of the stream already waiting behind the request shows it
-    // (a pipelined request behind it stays buffered for the session).
-    match rd.read_now() {
-        Ok(0) => return Err(ConnError::ClientClosed),
-        Ok(_) => {}
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-            ) => {}
-        Err(e) => return Err(e.into()),
-    }
     shared
         .exec
         .send(ExecMsg::Connect {
