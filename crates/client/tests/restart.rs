@@ -36,11 +36,29 @@ fn oxkeeper_bin() -> PathBuf {
     p
 }
 
+/// A free port that stays this test's across a restart: below the kernel's ephemeral range (32768 and up
+/// on Linux), so no outgoing connection (the clients' reconnect attempts) and no port-0 bind can take it
+/// while the server is down, and never handed out twice in this process (the tests run in parallel).
+fn reserve_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let start = 20_000 + (std::process::id() % 10_000) as u16;
+    for i in 0..10_000u16 {
+        let port = 20_000 + (start - 20_000 + i) % 10_000;
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port in 20000..30000");
+}
+
 impl ServerProcess {
     fn new(dir: &Path) -> ServerProcess {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe port");
-        let port = probe.local_addr().expect("probe address").port();
-        drop(probe);
+        let port = reserve_port();
         ServerProcess {
             port,
             dir: dir.to_path_buf(),
@@ -127,6 +145,15 @@ use libc::{SIGKILL, SIGTERM};
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.stop(SIGKILL);
+        // A failing test shows what the server said (the data directory goes with the test).
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(120).collect();
+            eprintln!("---- the server's log (last {} lines) ----", tail.len());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
