@@ -10,6 +10,7 @@ Use as a context manager:
 """
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -21,10 +22,28 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 ZK_CLASSPATH = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar"
 
 
+_GIVEN_PORTS = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below Linux's ephemeral range (32768 and up), never handed out twice in this process.
+
+    A server restarted on its old port must find it free: a port from the ephemeral range can meanwhile be
+    taken by an outgoing connection (a client's reconnect attempt) or by another port-0 probe.
+    """
+    start = random.randrange(10_000)
+    for i in range(10_000):
+        port = 20_000 + (start + i) % 10_000
+        if port in _GIVEN_PORTS:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN_PORTS.add(port)
+        return port
+    raise RuntimeError("no free port in 20000..30000")
 
 
 def four_letter(hostport, word, timeout=5.0):
