@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 /// A directory tree of files. A file's contents become durable with `DiskFile::sync_data`; a create,
 /// remove or rename becomes durable with `sync_dir` of the directory that holds the name.
-pub trait Disk: Send + Sync + 'static {
+/// Clones are handles on the same files (a purged segment is unlinked through one on another thread).
+pub trait Disk: Clone + Send + Sync + 'static {
     type File: DiskFile;
 
     /// Creates `dir` and its parents if missing.

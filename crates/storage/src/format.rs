@@ -35,7 +35,7 @@ pub(crate) const SEGMENT_HEADER_BYTES: usize = 32;
 pub(crate) const BATCH_HEADER_BYTES: usize = 32;
 pub(crate) const RECORD_HEADER_BYTES: usize = 4;
 
-const SEGMENT_PREFIX: &str = "log.";
+pub(crate) const SEGMENT_PREFIX: &str = "log.";
 const CRC_FIELD: std::ops::Range<usize> = 12..16;
 const KIND_ENTRIES: u16 = 1;
 const KIND_TRUNCATE: u16 = 2;

@@ -23,6 +23,8 @@ pub(crate) struct ViewedSegment<F> {
     /// Bytes written to the segment when the view was taken (header included).
     pub end: u64,
     pub salt: u64,
+    /// The segment's readers' token (`Segment::readers`): held while this view may read the file.
+    pub _readers: std::sync::Arc<()>,
 }
 
 /// The segments holding entries `from..=to` at one moment; read them with [`LogView::read`].

@@ -11,11 +11,48 @@ fn dir() -> PathBuf {
     PathBuf::from("/data/wal")
 }
 
+/// Purged files unlinked on the caller's thread: every disk operation happens in the test's order (the
+/// crash countdown counts them). The unlinking thread has tests of its own.
 fn small(segment_bytes: u64) -> WalOptions {
     WalOptions {
         segment_bytes,
+        unlink_purged_in_background: false,
         ..WalOptions::default()
     }
+}
+
+/// `small`, with purged files unlinked on the log's own thread (the default).
+fn unlinking_in_background(opts: WalOptions) -> WalOptions {
+    WalOptions {
+        unlink_purged_in_background: true,
+        ..opts
+    }
+}
+
+/// Waits (up to a generous deadline) until no purged file is left in the log's directory: the unlinking
+/// thread has dealt with every one, in its own time (not in a hurry, as when the log is dropped).
+fn wait_for_purged_files_to_go(disk: &SimDisk) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while file_names(disk).iter().any(|n| n.ends_with(".purged")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "purged files left: {:?}",
+            file_names(disk)
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Every file in the log's directory, by name.
+fn file_names(disk: &SimDisk) -> Vec<String> {
+    let mut names: Vec<String> = disk
+        .list(&dir())
+        .unwrap()
+        .iter()
+        .filter_map(|p| Some(p.file_name()?.to_str()?.to_string()))
+        .collect();
+    names.sort();
+    names
 }
 
 fn open(disk: &SimDisk, opts: &WalOptions) -> (Wal<SimDisk>, Recovered) {
@@ -1083,4 +1120,84 @@ fn damage_found_by_a_read_is_reported_to_the_reader_and_does_not_stop_the_log() 
     append_range(&mut wal, 7..=7);
     assert_eq!(wal.last_index(), Some(7));
     assert!(wal.stopped().is_none());
+}
+
+#[test]
+fn a_purged_segment_leaves_the_log_at_once_and_a_thread_unlinks_its_file() {
+    let disk = SimDisk::new();
+    let (wal, opts) = nine_entries_two_per_segment(&disk);
+    drop(wal);
+    let opts = unlinking_in_background(opts);
+    let (mut wal, _) = open(&disk, &opts);
+    let syncs = disk.sync_dir_calls();
+    wal.purge_upto(4).unwrap();
+    // Out of the log, durably, before purge_upto returns (the names recovery reads are gone).
+    assert_eq!(segment_names(&disk), [5, 7, 9]);
+    assert!(disk.sync_dir_calls() >= syncs + 2, "each removal is synced");
+    assert_eq!(wal.first_index(), Some(5));
+    // The thread unlinks the files while the log goes on.
+    wait_for_purged_files_to_go(&disk);
+    assert_eq!(file_names(&disk).len(), 3);
+    append_range(&mut wal, 10..=10);
+    // Dropping the log waits for the thread (here with a file still to unlink).
+    wal.purge_upto(6).unwrap();
+    drop(wal);
+    assert!(
+        file_names(&disk).iter().all(|n| !n.ends_with(".purged")),
+        "{:?}",
+        file_names(&disk)
+    );
+    assert_eq!(segment_names(&disk), [7, 9, 10]);
+    let recovered = reopen(&disk, &opts);
+    assert_eq!(recovered.first_index, 7);
+    assert_eq!(recovered.entries, expected(7..=10));
+}
+
+#[test]
+fn purged_files_a_crash_left_behind_are_removed_at_open_and_never_read_as_segments() {
+    let disk = SimDisk::new();
+    let (wal, opts) = nine_entries_two_per_segment(&disk);
+    drop(wal);
+    // A purged file as the rename leaves it (here: garbage, which as a segment would be corruption).
+    let left = dir().join("log.0000000000000001.00000000000000ab.purged");
+    let mut file = disk.open(&left, true).unwrap();
+    file.write_at(0, b"not a segment").unwrap();
+    file.sync_data().unwrap();
+    disk.sync_dir(&dir()).unwrap();
+    let (wal, recovered) = open(&disk, &opts);
+    assert_eq!(recovered.entries, expected(1..=9));
+    assert!(
+        !file_names(&disk).iter().any(|n| n.ends_with(".purged")),
+        "{:?}",
+        file_names(&disk)
+    );
+    drop(wal);
+}
+
+#[test]
+fn a_view_still_reading_a_purged_file_keeps_it_whole() {
+    let disk = SimDisk::new();
+    let (wal, opts) = nine_entries_two_per_segment(&disk);
+    drop(wal);
+    let (mut wal, _) = open(&disk, &unlinking_in_background(opts));
+    let view = wal.view(1, 6).unwrap();
+    wal.purge_upto(4).unwrap();
+    // The thread unlinked the purged files without shrinking them under the view.
+    wait_for_purged_files_to_go(&disk);
+    assert_eq!(view.read().unwrap(), expected(1..=6));
+    drop(wal);
+}
+
+#[test]
+fn shrinking_gently_frees_a_file_step_by_step_and_stops_in_a_hurry() {
+    let disk = SimDisk::new();
+    disk.create_dir_all(&dir()).unwrap();
+    let path = dir().join("f");
+    let mut file = disk.open(&path, true).unwrap();
+    file.write_at(0, &vec![7u8; (3 * SHRINK_STEP_BYTES + 10) as usize])
+        .unwrap();
+    shrink_gently(&disk, &path, &AtomicBool::new(true)).unwrap();
+    assert_eq!(file.len().unwrap(), 3 * SHRINK_STEP_BYTES + 10);
+    shrink_gently(&disk, &path, &AtomicBool::new(false)).unwrap();
+    assert_eq!(file.len().unwrap(), 0);
 }
