@@ -17,9 +17,10 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use crate::atomic_file::{read_file, write_atomic_with};
-use crate::disk::{Disk, DiskFile};
+use crate::disk::{shrink_gently, Disk, DiskFile};
 
 const MAGIC: &[u8; 8] = b"OXKSNAP\0";
 /// The version of the snapshot file layout (not of what the caller puts inside).
@@ -273,9 +274,9 @@ pub fn retain_snapshots<D: Disk>(disk: &D, dir: &Path, keep: usize) -> Result<()
         })?
         .into_iter()
         .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(PREFIX) && n.ends_with(".tmp"))
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with(PREFIX) && (n.ends_with(".tmp") || n.ends_with(REMOVED_SUFFIX))
+            })
         });
     for path in leftovers {
         disk.remove(&path).map_err(|source| SnapshotError::Io {
@@ -283,17 +284,37 @@ pub fn retain_snapshots<D: Disk>(disk: &D, dir: &Path, keep: usize) -> Result<()
             source,
         })?;
     }
+    // Old snapshots leave the list at once (renamed, durably); then each is freed a step at a time and
+    // unlinked, as this runs beside the log's writes (see `shrink_gently`). What a crash leaves of them
+    // goes with the leftovers above, next time.
+    let mut removed = Vec::new();
     for (_, path) in all.iter().skip(keep.max(1)) {
-        disk.remove(path).map_err(|source| SnapshotError::Io {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(REMOVED_SUFFIX);
+        let to = path.with_file_name(name);
+        disk.rename(path, &to).map_err(|source| SnapshotError::Io {
             path: path.clone(),
             source,
         })?;
+        removed.push(to);
     }
     disk.sync_dir(dir).map_err(|source| SnapshotError::Io {
         path: dir.to_path_buf(),
         source,
-    })
+    })?;
+    for path in removed {
+        // What a failure to shrink leaves, the unlink frees.
+        let _ = shrink_gently(disk, &path, &AtomicBool::new(false));
+        disk.remove(&path).map_err(|source| SnapshotError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
+
+/// The name an old snapshot takes once it is no longer listed, until it is unlinked.
+const REMOVED_SUFFIX: &str = ".removed";
 
 #[cfg(test)]
 mod tests {
@@ -396,10 +417,24 @@ mod tests {
         assert_eq!(listed, vec![100, 20, 5]);
         let leftover = dir.join(format!("{}.tmp", snapshot_name(7)));
         disk.open(&leftover, true).unwrap();
+        // What a crash leaves of a snapshot being removed.
+        let removed = dir.join(format!("{}{REMOVED_SUFFIX}", snapshot_name(3)));
+        disk.open(&removed, true).unwrap();
         retain_snapshots(&disk, dir, 2).unwrap();
         assert!(
             !disk.list(dir).unwrap().contains(&leftover),
             "temporary leftovers removed"
+        );
+        assert!(
+            !disk.list(dir).unwrap().contains(&removed),
+            "removed leftovers removed"
+        );
+        assert!(
+            disk.list(dir)
+                .unwrap()
+                .iter()
+                .all(|p| !p.to_string_lossy().ends_with(REMOVED_SUFFIX)),
+            "every old snapshot unlinked"
         );
         let listed: Vec<u64> = list_snapshots(&disk, dir)
             .unwrap()

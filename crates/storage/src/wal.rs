@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use crate::disk::{Disk, DiskFile};
+use crate::disk::{shrink_gently, Disk, DiskFile};
 use crate::error::WalError;
 use crate::format::{self, SegmentHeader, SEGMENT_HEADER_BYTES};
 use crate::reader::{LogView, ViewedSegment};
@@ -174,25 +174,6 @@ impl<D: Disk> Drop for Wal<D> {
             let _ = thread.join();
         }
     }
-}
-
-/// How much of a purged file one step of `shrink_gently` frees, and the pause after each step.
-const SHRINK_STEP_BYTES: u64 = 1 << 20;
-const SHRINK_STEP_PAUSE: Duration = Duration::from_millis(1);
-
-/// Truncates the file at `path` a step at a time, pausing between steps. Freeing a written 64 MiB file at
-/// once (an unlink, or a truncation to 0) takes ~13 ms here, and an fdatasync of the log's current
-/// segment issued meanwhile, on any thread, waited for all of it (the kernel's journal and the pages
-/// it drops); a step of 1 MiB held one for at most about a millisecond, as the disk's own jitter does.
-fn shrink_gently<D: Disk>(disk: &D, path: &Path, hurry: &AtomicBool) -> std::io::Result<()> {
-    let mut file = disk.open(path, false)?;
-    let mut len = file.len()?;
-    while len > 0 && !hurry.load(Ordering::Relaxed) {
-        len = len.saturating_sub(SHRINK_STEP_BYTES);
-        file.set_len(len)?;
-        std::thread::sleep(SHRINK_STEP_PAUSE);
-    }
-    Ok(())
 }
 
 /// The name a purged segment file takes: no segment's (recovery skips it), unique (a segment of the

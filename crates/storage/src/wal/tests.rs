@@ -1,6 +1,7 @@
 //! Tests of `Wal` and its recovery on `SimDisk`, power loss included.
 
 use super::*;
+use crate::disk::SHRINK_STEP_BYTES;
 use crate::format::{BATCH_HEADER_BYTES, RECORD_HEADER_BYTES};
 use crate::sim::{SimDisk, SimFault};
 use rand::rngs::StdRng;
