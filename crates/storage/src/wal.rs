@@ -604,26 +604,18 @@ impl<D: Disk> Wal<D> {
         Ok(())
     }
 
-    /// Unlinks a purged segment file, on the unlinking thread if there is one (started here) or else
-    /// now. A failure leaves the file to the next `open`: it is no longer part of the log.
+    /// Unlinks a purged segment file, on the unlinking thread (started here the first time) or, without
+    /// one, now. A failure leaves the file to the next `open`: it is no longer part of the log.
     fn unlink(&mut self, purged: Purged) {
-        let purged = match (&self.unlinker, self.opts.unlink_purged_in_background) {
-            (Some(unlinker), _) => match unlinker.files.send(purged) {
+        if self.opts.unlink_purged_in_background && self.unlinker.is_none() {
+            self.unlinker = self.start_unlinker();
+        }
+        let purged = match &self.unlinker {
+            Some(unlinker) => match unlinker.files.send(purged) {
                 Ok(()) => return,
                 Err(mpsc::SendError(purged)) => purged,
             },
-            (None, true) => match self.start_unlinker() {
-                Some(unlinker) => {
-                    let sent = unlinker.files.send(purged);
-                    self.unlinker = Some(unlinker);
-                    match sent {
-                        Ok(()) => return,
-                        Err(mpsc::SendError(purged)) => purged,
-                    }
-                }
-                None => purged,
-            },
-            (None, false) => purged,
+            None => purged,
         };
         unlink_purged(&self.disk, &purged.0);
     }
