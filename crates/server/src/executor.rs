@@ -359,6 +359,9 @@ pub struct Executor {
     expiry_pacer: Pacer,
     /// The log index of the snapshot the state was restored from.
     restored_index: Option<u64>,
+    /// Per session, the newest of this member's connections (by accept order) whose Revalidate is in the
+    /// log and not applied yet; see `older_than_a_claim`.
+    reconnecting: HashMap<i64, ConnId>,
 }
 
 impl Executor {
@@ -399,6 +402,7 @@ impl Executor {
             watches: WatchTable::default(),
             conns: HashMap::new(),
             ip_auth: HashMap::new(),
+            reconnecting: HashMap::new(),
             replicator,
             member,
             proposals: Vec::new(),
@@ -829,12 +833,50 @@ impl Executor {
             self.refuse_connect(conn);
             return;
         }
-        c.connecting = true;
+        if self.older_than_a_claim(id, conn) {
+            // An abandoned attempt (a client has one attempt at a time, and a newer one of the same session
+            // was accepted after it): it must not take the session back from the newer one. ZooKeeper
+            // decides a member's handshakes in accept order; here connections are read in parallel.
+            tracing::debug!(
+                conn,
+                session = format!("0x{id:x}"),
+                "a newer connection already reconnected this session: closing the older attempt"
+            );
+            self.close_conn(conn);
+            return;
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.connecting = true;
+        }
+        if self.reconnecting.len() > 2 * self.conns.len() + 64 {
+            // Claims whose Revalidate never came back (its proposal lost with a leadership change).
+            let conns = &self.conns;
+            self.reconnecting.retain(|_, c| conns.contains_key(c));
+        }
+        self.reconnecting.insert(id, conn);
         let op = CommandOp::Revalidate {
             password: pw,
             timeout_ms: timeout,
         };
         self.propose_handshake(conn, id, op);
+    }
+
+    /// Whether a connection of this member accepted after `conn` (a higher id: ids follow accept order)
+    /// and not closing has already reconnected session `id`, or has its Revalidate in the log. Proposals
+    /// of one member are applied in their order, so with this check a member's reconnects of one session
+    /// reach the log oldest first, and the newest attempt ends up owning the session.
+    fn older_than_a_claim(&self, id: i64, conn: ConnId) -> bool {
+        let pending = self.reconnecting.get(&id).copied();
+        let owner = self
+            .sm
+            .session(id)
+            .and_then(|s| s.owner)
+            .filter(|o| o.member == self.member)
+            .map(|o| o.conn.get());
+        [pending, owner]
+            .into_iter()
+            .flatten()
+            .any(|newer| newer > conn && self.conns.get(&newer).is_some_and(|c| !c.closing))
     }
 
     /// Proposes a connection's CreateSession or Revalidate; its outcome answers the ConnectRequest.
@@ -1051,6 +1093,7 @@ impl Executor {
                 // The session moved: the connection that owned it, if it is one of ours, is closed (its
                 // further writes would fail with SessionMoved anyway).
                 let new_conn = mine.map(|o| o.conn);
+                self.applied_claim(id, new_conn);
                 if let Some(p) = previous.filter(|p| p.member == self.member) {
                     if Some(p.conn.get()) != new_conn {
                         tracing::info!(
@@ -1065,7 +1108,8 @@ impl Executor {
                 }
                 return;
             }
-            Some(SessionChange::RevalidateFailed { .. }) => {
+            Some(SessionChange::RevalidateFailed { id }) => {
+                self.applied_claim(id, mine.map(|o| o.conn));
                 if let Some(o) = mine {
                     self.refuse_connect(o.conn);
                 }
@@ -1073,6 +1117,7 @@ impl Executor {
             }
             Some(SessionChange::Closed { id, owner }) => {
                 self.shared.tracker().remove(id);
+                self.reconnecting.remove(&id);
                 // The connection serving the session, if it is one of ours and still serves it (the
                 // replicated owner: no table of its own per session on this member).
                 let serving = owner
@@ -1104,6 +1149,13 @@ impl Executor {
                 // to close after the closeSession reply.
                 self.close_conn(o.conn);
             }
+        }
+    }
+
+    /// A Revalidate of session `id` from connection `conn` of this member was applied: it no longer claims.
+    fn applied_claim(&mut self, id: i64, conn: Option<ConnId>) {
+        if conn.is_some() && self.reconnecting.get(&id).copied() == conn {
+            self.reconnecting.remove(&id);
         }
     }
 

@@ -438,7 +438,8 @@ impl Client {
             .expect("a session")
     }
 
-    async fn handshake(
+    /// Sends a ConnectRequest on an open connection and reads the ConnectResponse.
+    pub async fn handshake(
         stream: TcpStream,
         session_id: i64,
         passwd: &[u8],
