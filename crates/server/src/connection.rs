@@ -109,7 +109,19 @@ struct OutState {
     dirty: bool,
     /// The write side is shut down (after a Close, or an error): nothing more is written.
     done: bool,
+    /// Bytes in `queue` not written yet.
+    bytes: usize,
+    /// The reader waits for `bytes` to fall to `OUTBOUND_RESUME_BYTES` (see `Outbound::drained`).
+    throttled: bool,
 }
+
+/// A connection whose unwritten replies exceed this many bytes is not read until they fall to
+/// `OUTBOUND_RESUME_BYTES`: a client that sends requests without reading the replies meets TCP's own
+/// backpressure instead of growing the server's memory (ZooKeeper queues the replies without bound: a client
+/// pipelining reads of a 1 MB node without reading grew this server by 1.5 GB in a few seconds before).
+pub const OUTBOUND_PAUSE_BYTES: usize = 4 << 20;
+/// See `OUTBOUND_PAUSE_BYTES`.
+pub const OUTBOUND_RESUME_BYTES: usize = 1 << 20;
 
 #[derive(Debug)]
 enum Out {
@@ -179,17 +191,29 @@ impl OutState {
             if n < left {
                 // n < left <= the frame's length, which fits 32 bits.
                 self.front_written += n as u32;
+                self.bytes -= n;
                 return;
             }
             n -= left;
+            self.bytes -= left;
             self.queue.pop_front();
             crate::executor::release_if_empty(&mut self.queue);
             self.front_written = 0;
         }
     }
 
+    /// The reader waits for the queue to drain, and it has: it must be woken (this clears the flag).
+    fn resumes(&mut self) -> bool {
+        let resumes = self.throttled && self.bytes <= OUTBOUND_RESUME_BYTES;
+        if resumes {
+            self.throttled = false;
+        }
+        resumes
+    }
+
     fn give_up(&mut self, cancel: &OutInner) {
         self.done = true;
+        self.bytes = 0;
         self.queue.clear();
         self.queue.shrink_to_fit();
         self.front_written = 0;
@@ -405,6 +429,9 @@ impl Outbound {
             self.cancel();
             return None;
         }
+        if let Out::Bytes(b) = &out {
+            st.bytes += b.len();
+        }
         st.queue.push_back(out);
         Some(st)
     }
@@ -443,9 +470,9 @@ impl Outbound {
             tokio::spawn(write_backlog(self.clone()));
             return;
         }
-        let done = st.done;
+        let wake = st.done || st.resumes();
         drop(st);
-        if done {
+        if wake {
             self.inner.changed.notify_waiters();
         }
     }
@@ -460,6 +487,45 @@ impl Outbound {
 
     pub fn queued(&self) -> usize {
         self.state().queue.len()
+    }
+
+    /// Whether the unwritten replies exceed `OUTBOUND_PAUSE_BYTES`: the reader stops until `drained`.
+    fn backlogged(&self) -> bool {
+        self.state().bytes > OUTBOUND_PAUSE_BYTES
+    }
+
+    /// Waits until the unwritten replies are down to `OUTBOUND_RESUME_BYTES` (or the write side is done);
+    /// `progress` runs whenever some were written meanwhile (the client is reading: it is alive). Boxed:
+    /// rare, and kept out of every connection's future.
+    fn drained<'a>(
+        &'a self,
+        mut progress: impl FnMut() + Send + 'a,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let mut last = usize::MAX;
+            loop {
+                let notified = self.inner.changed.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                {
+                    let mut st = self.state();
+                    if st.done || st.bytes <= OUTBOUND_RESUME_BYTES {
+                        st.throttled = false;
+                        return;
+                    }
+                    if st.bytes < last {
+                        if last != usize::MAX {
+                            progress();
+                        }
+                        last = st.bytes;
+                    }
+                    st.throttled = true;
+                }
+                // Woken when drained (`OutState::resumes`), or by a cancel; the timeout lets writes that do
+                // not drain the queue yet count as the client's sign of life.
+                let _ = tokio::time::timeout(BACKLOG_CHECK, notified).await;
+            }
+        })
     }
 
     /// Waits until what was queued is written, or the connection has given up on it.
@@ -620,7 +686,11 @@ async fn write_backlog(out: Outbound) {
             }
         }
         let mut st = out.state();
-        if let Progress::Empty = st.write_queued(&out.inner) {
+        let progress = st.write_queued(&out.inner);
+        if st.resumes() {
+            out.inner.changed.notify_waiters();
+        }
+        if let Progress::Empty = progress {
             st.writer = false;
             // A queue that grew large while the client was slow gives its memory back.
             if st.queue.capacity() > 64 {
@@ -830,6 +900,10 @@ async fn close(
         let _ = tokio::time::timeout(CLOSE_LINGER, rd.discard_until_closed()).await;
     }
 }
+
+/// While a reader waits for its connection's replies to drain: how often it looks whether the client read
+/// some (then its session is touched, as a request would).
+const BACKLOG_CHECK: Duration = Duration::from_millis(250);
 
 /// How long a closing connection waits for its queue to be written, and then for the client to close its
 /// side.
@@ -1234,6 +1308,15 @@ fn read_loop<'a>(
             if let Some(wait) = wait {
                 wait.await?;
             }
+            if out.backlogged() {
+                out.drained(|| {
+                    let sid = info.session_id();
+                    if sid != 0 {
+                        shared.touch(sid);
+                    }
+                })
+                .await;
+            }
         }
     }
 }
@@ -1306,4 +1389,70 @@ async fn handshake(
         })
         .map_err(|_| ConnError::ExecutorGone)?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A connected pair: the server side as an `Outbound`, the client side as a plain stream.
+    async fn pair() -> (Outbound, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let (server, remote) = listener.accept().await.expect("accept");
+        let info = ConnInfo::new(1, remote, 0, 10_000);
+        (Outbound::new(server, info, 100_000), client)
+    }
+
+    #[tokio::test]
+    async fn a_backlog_of_unread_replies_pauses_the_reader_until_the_client_reads() {
+        let (out, mut client) = pair().await;
+        let reply = vec![7u8; 256 << 10];
+        let mut sent = 0usize;
+        // The client reads nothing: the kernel's buffers fill, then the queue grows past the mark.
+        while !out.backlogged() {
+            assert!(out.send(reply.clone()), "the connection stays open");
+            sent += reply.len();
+            assert!(sent < 256 << 20, "never backlogged");
+        }
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let drained = out.drained(|| {
+            calls.fetch_add(1, Ordering::Relaxed);
+        });
+        tokio::pin!(drained);
+        // Still backlogged while the client reads nothing.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), drained.as_mut())
+                .await
+                .is_err(),
+            "the reader resumed with the backlog unread"
+        );
+        // The client reads everything: the reader resumes, and every byte arrives.
+        let reading = tokio::spawn(async move {
+            let mut buf = vec![0u8; 1 << 20];
+            let mut got = 0usize;
+            while got < sent {
+                let n = client.read(&mut buf).await.expect("read");
+                assert!(n > 0, "closed early");
+                assert!(buf[..n].iter().all(|&b| b == 7));
+                got += n;
+            }
+            got
+        });
+        tokio::time::timeout(Duration::from_secs(10), drained)
+            .await
+            .expect("the reader resumes once the client has read");
+        assert!(!out.backlogged());
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(10), reading)
+                .await
+                .expect("the client reads it all")
+                .expect("the reading task"),
+            sent
+        );
+    }
 }
