@@ -1437,6 +1437,11 @@ mod tests {
             sent += reply.len();
             assert!(sent < 256 << 20, "never backlogged");
         }
+        // Well past the mark, so that what the client reads below cannot bring it down to the resume mark.
+        for _ in 0..32 {
+            assert!(out.send(reply.clone()), "the connection stays open");
+            sent += reply.len();
+        }
         let calls = std::sync::atomic::AtomicUsize::new(0);
         let drained = out.drained(|| {
             calls.fetch_add(1, Ordering::Relaxed);
@@ -1449,10 +1454,32 @@ mod tests {
                 .is_err(),
             "the reader resumed with the backlog unread"
         );
-        // The client reads everything: the reader resumes, and every byte arrives.
+        // The client reads 1 MiB and stops: the backlog shrinks but stays above the resume mark, and the
+        // waiting reader sees that the client is alive (`progress`: its session is touched).
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0usize;
+        while got < buf.len() {
+            let n = client.read(&mut buf[got..]).await.expect("read");
+            assert!(n > 0, "closed early");
+            assert!(buf[got..got + n].iter().all(|&b| b == 7));
+            got += n;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while calls.load(Ordering::Relaxed) == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a client that reads some of its replies was not seen as alive"
+            );
+            assert!(
+                tokio::time::timeout(Duration::from_millis(20), drained.as_mut())
+                    .await
+                    .is_err(),
+                "the reader resumed with most of the backlog unread"
+            );
+        }
+        // The client reads the rest: the reader resumes, and every byte arrives.
         let reading = tokio::spawn(async move {
             let mut buf = vec![0u8; 1 << 20];
-            let mut got = 0usize;
             while got < sent {
                 let n = client.read(&mut buf).await.expect("read");
                 assert!(n > 0, "closed early");

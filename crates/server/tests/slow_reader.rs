@@ -1,6 +1,7 @@
-//! A client that pipelines reads of a large node and reads the replies only later: the server stops reading
-//! that connection while its unwritten replies pile up (TCP's backpressure, instead of its memory), and
-//! when the client reads, every reply arrives, whole and in order; other clients are served meanwhile.
+//! A client that pipelines reads of a large node and reads the replies only later (54 MB of replies, far past
+//! the mark at which the server stops reading a connection, `connection::OUTBOUND_PAUSE_BYTES`): when it
+//! reads, every reply arrives, whole and in order, and other clients are served meanwhile. That the reader
+//! pauses is shown by the unit test in `connection.rs`; this one shows nothing is lost or reordered.
 
 mod common;
 
