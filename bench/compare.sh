@@ -440,6 +440,24 @@ run_null() {
     # Session establishment and close (the null server answers a ConnectRequest at once and logs nothing).
     run null sessions sessions --duration "$DURATION"
     stop_server
+    # The durable null server: the same, but every write, new session and closeSession is appended to a log
+    # on the data disk and synced (group commit, one logger thread) before its reply. What it reaches is what
+    # a server that syncs its writes can reach on this disk and these cores with nothing else to do.
+    PORT=$(free_port)
+    log "durable null server (pair $PAIR): starting on 127.0.0.1:$PORT"
+    "$NULL_BIN" --listen "127.0.0.1:$PORT" --log "$WORK/null-log" >"$WORK/nulllog-$PAIR.log" 2>&1 &
+    SERVER_PID=$!
+    disown "$SERVER_PID"
+    for ((i = 0; i < 300; i++)); do # 30 s: the log file is zeroed first
+        grep -q '^listening on' "$WORK/nulllog-$PAIR.log" && break
+        sleep 0.1
+    done
+    for op in set create; do
+        run nulllog "ops-$op-32" ops --op "$op" --sessions 32 --duration "$DURATION"
+    done
+    run nulllog sessions sessions --duration "$DURATION"
+    stop_server
+    rm -f "$WORK/null-log"
 }
 
 # The independent load generator: closed-loop getData/setData through ZooKeeper's own Java client (its

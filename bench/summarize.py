@@ -256,6 +256,33 @@ if fsyncs:
         print("the ceiling with the log: N in flight / (N / null server's rate + the request's fdatasyncs in series):")
         print("\n".join(lines))
 
+# The ceiling with the log, measured: the same runs against the durable null server (null_server --log: keeps
+# nothing but a log, syncs every write, new session and closeSession before the reply, with group commit). A
+# goal below it is within reach of a server that syncs its writes on this disk and these cores; a goal above it
+# and above the bound above is out of reach here.
+DURABLE = (  # label, rate's name, goal (x ZooKeeper), name, throughput figure
+    ("ops-set-32", "requests", 2, "set, 32 sessions", "set, 32 sessions: throughput (ops/s)"),
+    ("ops-create-32", "requests", 2, "create, 32 sessions", "create, 32 sessions: throughput (ops/s)"),
+    ("sessions", "established", 3, "sessions established", "sessions: established per s"),
+)
+durable_lines = []
+for label, name, goal, prefix, thr in DURABLE:
+    vs = values(label, "nulllog", lambda d: rate(d, name)["per_s"])
+    ox, zk = medians.get(thr, (None, None))
+    if not vs or not zk:
+        continue
+    v = med(vs)
+    if v >= goal * zk:
+        verdict = "the goal is below it: within reach of a server that syncs its writes here"
+    else:
+        verdict = f"the goal ({goal}x) is above it"
+    durable_lines.append(f"  {prefix:<40} {v:>9.0f} per s = {v / zk:.2f}x ZooKeeper (oxkeeper reaches"
+                         f" {100 * ox / v if ox else float('nan'):.0f}% of it): {verdict}")
+if durable_lines:
+    print("the ceiling with the log, measured (a null server that keeps only a log: every write, new session and"
+          " closeSession synced before its reply, group commit):")
+    print("\n".join(durable_lines))
+
 # The CPU a goal leaves the server: at the goal's rate the generator needs its CPU per op (as measured against
 # the null server, where it is busiest) times the rate, and the generator and server together get at most the
 # share of the machine they got in the null runs (everything but the other processes' CPU). What is left,
