@@ -421,17 +421,22 @@ run_instance() { # kind
 # The machine's ceiling: the same ops runs against a server that keeps nothing and answers at once
 # (crates/bench/examples/null_server.rs). No real server can be faster here, so `null / ZooKeeper` is the
 # largest ratio this machine can show; the targets below are read against it.
-run_null() {
-    local i
+start_null() { # name log-file null_server-arguments...; sets PORT and SERVER_PID, waits until it listens
+    local name=$1 out=$2 i
+    shift 2
     PORT=$(free_port)
-    log "null server (pair $PAIR): starting on 127.0.0.1:$PORT"
-    "$NULL_BIN" --listen "127.0.0.1:$PORT" >"$WORK/null-$PAIR.log" 2>&1 &
+    log "$name (pair $PAIR): starting on 127.0.0.1:$PORT"
+    "$NULL_BIN" --listen "127.0.0.1:$PORT" "$@" >"$out" 2>&1 &
     SERVER_PID=$!
     disown "$SERVER_PID"
-    for ((i = 0; i < 100; i++)); do
-        grep -q '^listening on' "$WORK/null-$PAIR.log" && break
+    for ((i = 0; i < 300; i++)); do # 30 s: a durable one zeroes its log file first
+        grep -q '^listening on' "$out" && break
         sleep 0.1
     done
+}
+
+run_null() {
+    start_null "null server" "$WORK/null-$PAIR.log"
     # 32 sessions only: one session is bound by round trips and thread hand-offs, not by the cores.
     for op in get set; do
         run null "ops-$op-32" ops --op "$op" --sessions 32 --duration "$DURATION"
@@ -443,15 +448,7 @@ run_null() {
     # The durable null server: the same, but every write, new session and closeSession is appended to a log
     # on the data disk and synced (group commit, one logger thread) before its reply. What it reaches is what
     # a server that syncs its writes can reach on this disk and these cores with nothing else to do.
-    PORT=$(free_port)
-    log "durable null server (pair $PAIR): starting on 127.0.0.1:$PORT"
-    "$NULL_BIN" --listen "127.0.0.1:$PORT" --log "$WORK/null-log" >"$WORK/nulllog-$PAIR.log" 2>&1 &
-    SERVER_PID=$!
-    disown "$SERVER_PID"
-    for ((i = 0; i < 300; i++)); do # 30 s: the log file is zeroed first
-        grep -q '^listening on' "$WORK/nulllog-$PAIR.log" && break
-        sleep 0.1
-    done
+    start_null "durable null server" "$WORK/nulllog-$PAIR.log" --log "$WORK/null-log"
     for op in set create; do
         run nulllog "ops-$op-32" ops --op "$op" --sessions 32 --duration "$DURATION"
     done
