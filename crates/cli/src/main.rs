@@ -202,4 +202,13 @@ mod tests {
         super::return_freed_memory_in_the_background();
         assert!(tikv_jemalloc_ctl::background_thread::read().expect("read the setting"));
     }
+
+    /// Built without cache-oblivious placement: a large allocation (a chunk arena of the DataTree) takes
+    /// no page beyond its size class (Cargo.toml, `disable_cache_oblivious`).
+    #[test]
+    fn large_allocations_take_no_extra_page() {
+        // SAFETY: the name is a NUL-terminated mallctl name whose value is a bool.
+        let on = unsafe { tikv_jemalloc_ctl::raw::read::<bool>(b"opt.cache_oblivious\0") };
+        assert_eq!(on, Ok(false));
+    }
 }
