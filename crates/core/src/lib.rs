@@ -17,7 +17,7 @@ pub mod watches;
 
 pub use session::{Owner, SessionChange, SessionInfo};
 pub use state::{Applied, ApplySettings, Command, CommandOp, StateMachine, Trigger};
-pub use tracker::{ExpiryQueue, SessionTracker};
+pub use tracker::SessionTracker;
 pub use tree::{DataTree, NodeKind, NodeRef, NodeStat};
 pub use watches::{WatchKind, WatchTable};
 

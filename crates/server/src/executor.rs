@@ -1347,7 +1347,7 @@ impl Executor {
         let now = self.shared.now_ms();
         {
             let mut t = self.shared.tracker();
-            for id in t.expire(now) {
+            for id in t.expire_within(now, oxkeeper_core::tracker::EXPIRY_PASS_BUDGET) {
                 self.shared
                     .stats
                     .count(crate::stats::Counter::StaleSessionExpired);
