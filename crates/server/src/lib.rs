@@ -12,6 +12,7 @@ pub mod fourlw;
 pub mod import;
 pub mod replication;
 pub mod server;
+mod slots;
 pub mod stats;
 
 pub use config::Config;
