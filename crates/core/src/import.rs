@@ -9,10 +9,9 @@
 use crate::acl::{open_acl_unsafe, read_acl_unsafe};
 use crate::path::{self, parent_of};
 use crate::quota::{self, StatsTrack};
-use crate::session::{self, SessionInfo};
+use crate::session::{self, SessionInfo, SessionTable};
 use crate::state::{ApplySettings, StateMachine};
 use crate::tree::{DataTree, NodeKind, NodeStat};
-use imbl::OrdMap;
 use oxkeeper_proto::{
     Acl, ErrorCode, OpCode, CONTAINER_EPHEMERAL_OWNER, TTL_EPHEMERAL_OWNER_MASK, TTL_MAX_MS,
 };
@@ -645,7 +644,7 @@ impl StateMachine {
         .map_err(|e| e.to_string())?;
         add_missing_system_nodes(&mut tree, &mut acls);
 
-        let mut sessions: OrdMap<i64, SessionInfo> = OrdMap::new();
+        let mut sessions = SessionTable::new();
         for s in &image.sessions {
             if !matches!(NodeKind::from_owner(s.id), NodeKind::Ephemeral(_)) {
                 return Err(format!(

@@ -5,7 +5,7 @@
 //! (flagged per session) so that their clients survive a migration. Pure functions, no I/O.
 
 use hmac::{Hmac, Mac};
-use imbl::OrdSet;
+use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::sync::Arc;
@@ -102,6 +102,78 @@ impl<'de> Deserialize<'de> for Ephemerals {
     }
 }
 
+/// A session id as the session table's key, ordered by its bits reversed. Ids are handed out in
+/// increasing order, and imbl's B-tree splits a full leaf in the middle: keyed by the id itself, every leaf
+/// but the last stayed half full (8 of 16 entries in a 768 B allocation: 96 B per session measured). In
+/// reversed-bit order consecutive ids land all over the tree and leaves fill as with random keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+struct SessionKey(i64);
+
+impl Ord for SessionKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.0 as u64)
+            .reverse_bits()
+            .cmp(&(other.0 as u64).reverse_bits())
+    }
+}
+
+impl PartialOrd for SessionKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The replicated session table: id → entry, structurally shared (a snapshot or a multi's rollback copy
+/// is O(1)). Iteration order is the table's own (see `SessionKey`), the same on every member; callers
+/// that show sessions sort them. Serialized as a map of id → entry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionTable(OrdMap<SessionKey, SessionInfo>);
+
+impl SessionTable {
+    pub fn new() -> Self {
+        SessionTable::default()
+    }
+
+    pub fn get(&self, id: &i64) -> Option<&SessionInfo> {
+        self.0.get(&SessionKey(*id))
+    }
+
+    pub fn get_mut(&mut self, id: &i64) -> Option<&mut SessionInfo> {
+        self.0.get_mut(&SessionKey(*id))
+    }
+
+    pub fn contains_key(&self, id: &i64) -> bool {
+        self.0.contains_key(&SessionKey(*id))
+    }
+
+    pub fn insert(&mut self, id: i64, info: SessionInfo) -> Option<SessionInfo> {
+        self.0.insert(SessionKey(id), info)
+    }
+
+    pub fn remove(&mut self, id: &i64) -> Option<SessionInfo> {
+        self.0.remove(&SessionKey(*id))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Every session, in the table's order (not by id).
+    pub fn iter(&self) -> impl Iterator<Item = (&i64, &SessionInfo)> + '_ {
+        self.0.iter().map(|(k, v)| (&k.0, v))
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &SessionInfo> + '_ {
+        self.0.values()
+    }
+}
+
 /// A change of the session table that the member must act on (track, untrack, answer, close).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SessionChange {
@@ -170,6 +242,66 @@ pub(crate) fn password_matches(expected: &[u8; PASSWORD_LEN], got: &[u8]) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod table {
+        use std::collections::BTreeMap;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #[test]
+            fn the_session_table_is_a_map(ops in proptest::collection::vec((0..64i64, 0..3u8), 1..300)) {
+                let mut t = SessionTable::new();
+                let mut m = BTreeMap::new();
+                for (low, op) in ops {
+                    let id = (1 << 56) | low;
+                    match op {
+                        0 => prop_assert_eq!(
+                            t.insert(id, SessionInfo::new(low as i32)),
+                            m.insert(id, SessionInfo::new(low as i32))
+                        ),
+                        1 => prop_assert_eq!(t.remove(&id), m.remove(&id)),
+                        _ => {
+                            if let Some(s) = t.get_mut(&id) {
+                                s.legacy_password = true;
+                            }
+                            if let Some(s) = m.get_mut(&id) {
+                                s.legacy_password = true;
+                            }
+                        }
+                    }
+                    prop_assert_eq!(t.get(&id), m.get(&id));
+                    prop_assert_eq!(t.contains_key(&id), m.contains_key(&id));
+                    prop_assert_eq!(t.len(), m.len());
+                }
+                let mut all: Vec<(i64, SessionInfo)> = t.iter().map(|(id, s)| (*id, s.clone())).collect();
+                all.sort_unstable_by_key(|(id, _)| *id);
+                prop_assert_eq!(all, m.into_iter().collect::<Vec<_>>());
+            }
+        }
+
+        /// A snapshot written when the table was keyed by the id itself (sessions in id order) reads back.
+        #[test]
+        fn a_table_serialized_in_id_order_reads_back() {
+            let mut old: OrdMap<i64, SessionInfo> = OrdMap::new();
+            for low in 0..100 {
+                old.insert((1 << 56) | low, SessionInfo::new(4000 + low as i32));
+            }
+            let bytes = postcard::to_allocvec(&old).expect("serializes");
+            let table: SessionTable = postcard::from_bytes(&bytes).expect("deserializes");
+            assert_eq!(table.len(), 100);
+            for (id, s) in old.iter() {
+                assert_eq!(table.get(id), Some(s));
+            }
+            // And the table's own serialization is the same map (in another order).
+            let again: OrdMap<i64, SessionInfo> =
+                postcard::from_bytes(&postcard::to_allocvec(&table).expect("serializes"))
+                    .expect("deserializes");
+            assert_eq!(again, old);
+        }
+    }
 
     #[test]
     fn zookeeper_password_matches_java_random() {

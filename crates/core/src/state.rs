@@ -10,11 +10,10 @@ use crate::acl::{check_acl, fixup_acl, mask_digest_ids};
 use crate::path::{self, is_special_path, parent_of, validate_path};
 use crate::session::{
     self, hmac_password, initial_session_counter, password_matches, zookeeper_password, Owner,
-    SessionInfo, PASSWORD_LEN,
+    SessionInfo, SessionTable, PASSWORD_LEN,
 };
 use crate::tree::{next_version, DataTree, NodeKind, NodeRef};
 use crate::SessionId;
-use imbl::OrdMap;
 use oxkeeper_proto::{
     perms, Acl, CreateMode, CreateRequest, ErrorCode, EventType, Id, MultiOp, MultiResult, OpCode,
     PathVersion, Request, Response, SetAclRequest, SetDataRequest, Stat, CONTAINER_EPHEMERAL_OWNER,
@@ -112,7 +111,7 @@ impl std::fmt::Debug for Secret {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StateMachine {
     tree: DataTree,
-    sessions: OrdMap<i64, SessionInfo>,
+    sessions: SessionTable,
     last_zxid: i64,
     /// Low 56 bits of the next session id.
     next_session: u64,
@@ -198,7 +197,7 @@ impl StateMachine {
     pub fn new() -> Self {
         StateMachine {
             tree: DataTree::new(),
-            sessions: OrdMap::new(),
+            sessions: SessionTable::new(),
             last_zxid: 0,
             next_session: 0,
             member_id: 1,
@@ -211,7 +210,7 @@ impl StateMachine {
     /// them). `next_session` is the low 56 bits of the next session id.
     pub(crate) fn from_parts(
         tree: DataTree,
-        sessions: OrdMap<i64, SessionInfo>,
+        sessions: SessionTable,
         last_zxid: i64,
         next_session: u64,
         member_id: u8,
@@ -261,7 +260,13 @@ impl StateMachine {
 
     /// Every live session with the timeout it was created with, by id.
     pub fn sessions(&self) -> impl Iterator<Item = (i64, i32)> + '_ {
-        self.sessions.iter().map(|(id, s)| (*id, s.timeout_ms))
+        let mut all: Vec<(i64, i32)> = self
+            .sessions
+            .iter()
+            .map(|(id, s)| (*id, s.timeout_ms))
+            .collect();
+        all.sort_unstable();
+        all.into_iter()
     }
 
     pub fn session_count(&self) -> usize {
@@ -278,11 +283,14 @@ impl StateMachine {
 
     /// Sessions that own ephemerals, with their paths (the `dump` four-letter word).
     pub fn sessions_with_ephemerals(&self) -> Vec<(i64, Vec<String>)> {
-        self.sessions
+        let mut all: Vec<(i64, Vec<String>)> = self
+            .sessions
             .iter()
             .filter(|(_, s)| !s.ephemerals.is_empty())
             .map(|(id, s)| (*id, s.ephemerals.iter().map(|p| p.to_string()).collect()))
-            .collect()
+            .collect();
+        all.sort_unstable_by_key(|(id, _)| *id);
+        all
     }
 
     /// The number of ordinary ephemerals (`ephemerals_count` of `mntr`).
