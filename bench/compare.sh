@@ -430,9 +430,12 @@ start_null() { # name log-file null_server-arguments...; sets PORT and SERVER_PI
     SERVER_PID=$!
     disown "$SERVER_PID"
     for ((i = 0; i < 300; i++)); do # 30 s: a durable one zeroes its log file first
-        grep -q '^listening on' "$out" && break
+        grep -q '^listening on' "$out" && return 0
+        kill -0 "$SERVER_PID" 2>/dev/null || { echo "compare: the $name exited at start; see $out" >&2; exit 1; }
         sleep 0.1
     done
+    echo "compare: the $name not listening after 30 s; see $out" >&2
+    exit 1
 }
 
 run_null() {
