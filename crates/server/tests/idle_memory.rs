@@ -115,8 +115,9 @@ fn census() -> Census {
 /// The largest left: the reply queue's record with the socket and the parked reader (184 B), `ConnInfo`
 /// (160 B), hash tables (the connection table, the executor's slot index, the cold set, the tracker), the
 /// session table, the executor's record (48 B, in a chunk).
-/// ZooKeeper 3.8's live heap is ~2000-2900 B per idle session (bench/RESULTS.md).
-const BUDGET_BYTES: f64 = 650.0;
+/// ZooKeeper 3.8's live heap is ~2000-2900 B per idle session (bench/RESULTS.md). The budget leaves ~5%:
+/// the session table keyed by the id itself again (half-full leaves) measures 625 B and fails it.
+const BUDGET_BYTES: f64 = 610.0;
 /// Sessions measured (fewer if the file-descriptor limit is lower).
 const SESSIONS: usize = 2000;
 
