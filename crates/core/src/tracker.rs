@@ -178,7 +178,8 @@ impl SessionTracker {
     }
 
     /// The sessions whose deadline is ≤ `now_ms`, marked closing (the caller proposes CloseSession for
-    /// each), in deadline then id order within each list. A session already closing is returned when its
+    /// each): list by list in time order, by id within each list (a list may hold sessions of several
+    /// past deadlines). A session already closing is returned when its
     /// deadline passes too, as in ZooKeeper, so a close that was lost is retried; closing it twice is
     /// harmless.
     pub fn expire(&mut self, now_ms: u64) -> Vec<i64> {

@@ -1351,11 +1351,11 @@ impl Executor {
         let now = self.shared.now_ms();
         {
             let mut t = self.shared.tracker();
+            // Each returned session is already marked closing in the tracker.
             for id in t.expire_within(now, oxkeeper_core::tracker::EXPIRY_PASS_BUDGET) {
                 self.shared
                     .stats
                     .count(crate::stats::Counter::StaleSessionExpired);
-                t.set_closing(id);
                 self.expiry_backlog.push_back(id);
             }
         }
