@@ -255,7 +255,7 @@ async fn serve(stream: TcpStream, server: &Server) -> std::io::Result<()> {
             if header.op == OpCode::CloseSession as i32 {
                 close = true;
             }
-            if is_write(&req) || close {
+            if req.is_write() {
                 logged.extend_from_slice(whole);
             }
             let (zxid, resp) = answer(server, req);
@@ -303,19 +303,6 @@ async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> 
         }
     }
     Ok(())
-}
-
-/// Requests that change the state (and so go to the log).
-fn is_write(req: &Request) -> bool {
-    matches!(
-        req,
-        Request::Create { .. }
-            | Request::Delete(_)
-            | Request::SetData(_)
-            | Request::SetAcl(_)
-            | Request::DeleteContainer(_)
-            | Request::Multi(_)
-    )
 }
 
 fn stat(server: &Server, data_length: usize) -> Stat {

@@ -120,6 +120,22 @@ fn encode_multi(w: &mut Writer, ops: &[MultiOp]) {
 }
 
 impl Request {
+    /// Whether this request changes the replicated state, so goes through the log: ZooKeeper's write
+    /// requests (a multi even if it holds only checks; reconfig; closeSession).
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Request::Create { .. }
+                | Request::Delete(_)
+                | Request::SetData(_)
+                | Request::SetAcl(_)
+                | Request::Multi(_)
+                | Request::DeleteContainer(_)
+                | Request::Reconfig(_)
+                | Request::CloseSession
+        )
+    }
+
     /// Decodes a request body for the opcode in its `RequestHeader`. Trailing bytes are ignored.
     pub fn decode(op: i32, body: &[u8]) -> Result<Request, RequestDecodeError> {
         let code = OpCode::from_i32(op).ok_or(RequestDecodeError::UnknownOpcode(op))?;
@@ -263,6 +279,20 @@ mod tests {
     }
 
     proptest! {
+        /// ZooKeeper's write requests, by opcode (those that `PrepRequestProcessor` turns into a
+        /// transaction).
+        #[test]
+        fn writes_are_zookeepers_transaction_opcodes(req in arb::request()) {
+            use OpCode::*;
+            let op = req.opcode();
+            let write = matches!(
+                op,
+                Create | Create2 | CreateContainer | CreateTtl | Delete | DeleteContainer | SetData
+                    | SetAcl | Multi | Reconfig | CloseSession
+            );
+            prop_assert_eq!(req.is_write(), write, "{:?}", op);
+        }
+
         #[test]
         fn request_round_trips(req in arb::request()) {
             let bytes = req.to_bytes();

@@ -678,7 +678,7 @@ impl Executor {
                 let item = if matches!(req, Request::Check(_)) {
                     // Only valid inside a multi (ZooKeeper 3.9: UNIMPLEMENTED, then close).
                     Item::Unimplemented { xid }
-                } else if is_write(&req) {
+                } else if req.is_write() {
                     Item::Write { xid, req }
                 } else {
                     Item::Local { xid, req }
@@ -1476,20 +1476,6 @@ pub(crate) fn release_if_empty<T>(q: &mut VecDeque<T>) {
     if q.is_empty() && q.capacity() > 0 {
         *q = VecDeque::new();
     }
-}
-
-fn is_write(req: &Request) -> bool {
-    matches!(
-        req,
-        Request::Create { .. }
-            | Request::Delete(_)
-            | Request::SetData(_)
-            | Request::SetAcl(_)
-            | Request::Multi(_)
-            | Request::DeleteContainer(_)
-            | Request::Reconfig(_)
-            | Request::CloseSession
-    )
 }
 
 /// Queues a frame, written when this pass of the executor ends (`Outbox::flush`); a connection whose queue
