@@ -19,7 +19,8 @@
 # set-up freed has gone back to the system, jemalloc's 10 s decay), IDLE_HEAP_DURATION (45s: the hold of
 # ZooKeeper's second idle run, the one for its live heap), NODES (1000000 small nodes, bulk
 # created with 32 sessions x 32 in flight, for the memory per node), NODE_SIZE (32 bytes), CLEANUP_EPHEMERALS
-# (10000), WATCHERS (100), CROSSCHECK (1; 0 skips it), CROSS_DURATION (DURATION), ZK_JAVA_OPTS (extra JVM
+# (10000), WATCHERS (100), MIXED_RATE (30000: requests per second of the open-loop mixed run, the same load
+# on both servers, below either's closed-loop rate here), CROSSCHECK (1; 0 skips it), CROSS_DURATION (DURATION), ZK_JAVA_OPTS (extra JVM
 # flags for the server; default none, as Debian's /etc/zookeeper/conf/environment), BENCH_DIR (default
 # /tmp/oxk-compare-<date>: every run's JSON, the server logs and the summary; kept afterwards, the data
 # directories are removed), SKIP_INSTALL=1 (do not run the installer).
@@ -47,6 +48,7 @@ NODES=${NODES:-1000000}
 NODE_SIZE=${NODE_SIZE:-32}
 CLEANUP_EPHEMERALS=${CLEANUP_EPHEMERALS:-10000}
 WATCHERS=${WATCHERS:-100}
+MIXED_RATE=${MIXED_RATE:-30000}
 CROSSCHECK=${CROSSCHECK:-1}
 CROSS_DURATION=${CROSS_DURATION:-$DURATION}
 TICK_MS=2000
@@ -403,6 +405,10 @@ run_instance() { # kind
         done
     done
     run "$kind" "ops-mixed-32" ops --op mixed --mix get=90,set=10 --sessions 32 --duration "$DURATION"
+    # The same mix at the same fixed rate on both servers (open loop: latency from each request's intended
+    # send time): closed loop, each server runs at its own rate, and the faster one loads the shared cores more.
+    run "$kind" "rate-mixed-32" ops --op mixed --mix get=90,set=10 --sessions 32 --rate "$MIXED_RATE" \
+        --duration "$DURATION"
     run "$kind" sessions sessions --duration "$DURATION"
     run "$kind" watch watch --watchers "$WATCHERS" --duration "$DURATION"
     run "$kind" expiry expiry --cleanup-ephemerals "$CLEANUP_EPHEMERALS"

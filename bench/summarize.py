@@ -3,7 +3,7 @@
 targets of issue 6, and the cross-check, read off the run's directory (its runs/*.json, memory.tsv,
 probes.tsv). compare.sh runs it at the end; `bench/summarize.py BENCH_DIR IDLE_SESSIONS NODES` (or
 `SUMMARY_ONLY=1 BENCH_DIR=... bench/compare.sh`) reads an earlier run's directory again."""
-import glob, json, os, statistics, sys
+import glob, json, os, re, statistics, sys
 
 work, idle_n, nodes_n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 KINDS = ("oxkeeper", "zookeeper")
@@ -77,6 +77,28 @@ for label in labels:
     add_latency(f"{name} latency", label)
     add_cpu(name, label, "op", lambda d: rate(d, "requests")["count"])
     add(f"{name} errors", "lower", label, lambda d: d["error_total"] or None)
+
+# The mixed runs' two operations apart: the set's latency is what moves the mix's p99 (10% of the requests).
+def add_mixed_ops(name, label):
+    for op in ("get", "set"):
+        add(f"{name} {op} latency p50 (ms)", "lower", label, lambda d, op=op: lat(d, op)["p50_us"] / 1000)
+        add(f"{name} {op} latency p99 (ms)", "lower", label, lambda d, op=op: lat(d, op)["p99_us"] / 1000)
+
+if "ops-mixed-32" in labels:
+    add_mixed_ops("mixed (get=90,set=10), 32 sessions:", "ops-mixed-32")
+# The same mix at one fixed rate on both servers (open loop): latency at equal load.
+rate_label = "rate-mixed-32"
+if any(l == rate_label for l, _ in runs):
+    first = next(d for (l, _), ds in runs.items() if l == rate_label for _, d in ds)
+    at = re.search(r"open loop at (\d+)/s", first.get("description", ""))
+    name = f"mixed (get=90,set=10), 32 sessions, {at.group(1) + '/s' if at else 'fixed rate'} open loop:"
+    add(f"{name} throughput (ops/s)", "higher", rate_label, lambda d: rate(d, "requests")["per_s"])
+    add_latency(f"{name} latency", rate_label, "all")
+    add_mixed_ops(name, rate_label)
+    add(f"{name} generator's send lag p99 (ms)", "lower", rate_label,
+        lambda d: lat(d, "send lag (open loop)")["p99_us"] / 1000)
+    add_cpu(name, rate_label, "op", lambda d: rate(d, "requests")["count"])
+    add(f"{name} errors", "lower", rate_label, lambda d: d["error_total"] or None)
 
 add("sessions: established per s", "higher", "sessions", lambda d: rate(d, "established")["per_s"])
 add_latency("sessions: establish", "sessions", "establish")
