@@ -54,6 +54,33 @@ EVENT_RE = re.compile(r"^WatchedEvent state:(\S+) type:(\S+) path:(.*)$")
 MARK_RE = re.compile(r"(?:^|[\s:])" + re.escape(MARK) + r"(\d+)$")
 
 
+def split_events(lines):
+    """Separates zkCli's watch notifications from the commands' output: (output lines, events).
+
+    zkCli's event thread prints "\\nWATCHER::" and "\\nWatchedEvent ..." while the main thread prints command
+    output, so they interleave, even inside a line: `ls` prints a listing piece by piece ("[", each child, ", ",
+    "]\\n"), and a notification can land between two children. A line cut that way is followed directly by
+    "WATCHER::" (at a line's end there is an empty line between them); its rest is the first output line after
+    the event, and is joined back to it."""
+    out, events = [], []
+    cut = False
+    prev = ""
+    for line in lines:
+        m = EVENT_RE.match(line)
+        if m:
+            events.append((m.group(1), m.group(2), m.group(3)))
+        elif line == "WATCHER::":
+            cut = cut or (prev != "" and bool(out) and out[-1] == prev)
+        elif cut:
+            if line != "":
+                out[-1] += line
+                cut = False
+        else:
+            out.append(line)
+        prev = line
+    return out, events
+
+
 def run_session(hp, cmds, timeout=120):
     """Run the commands in one zkCli process. Returns (blocks, events, raw): blocks[i] = output lines of cmds[i]."""
     script = []
@@ -68,19 +95,10 @@ def run_session(hp, cmds, timeout=120):
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
         raise RuntimeError(f"zkCli.sh did not finish within {timeout} s; output so far:\n{out}")
-    lines = clean_lines(p.stdout)
-    events = []
+    lines, events = split_events(clean_lines(p.stdout))
     blocks = {}
     cur = None
     for line in lines:
-        # zkCli's event thread prints "WATCHER::", "", "WatchedEvent ..." while the main thread prints
-        # command output, so their lines interleave: pick event lines out wherever they are.
-        m = EVENT_RE.match(line)
-        if m:
-            events.append((m.group(1), m.group(2), m.group(3)))
-            continue
-        if line == "WATCHER::":
-            continue
         m = MARK_RE.search(line)
         if m:
             cur = int(m.group(1))
