@@ -20,8 +20,9 @@
 # ZooKeeper's second idle run, the one for its live heap), NODES (1000000 small nodes, bulk
 # created with 32 sessions x 32 in flight, for the memory per node), NODE_SIZE (32 bytes), CLEANUP_EPHEMERALS
 # (10000), WATCHERS (100), MIXED_RATE (30000: requests per second of the open-loop mixed run, the same load
-# on both servers, below either's closed-loop rate here), CROSSCHECK (1; 0 skips it), CROSS_DURATION (DURATION), ZK_JAVA_OPTS (extra JVM
-# flags for the server; default none, as Debian's /etc/zookeeper/conf/environment), BENCH_DIR (default
+# on both servers, below either's closed-loop rate here), CROSSCHECK (1; 0 skips it), CROSS_DURATION
+# (DURATION), ZK_JAVA_OPTS (extra JVM flags for the server; default none, as Debian's
+# /etc/zookeeper/conf/environment), BENCH_DIR (default
 # /tmp/oxk-compare-<date>: every run's JSON, the server logs and the summary; kept afterwards, the data
 # directories are removed), SKIP_INSTALL=1 (do not run the installer).
 #

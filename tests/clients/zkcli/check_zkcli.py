@@ -81,6 +81,26 @@ def split_events(lines):
     return out, events
 
 
+def split_events_self_check():
+    """`split_events` on output shapes zkCli produces: None if it reads them right, else what it got wrong."""
+    ev = "WatchedEvent state:SyncConnected type:NodeDataChanged path:/r/s"
+    cases = [
+        # a notification inside an `ls` listing (seen in CI): the listing is one line again
+        (["[a, b", "WATCHER::", "", ev, ", c]", "next"], ["[a, b, c]", "next"]),
+        # at a line's end: nothing joined
+        (["[a, b]", "", "WATCHER::", "", ev, "Created /r/x"], ["[a, b]", "", "", "Created /r/x"]),
+        # two notifications inside one line
+        (["[a", "WATCHER::", "", ev, "WATCHER::", "", ev, ", b]"], ["[a, b]"]),
+        # before any output
+        (["WATCHER::", "", ev, "foo"], ["", "foo"]),
+    ]
+    for raw, want in cases:
+        got, events = split_events(raw)
+        if got != want or len(events) != raw.count(ev):
+            return f"split_events({raw!r}) = {got!r}, {len(events)} events; expected {want!r}"
+    return None
+
+
 def run_session(hp, cmds, timeout=120):
     """Run the commands in one zkCli process. Returns (blocks, events, raw): blocks[i] = output lines of cmds[i]."""
     script = []
@@ -282,6 +302,10 @@ def main():
         print("usage: check_zkcli.py host:port", file=sys.stderr)
         return 2
     hp = sys.argv[1]
+    why = split_events_self_check()
+    if why:
+        bad("zkcli output parser", why)
+        return 1
     R = "/zkcli-" + uuid.uuid4().hex[:12]
     R2 = R + "-oneshot"
     u1 = digest("u1:p1")
