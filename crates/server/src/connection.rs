@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use oxkeeper_proto::frame::{encode_reply, four_letter_word};
 use oxkeeper_proto::records::{ConnectRequest, Record, Request, RequestHeader, Response};
-use oxkeeper_proto::{xid, OpCode, Reader};
+use oxkeeper_proto::{xid, ErrorCode, OpCode, Reader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 
@@ -456,6 +456,13 @@ impl Outbound {
             outbox.push(self.clone());
         }
         true
+    }
+
+    /// Queues `bytes` behind everything queued before, to be written by the next `flush` (or by the writer
+    /// task, if one is draining the queue). False (and the connection is closing) if the queue is full or
+    /// the connection gone.
+    fn queue_unwritten(&self, bytes: Vec<u8>) -> bool {
+        self.admit(Out::Bytes(bytes)).is_some()
     }
 
     /// Writes what `queue` left for later.
@@ -946,6 +953,16 @@ impl FrameReader {
         &self.buf[self.pos..]
     }
 
+    /// Whether a whole frame (with a length `max` allows) is buffered: the next `frame` takes it without
+    /// reading.
+    fn has_frame(&self, max: usize) -> bool {
+        let a = self.available();
+        a.len() >= 4 && {
+            let len = i32::from_be_bytes([a[0], a[1], a[2], a[3]]);
+            len >= 0 && len as usize <= max && a.len() >= 4 + len as usize
+        }
+    }
+
     fn consume(&mut self, n: usize) {
         self.pos += n;
         if self.pos == self.buf.len() {
@@ -1263,7 +1280,14 @@ fn read_loop<'a>(
         let mut frames = 0u32;
         let max = shared.config.max_buffer_bytes;
         let stats = &shared.stats;
+        // Replies this reader queued itself (`answer_read`) and has not written: they go out in one write
+        // once the frames that have arrived are read.
+        let mut unwritten = false;
         loop {
+            if unwritten && !rd.has_frame(max) {
+                out.flush();
+                unwritten = false;
+            }
             // The frame and what is decoded from it live in this block only: they are gone before the
             // (rare) wait below, so no idle connection's future keeps room for them.
             let wait = {
@@ -1276,7 +1300,7 @@ fn read_loop<'a>(
                 stats.add(Counter::BytesReceived, 4 + payload.len() as u64);
                 let mut r = Reader::new(&payload);
                 let msg = match RequestHeader::decode(&mut r) {
-                    Err(_) => ExecMsg::Malformed { conn, xid: 0 },
+                    Err(_) => Some(ExecMsg::Malformed { conn, xid: 0 }),
                     Ok(header) => {
                         let body = &payload[r.position()..];
                         if header.op == OpCode::CloseSession as i32 {
@@ -1303,41 +1327,55 @@ fn read_loop<'a>(
                             }
                         }
                         match Request::decode(header.op, body) {
-                            Ok(req) => ExecMsg::Request {
+                            Ok(req) if answer_read(shared, out, header.xid, &req) => {
+                                unwritten = true;
+                                None
+                            }
+                            Ok(req) => Some(ExecMsg::Request {
                                 conn,
                                 xid: header.xid,
                                 req,
-                            },
+                            }),
                             Err(oxkeeper_proto::RequestDecodeError::UnknownOpcode(op)) => {
-                                ExecMsg::Unknown {
+                                Some(ExecMsg::Unknown {
                                     conn,
                                     xid: header.xid,
                                     op,
-                                }
+                                })
                             }
                             Err(e) => {
                                 tracing::debug!(conn, remote = %info.remote(), op = header.op, "malformed request: {e}");
-                                ExecMsg::Malformed {
+                                Some(ExecMsg::Malformed {
                                     conn,
                                     xid: header.xid,
-                                }
+                                })
                             }
                         }
                     }
                 };
                 idle = Idle::Busy;
                 oxkeeper_storage::hoptrace::hop("recv");
-                // At the outstanding limit only, the message waits in a boxed future (see
-                // `Handoff::try_send`; the message is never held across an await here, where it would take
-                // room in every idle connection's future).
-                handoff
-                    .try_send(shared, msg)?
-                    .map(|msg| handoff.boxed_hold(shared, msg))
+                match msg {
+                    // At the outstanding limit only, the message waits in a boxed future (see
+                    // `Handoff::try_send`; the message is never held across an await here, where it would
+                    // take room in every idle connection's future).
+                    Some(msg) => {
+                        info.handed_to_executor();
+                        handoff
+                            .try_send(shared, msg)?
+                            .map(|msg| handoff.boxed_hold(shared, msg))
+                    }
+                    None => None,
+                }
             };
             if let Some(wait) = wait {
                 wait.await?;
             }
             if out.backlogged() {
+                if unwritten {
+                    out.flush();
+                    unwritten = false;
+                }
                 out.drained(|| {
                     let sid = info.session_id();
                     if sid != 0 {
@@ -1348,6 +1386,56 @@ fn read_loop<'a>(
             }
         }
     }
+}
+
+/// Answers a plain read — getData, exists, getChildren or getChildren2 without a watch — in the
+/// connection's reader, without the executor, when the executor has queued the reply of every earlier
+/// request of this connection (or dropped it). The reply is queued behind those (the caller writes it),
+/// so replies still leave in request order, and the read runs after the connection's earlier writes are
+/// applied. The state is read under the read lock that the executor's apply holds for writing while it
+/// changes the state and queues the watch events of the change: a reply never shows a change before the
+/// event that announces it, and its zxid is that of the state read.
+///
+/// False when the executor must run it: a read that sets a watch (its registration must be atomic with
+/// apply's events, in the executor's table), one the ACL refuses without identities (the executor checks
+/// it with the connection's: more identities only grant more, so any other outcome is the same), one on a
+/// connection the server is closing, or before the session is established.
+fn answer_read(shared: &Shared, out: &Outbound, xid: i32, req: &Request) -> bool {
+    let plain = match req {
+        Request::Exists(p)
+        | Request::GetData(p)
+        | Request::GetChildren(p)
+        | Request::GetChildren2(p) => !p.watch,
+        _ => false,
+    };
+    let info = out.info();
+    let session = info.session_id();
+    if !plain || session == 0 || !info.executor_done() || out.inner.closing.load(Ordering::Acquire)
+    {
+        return false;
+    }
+    let started = Instant::now();
+    if !shared.touch(session) {
+        // An unknown or closing session: dropped without a reply, as the executor drops it.
+        shared.stats.packet_received();
+        info.figures().received += 1;
+        return true;
+    }
+    let state = shared.state();
+    let (err, resp) = state.read(session, req, &[]);
+    if err == ErrorCode::NoAuth as i32 {
+        return false;
+    }
+    let zxid = shared.last_zxid();
+    out.queue_unwritten(encode_reply(xid, zxid, err, &resp));
+    drop(state);
+    shared.stats.packet_received();
+    shared.stats.packet_sent();
+    let mut figures = info.figures();
+    figures.received += 1;
+    figures.sent += 1;
+    figures.completed(req.opcode(), xid, zxid, started.elapsed());
+    true
 }
 
 /// `handshake`, boxed by a plain function: built inside an async function, the future would still get a

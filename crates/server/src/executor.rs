@@ -1,7 +1,10 @@
-//! The executor: the one task that owns the replicated state machine, the watch table and the connections'
-//! request queues. Serialising apply and reads here is what makes them atomic with respect to each other: a
-//! read's reply and the watch it sets, and a write's events and reply, are enqueued without anything in
-//! between, so no watch can miss an event.
+//! The executor: the one task that changes the replicated state machine, and owns the watch table and the
+//! connections' request queues. Serialising apply and reads here is what makes them atomic with respect to
+//! each other: a read's reply and the watch it sets, and a write's events and reply, are enqueued without
+//! anything in between, so no watch can miss an event. The one exception: a connection's reader answers a
+//! plain read (no watch) itself when the executor holds nothing of that connection, under the read side of
+//! the lock that apply holds while it changes the state and queues the change's events
+//! (`connection::answer_read`).
 //!
 //! Per connection, requests run in arrival order: writes are proposed as soon as everything before them has
 //! been started (they pipeline through the log); a read, auth or watch operation waits until the same
@@ -10,7 +13,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use oxkeeper_core::acl::{check_acl, digest_id};
@@ -157,6 +160,10 @@ pub struct Shared {
     pub config: Config,
     pub exec: mpsc::UnboundedSender<ExecMsg>,
     pub tracker: Mutex<SessionTracker>,
+    /// The replicated state. Only the executor changes it (under the write lock, together with queueing
+    /// the watch events a change fires); a connection's reader answers plain reads from it under the read
+    /// lock (see `connection::answer_read`).
+    state: RwLock<StateMachine>,
     pub stats: ServerStats,
     last_zxid: AtomicI64,
     next_conn: AtomicU64,
@@ -182,6 +189,7 @@ impl Shared {
             config,
             exec,
             tracker: Mutex::new(tracker),
+            state: RwLock::new(StateMachine::new()),
             stats: ServerStats::default(),
             last_zxid: AtomicI64::new(0),
             // Connection ids name session owners in the replicated state: never reuse one across restarts.
@@ -240,6 +248,16 @@ impl Shared {
             }
             changed.await;
         }
+    }
+
+    /// The replicated state, for reading.
+    pub fn state(&self) -> RwLockReadGuard<'_, StateMachine> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The replicated state, for the executor's apply.
+    fn state_mut(&self) -> RwLockWriteGuard<'_, StateMachine> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn next_conn_id(&self) -> ConnId {
@@ -338,7 +356,6 @@ impl Conn {
 
 pub struct Executor {
     shared: Arc<Shared>,
-    sm: StateMachine,
     watches: WatchTable,
     /// The records side by side in chunks (`crate::slots`), not in the table itself: a table that holds
     /// its entries inline is up to twice as big as its contents (it doubles when full).
@@ -402,7 +419,6 @@ impl Executor {
         );
         Executor {
             shared,
-            sm: StateMachine::new(),
             watches: WatchTable::default(),
             conns: Slots::default(),
             ip_auth: HashMap::new(),
@@ -419,19 +435,19 @@ impl Executor {
         }
     }
 
-    pub fn state(&self) -> &StateMachine {
-        &self.sm
+    pub fn state(&self) -> RwLockReadGuard<'_, StateMachine> {
+        self.shared.state()
     }
 
     /// Starts from a snapshot: the state as of log index `index`, as `snapshot_state` encoded it.
     pub fn restore(&mut self, index: u64, bytes: &[u8]) -> Result<(), String> {
         // The file's CRC and the tree's own checks while decoding (every parent present, children lists
         // derived) guard what is loaded; the full invariant check would add seconds at a million nodes.
-        self.sm = decode_state(bytes)
+        let sm = decode_state(bytes)
             .map_err(|e| format!("the snapshot of log index {index} does not decode: {e}"))?;
-        self.shared
-            .last_zxid
-            .store(self.sm.last_zxid(), Ordering::Release);
+        let zxid = sm.last_zxid();
+        *self.shared.state_mut() = sm;
+        self.shared.last_zxid.store(zxid, Ordering::Release);
         self.restored_index = Some(index);
         Ok(())
     }
@@ -466,7 +482,7 @@ impl Executor {
             ToExecutor::Snapshot(reply) => {
                 // O(1): the maps are structurally shared; the copy is serialized on another thread.
                 let started = Instant::now();
-                let sm = self.sm.clone();
+                let sm = self.shared.state().clone();
                 let source: SnapshotSource = Box::new(move |out| write_state(&sm, out));
                 let _ = reply.send(source);
                 tracing::debug!(
@@ -523,7 +539,7 @@ impl Executor {
             .propose(encode_batch(&[Envelope { origin: None, cmd }]))
             .await
             .map_err(|e| e.to_string())?;
-        while !done(&self.sm) {
+        while !done(&self.shared.state()) {
             let Some(m) = committed.recv().await else {
                 return Err("log closed before the command was applied".into());
             };
@@ -536,7 +552,7 @@ impl Executor {
     pub fn track_recovered_sessions(&mut self) {
         let now = self.shared.now_ms();
         let mut t = self.shared.tracker();
-        for (id, timeout) in self.sm.sessions() {
+        for (id, timeout) in self.shared.state().sessions() {
             t.track(id, timeout as u64, now);
         }
     }
@@ -673,6 +689,7 @@ impl Executor {
                 if c.closing || (c.session_id != 0 && !self.shared.touch(c.session_id)) {
                     // A closing connection, or an unknown or closing session: dropped without a reply.
                     self.shared.requests_finished(1);
+                    c.out.info().answered_by_executor();
                     return;
                 }
                 let item = if matches!(req, Request::Check(_)) {
@@ -731,7 +748,8 @@ impl Executor {
                     self.shared.stats.reset();
                 }
                 let text = if allowed {
-                    crate::fourlw::run(word, &self.four_letter_view(conn, remote))
+                    let sm = self.shared.state();
+                    crate::fourlw::run(word, &self.four_letter_view(conn, remote, &sm))
                 } else {
                     format!("{word} is not executed because it is not in the whitelist.\n")
                 };
@@ -807,8 +825,9 @@ impl Executor {
         let timeout = (req.timeout_ms.max(0) as u64)
             .max(cfg.min_session_timeout_ms())
             .min(cfg.max_session_timeout_ms()) as i32;
-        if req.last_zxid_seen > self.sm.last_zxid() {
-            tracing::info!(conn, client_zxid = req.last_zxid_seen, our_zxid = self.sm.last_zxid(),
+        let our_zxid = self.shared.state().last_zxid();
+        if req.last_zxid_seen > our_zxid {
+            tracing::info!(conn, client_zxid = req.last_zxid_seen, our_zxid,
                 "refusing a client that has seen a later zxid than this member: it must try another server");
             self.close_conn(conn);
             return;
@@ -831,8 +850,10 @@ impl Executor {
         // decides: it makes this connection the owner (see `apply_one`).
         let id = req.session_id;
         let pw = req.passwd.clone().unwrap_or_default();
-        let plausible =
-            self.sm.session_exists(id) && self.sm.check_password(id, &pw) && self.shared.touch(id);
+        let plausible = {
+            let sm = self.shared.state();
+            sm.session_exists(id) && sm.check_password(id, &pw)
+        } && self.shared.touch(id);
         if !plausible {
             self.refuse_connect(conn);
             return;
@@ -872,7 +893,8 @@ impl Executor {
     fn older_than_a_claim(&self, id: i64, conn: ConnId) -> bool {
         let pending = self.reconnecting.get(&id).copied();
         let owner = self
-            .sm
+            .shared
+            .state()
             .session(id)
             .and_then(|s| s.owner)
             .filter(|o| o.member == self.member)
@@ -1024,10 +1046,11 @@ impl Executor {
                 conn: std::num::NonZeroU64::new(o.conn)?,
             })
         });
-        let applied: Applied = self.sm.apply_from(&env.cmd, origin);
-        if !matches!(env.cmd.op, CommandOp::Bootstrap { .. }) {
-            self.shared.last_zxid.store(applied.zxid, Ordering::Release);
-        }
+        // The change, the zxid readers reply with and the events it fires are one step to a reader: a
+        // connection's reader that answers a read itself (under the read lock) must not show the change
+        // before the watch event that tells its client of it.
+        let mut state = self.shared.state_mut();
+        let applied: Applied = state.apply_from(&env.cmd, origin);
         // Watch events go out before the reply of the write that fired them. A command that fires many
         // (the close of a session with thousands of ephemerals) hands them to the flushers as it goes, so
         // that the watchers read the first ones while the rest are made.
@@ -1065,6 +1088,10 @@ impl Executor {
                 self.outbox.flush();
             }
         }
+        if !matches!(env.cmd.op, CommandOp::Bootstrap { .. }) {
+            self.shared.last_zxid.store(applied.zxid, Ordering::Release);
+        }
+        drop(state);
         let mine = env.origin.filter(|o| o.member == self.member);
         match applied.session {
             Some(SessionChange::Created {
@@ -1228,7 +1255,8 @@ impl Executor {
                 }
             }
             Request::SetWatches { req: sw, .. } => {
-                for ev in self.watches.set_watches(conn, sw, self.sm.tree()) {
+                let state = self.shared.state();
+                for ev in self.watches.set_watches(conn, sw, state.tree()) {
                     send_notification(c, &self.outbox, &self.shared.stats, -1, &ev);
                 }
                 (xid, zxid, 0, Response::Empty)
@@ -1276,7 +1304,7 @@ impl Executor {
             }
             Request::Sasl(Some(_)) => (xid, 0, 0, Response::Sasl { token: None }),
             _ => {
-                let (err, resp) = self.sm.read(c.session_id, &req, &c.auth);
+                let (err, resp) = self.shared.state().read(c.session_id, &req, &c.auth);
                 match &req {
                     Request::Exists(p)
                         if p.watch && (err == 0 || err == ErrorCode::NoNode as i32) =>
@@ -1310,6 +1338,9 @@ impl Executor {
         c.out.info().figures().sent += 1;
         self.shared.stats.packet_sent();
         send(c, &self.outbox, encode_reply(xid, zxid, err, resp));
+        // Every request's reply passes here: the connection's reader may answer reads again once all of
+        // them are queued.
+        c.out.info().answered_by_executor();
     }
 
     fn close_conn(&mut self, conn: ConnId) {
@@ -1365,13 +1396,14 @@ impl Executor {
             let Some(id) = self.expiry_backlog.pop_front() else {
                 break;
             };
-            let Some(info) = self.sm.session(id) else {
+            let Some(ephemerals) = self.shared.state().session(id).map(|s| s.ephemerals.len())
+            else {
                 continue; // closed meanwhile
             };
             tracing::info!(session = format!("0x{id:x}"), "session expired");
             // A session with more ephemerals than one pass allows still goes out whole, and the debt is
             // paid by the next passes.
-            self.expiry_pacer.spend(1.0 + info.ephemerals.len() as f64);
+            self.expiry_pacer.spend(1.0 + ephemerals as f64);
             batch.push(Envelope {
                 origin: None,
                 cmd: Command {
@@ -1410,7 +1442,8 @@ impl Executor {
         if !self.reaper_pacer.admits() {
             return;
         }
-        for path in self.sm.container_candidates(wall_ms()) {
+        let candidates = self.shared.state().container_candidates(wall_ms());
+        for path in candidates {
             if !self.reaper_pacer.admits() {
                 break;
             }
@@ -1426,11 +1459,16 @@ impl Executor {
         }
     }
 
-    fn four_letter_view(&self, conn: ConnId, remote: SocketAddr) -> crate::fourlw::View<'_> {
+    fn four_letter_view<'a>(
+        &'a self,
+        conn: ConnId,
+        remote: SocketAddr,
+        sm: &'a StateMachine,
+    ) -> crate::fourlw::View<'a> {
         crate::fourlw::View {
             config: &self.shared.config,
             stats: &self.shared.stats,
-            sm: &self.sm,
+            sm,
             watches: &self.watches,
             tracker: &self.shared.tracker,
             conns: self

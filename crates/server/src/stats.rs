@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -239,7 +239,7 @@ impl ServerStats {
                 remote: c.remote(),
                 established_ms: c.established_ms,
                 session_id: c.session_id(),
-                four_letter: c.four_letter.load(Ordering::Acquire),
+                four_letter: c.four_letter(),
                 figures: c.figures().clone(),
             })
             .collect();
@@ -405,7 +405,11 @@ pub struct ConnInfo {
     pub established_ms: i64,
     /// The connection's session id, 0 until the executor establishes one.
     session: AtomicI64,
-    four_letter: AtomicBool,
+    /// `FOUR_LETTER`, and the number of requests its reader handed to the executor whose replies are not
+    /// queued yet (or that were not dropped yet): while it is 0 the reader may answer a plain read itself,
+    /// and the reply still leaves behind every earlier one (see `connection::answer_read`). One word, in
+    /// what was the padding after a flag: the record keeps its allocation class.
+    reader: AtomicU32,
     /// The sessionless timeout until a ConnectRequest, then the session timeout it asked for (a protocol
     /// timeout is an i32).
     timeout_ms: AtomicU32,
@@ -415,6 +419,11 @@ pub struct ConnInfo {
     /// one copy, in response order without any merging.
     figures: Mutex<ConnStats>,
 }
+
+/// `ConnInfo::reader`: the connection's first bytes were a four-letter word.
+const FOUR_LETTER: u32 = 1 << 31;
+/// `ConnInfo::reader`: the requests at the executor (2^31 of them cannot fit in memory).
+const AT_EXECUTOR: u32 = FOUR_LETTER - 1;
 
 impl ConnInfo {
     pub fn new(
@@ -428,7 +437,7 @@ impl ConnInfo {
             remote: CompactAddr::new(remote),
             established_ms,
             session: AtomicI64::new(0),
-            four_letter: AtomicBool::new(false),
+            reader: AtomicU32::new(0),
             timeout_ms: AtomicU32::new(u32::try_from(timeout_ms).unwrap_or(u32::MAX)),
             deadline_ms: AtomicU64::new(0),
             figures: Mutex::new(ConnStats::new()),
@@ -454,7 +463,31 @@ impl ConnInfo {
 
     /// The connection's first bytes were a four-letter word.
     pub fn set_four_letter(&self) {
-        self.four_letter.store(true, Ordering::Release);
+        self.reader.fetch_or(FOUR_LETTER, Ordering::AcqRel);
+    }
+
+    fn four_letter(&self) -> bool {
+        self.reader.load(Ordering::Acquire) & FOUR_LETTER != 0
+    }
+
+    /// The reader hands the executor a request (before it does: the executor may answer it at once).
+    pub fn handed_to_executor(&self) {
+        self.reader.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The executor has queued the reply to one of this connection's requests, or dropped it. Called once
+    /// the reply is in the connection's queue: a reader that then sees none left queues its own behind it.
+    pub fn answered_by_executor(&self) {
+        let _ = self
+            .reader
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                (v & AT_EXECUTOR != 0).then(|| v - 1)
+            });
+    }
+
+    /// Every request handed to the executor has its reply queued (or was dropped).
+    pub fn executor_done(&self) -> bool {
+        self.reader.load(Ordering::Acquire) & AT_EXECUTOR == 0
     }
 
     pub fn figures(&self) -> MutexGuard<'_, ConnStats> {
@@ -687,6 +720,25 @@ mod tests {
             std::mem::size_of::<ConnInfo>() <= 144,
             "ConnInfo outgrew its allocation class"
         );
+    }
+
+    #[test]
+    fn the_requests_at_the_executor_and_the_four_letter_flag_share_a_word_without_mixing() {
+        let info = ConnInfo::new(7, addr(1), 0, 1000);
+        assert!(info.executor_done() && !info.four_letter());
+        info.handed_to_executor();
+        info.handed_to_executor();
+        info.set_four_letter();
+        assert!(!info.executor_done() && info.four_letter());
+        info.answered_by_executor();
+        assert!(!info.executor_done(), "one of two is still at the executor");
+        info.answered_by_executor();
+        assert!(info.executor_done() && info.four_letter());
+        // One answer too many (a drop counted twice) must not borrow from the flag.
+        info.answered_by_executor();
+        assert!(info.executor_done() && info.four_letter());
+        info.handed_to_executor();
+        assert!(!info.executor_done());
     }
 
     fn addr(port: u16) -> SocketAddr {
