@@ -1431,6 +1431,7 @@ fn answer_read(shared: &Shared, out: &Outbound, xid: i32, req: &Request) -> bool
     drop(state);
     shared.stats.packet_received();
     shared.stats.packet_sent();
+    shared.stats.latency(started.elapsed());
     let mut figures = info.figures();
     figures.received += 1;
     figures.sent += 1;

@@ -1328,6 +1328,11 @@ impl Executor {
                 .figures()
                 .completed(op, xid, zxid, started.elapsed());
         }
+        // ZooKeeper's FinalRequestProcessor counts the latency of every request it answers; auth, SASL and
+        // whoAmI are answered before it.
+        if !matches!(req, Request::Auth(_) | Request::Sasl(_) | Request::WhoAmI) {
+            self.shared.stats.latency(started.elapsed());
+        }
         self.reply(conn, reply_xid, reply_zxid, err, &resp);
     }
 

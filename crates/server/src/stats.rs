@@ -117,6 +117,10 @@ impl ServerStats {
     pub fn sent(&self) -> u64 {
         self.packets_sent.load(Ordering::Relaxed)
     }
+    /// How many requests the latency figures count.
+    pub fn latency_samples(&self) -> u64 {
+        self.latency_count.load(Ordering::Relaxed)
+    }
     /// (min, avg, max) in ms, ZooKeeper's `Latency min/avg/max`.
     pub fn latency_min_avg_max(&self) -> (i64, f64, i64) {
         let n = self.latency_count.load(Ordering::Relaxed);
