@@ -953,14 +953,18 @@ impl FrameReader {
         &self.buf[self.pos..]
     }
 
+    /// The next frame's payload length from its prefix, once the prefix is buffered: `Err` with the
+    /// prefix if it is negative or above `max`.
+    fn next_len(&self, max: usize) -> Option<Result<usize, i32>> {
+        let a = self.available();
+        let len = i32::from_be_bytes(a.get(..4)?.try_into().ok()?);
+        Some(usize::try_from(len).ok().filter(|&n| n <= max).ok_or(len))
+    }
+
     /// Whether a whole frame (with a length `max` allows) is buffered: the next `frame` takes it without
     /// reading.
     fn has_frame(&self, max: usize) -> bool {
-        let a = self.available();
-        a.len() >= 4 && {
-            let len = i32::from_be_bytes([a[0], a[1], a[2], a[3]]);
-            len >= 0 && len as usize <= max && a.len() >= 4 + len as usize
-        }
+        matches!(self.next_len(max), Some(Ok(n)) if self.available().len() >= 4 + n)
     }
 
     fn consume(&mut self, n: usize) {
@@ -1064,20 +1068,16 @@ impl FrameReader {
     ) -> std::task::Poll<Result<Vec<u8>, ConnError>> {
         use std::task::Poll;
         loop {
-            let a = self.available();
-            if a.len() >= 4 {
-                let len = i32::from_be_bytes([a[0], a[1], a[2], a[3]]);
-                if len < 0 || len as usize > max {
-                    return Poll::Ready(Err(ConnError::BadLength(len)));
-                }
+            match self.next_len(max) {
+                Some(Err(len)) => return Poll::Ready(Err(ConnError::BadLength(len))),
                 // Grows with what actually arrives: a client announcing 1 MiB and then stalling pins no
                 // memory.
-                let len = len as usize;
-                if a.len() >= 4 + len {
-                    let payload = a[4..4 + len].to_vec();
+                Some(Ok(len)) if self.available().len() >= 4 + len => {
+                    let payload = self.available()[4..4 + len].to_vec();
                     self.consume(4 + len);
                     return Poll::Ready(Ok(payload));
                 }
+                _ => {}
             }
             // As `fill`: wait until readable, then one read; would-block clears the readiness.
             if let Err(e) = std::task::ready!(self.sock.poll_read_ready(cx)) {
@@ -1321,7 +1321,12 @@ fn read_loop<'a>(
                                     out.send(ping_reply(zxid));
                                     stats.packet_sent();
                                     stats.latency(started.elapsed());
-                                    info.pinged(zxid, started.elapsed());
+                                    info.answered_here(
+                                        OpCode::Ping,
+                                        xid::PING,
+                                        zxid,
+                                        started.elapsed(),
+                                    );
                                 }
                                 continue;
                             }
@@ -1432,10 +1437,7 @@ fn answer_read(shared: &Shared, out: &Outbound, xid: i32, req: &Request) -> bool
     shared.stats.packet_received();
     shared.stats.packet_sent();
     shared.stats.latency(started.elapsed());
-    let mut figures = info.figures();
-    figures.received += 1;
-    figures.sent += 1;
-    figures.completed(req.opcode(), xid, zxid, started.elapsed());
+    info.answered_here(req.opcode(), xid, zxid, started.elapsed());
     true
 }
 

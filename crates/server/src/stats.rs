@@ -498,13 +498,13 @@ impl ConnInfo {
         self.figures.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The connection's reader answered a ping itself (the executor never sees it); ZooKeeper counts it
-    /// like any other request.
-    pub fn pinged(&self, zxid: i64, took: Duration) {
+    /// The connection's reader answered a request itself (a ping, a plain read: the executor never sees
+    /// it); ZooKeeper counts it like any other request.
+    pub fn answered_here(&self, op: OpCode, xid: i32, zxid: i64, took: Duration) {
         let mut s = self.figures();
         s.received += 1;
         s.sent += 1;
-        s.completed(OpCode::Ping, oxkeeper_proto::xid::PING, zxid, took);
+        s.completed(op, xid, zxid, took);
     }
 }
 
