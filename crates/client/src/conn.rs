@@ -318,7 +318,14 @@ impl Task {
             }
             let host = self.hosts[self.next_host].clone();
             self.next_host = (self.next_host + 1) % self.hosts.len();
-            let per_host = self.timeout / self.hosts.len() as u32;
+            // The Java client gives each host timeout / hosts. A server can also accept a connection and then
+            // neither answer the handshake nor close it (ZooKeeper does this to some connections while it
+            // starts): with one host, that wait alone would use up the session. A handshake takes milliseconds,
+            // so one attempt gets a quarter of the timeout at most, and never more than is left of 4/3 of it.
+            let left = (self.timeout * 4 / 3).saturating_sub(last_contact.elapsed());
+            let per_host = (self.timeout / self.hosts.len() as u32)
+                .min(self.timeout / 4)
+                .min(left);
             let attempt = timeout(per_host, self.handshake(&host)).await;
             match attempt {
                 Ok(Handshake::Up(stream, resp, buf)) => {
@@ -348,7 +355,11 @@ impl Task {
                 Ok(Handshake::Expired) => return (State::Expired, Error::SessionExpired),
                 Ok(Handshake::Failed) | Err(_) => {
                     failures += 1;
-                    tracing::debug!(%host, "connect attempt failed");
+                    if attempt.is_err() {
+                        tracing::debug!(%host, ?per_host, "connect attempt not answered in time");
+                    } else {
+                        tracing::debug!(%host, "connect attempt failed");
+                    }
                     if failures >= self.hosts.len() {
                         failures = 0;
                         // Every host refused: wait a little (taking Close meanwhile) before another round.

@@ -364,6 +364,39 @@ async fn stall_loses_in_flight_requests_then_expires() {
     );
 }
 
+/// A server that accepts a connection and then neither answers the handshake nor closes (ZooKeeper does this
+/// to some connections while it starts): the client must give up on that connection well before the whole
+/// session timeout is gone, and try again.
+#[tokio::test]
+async fn a_handshake_that_is_never_answered_is_retried_early() {
+    let server = TestServer::start().await;
+    let proxy = Proxy::start(&server.addr).await;
+    proxy.stall();
+    let addr = proxy.addr();
+    let connecting =
+        tokio::spawn(async move { Client::connect(&addr, Duration::from_secs(8)).await });
+    within(SOON, "the first connection", async {
+        while proxy.accepted() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // That connection's ConnectRequest is gone; the next connection goes through.
+    proxy.restore();
+    // One attempt may use at most a quarter of the 8 s timeout (2 s); the whole 8 s is what it used to wait.
+    let (c, states) = within(Duration::from_secs(5), "the retried handshake", connecting)
+        .await
+        .expect("the connecting task")
+        .expect("a session");
+    assert!(states.current().is_connected());
+    assert_eq!(
+        proxy.accepted(),
+        2,
+        "one stalled connection, then one that worked"
+    );
+    c.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn cut_longer_than_the_timeout_expires() {
     let server = TestServer::start().await;

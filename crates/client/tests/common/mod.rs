@@ -134,6 +134,8 @@ struct ProxyInner {
     /// The opcode of the request whose reply is to be lost (see [`Proxy::lose_next_reply`]); 0 for none.
     lose_reply_to: AtomicI32,
     replies_lost: AtomicU64,
+    /// Connections accepted so far (refused ones included).
+    accepted: AtomicU64,
 }
 
 /// One proxied connection's state, shared by its two pumps.
@@ -157,6 +159,7 @@ impl Proxy {
             conns: Mutex::new(Vec::new()),
             lose_reply_to: AtomicI32::new(0),
             replies_lost: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
         });
         let acc = inner.clone();
         let accept = tokio::spawn(async move {
@@ -164,6 +167,7 @@ impl Proxy {
                 let Ok((down, _)) = listener.accept().await else {
                     return;
                 };
+                acc.accepted.fetch_add(1, Ordering::SeqCst);
                 if acc.cut.load(Ordering::SeqCst) {
                     drop(down);
                     continue;
@@ -224,6 +228,11 @@ impl Proxy {
     pub fn lose_next_reply(&self, op: i32) {
         assert_ne!(op, 0, "opcode 0 means none");
         self.inner.lose_reply_to.store(op, Ordering::SeqCst);
+    }
+
+    /// How many connections the proxy accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.inner.accepted.load(Ordering::SeqCst)
     }
 
     /// How many replies [`Proxy::lose_next_reply`] dropped so far.
