@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use oxkeeper_core::watches::watch_for_read;
 use oxkeeper_proto::frame::{encode_reply, four_letter_word};
 use oxkeeper_proto::records::{ConnectRequest, Record, Request, RequestHeader, Response};
 use oxkeeper_proto::{xid, ErrorCode, OpCode, Reader};
@@ -1393,30 +1394,33 @@ fn read_loop<'a>(
     }
 }
 
-/// Answers a plain read — getData, exists, getChildren or getChildren2 without a watch — in the
+/// Answers a read — getData, exists, getChildren or getChildren2, with or without a watch — in the
 /// connection's reader, without the executor, when the executor has queued the reply of every earlier
 /// request of this connection (or dropped it). The reply is queued behind those (the caller writes it),
 /// so replies still leave in request order, and the read runs after the connection's earlier writes are
 /// applied. The state is read under the read lock that the executor's apply holds for writing while it
-/// changes the state and queues the watch events of the change: a reply never shows a change before the
-/// event that announces it, and its zxid is that of the state read.
+/// changes the state and fires and queues the watch events of the change; the read's watch is added to
+/// the table and its reply queued before the read lock is let go. So a reply never shows a change before
+/// the event that announces it, its zxid is that of the state read, and a watch set by a read misses no
+/// change after the data it returned (apply fires it) and sees none before (the reply showed that one).
+/// The watch is added before the executor can learn that the connection closed (the reader sends that,
+/// after it stops), so the executor's removal of the connection's watches always comes after it.
 ///
-/// False when the executor must run it: a read that sets a watch (its registration must be atomic with
-/// apply's events, in the executor's table), one the ACL refuses without identities (the executor checks
-/// it with the connection's: more identities only grant more, so any other outcome is the same), one on a
-/// connection the server is closing, or before the session is established.
+/// False when the executor must run it: one the ACL refuses without identities (the executor checks it
+/// with the connection's: more identities only grant more, so any other outcome is the same; no watch is
+/// set on NoAuth, as in ZooKeeper), one on a connection the server is closing, or before the session is
+/// established.
 fn answer_read(shared: &Shared, out: &Outbound, xid: i32, req: &Request) -> bool {
-    let plain = match req {
-        Request::Exists(p)
-        | Request::GetData(p)
-        | Request::GetChildren(p)
-        | Request::GetChildren2(p) => !p.watch,
-        _ => false,
-    };
+    let read = matches!(
+        req,
+        Request::Exists(_)
+            | Request::GetData(_)
+            | Request::GetChildren(_)
+            | Request::GetChildren2(_)
+    );
     let info = out.info();
     let session = info.session_id();
-    if !plain || session == 0 || !info.executor_done() || out.inner.closing.load(Ordering::Acquire)
-    {
+    if !read || session == 0 || !info.executor_done() || out.inner.closing.load(Ordering::Acquire) {
         return false;
     }
     let started = Instant::now();
@@ -1430,6 +1434,9 @@ fn answer_read(shared: &Shared, out: &Outbound, xid: i32, req: &Request) -> bool
     let (err, resp) = state.read(session, req, &[]);
     if err == ErrorCode::NoAuth as i32 {
         return false;
+    }
+    if let Some((path, kind)) = watch_for_read(req, err) {
+        shared.watches().add(info.id, path, kind);
     }
     let zxid = shared.last_zxid();
     out.queue_unwritten(encode_reply(xid, zxid, err, &resp));

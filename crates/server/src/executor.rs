@@ -1,9 +1,10 @@
-//! The executor: the one task that changes the replicated state machine, and owns the watch table and the
-//! connections' request queues. Serialising apply and reads here is what makes them atomic with respect to
-//! each other: a read's reply and the watch it sets, and a write's events and reply, are enqueued without
-//! anything in between, so no watch can miss an event. The one exception: a connection's reader answers a
-//! plain read (no watch) itself when the executor holds nothing of that connection, under the read side of
-//! the lock that apply holds while it changes the state and queues the change's events
+//! The executor: the one task that changes the replicated state machine, and owns the connections' request
+//! queues. Serialising apply and reads here is what makes them atomic with respect to each other: a read's
+//! reply and the watch it sets, and a write's events and reply, are enqueued without anything in between,
+//! so no watch can miss an event. The one exception: a connection's reader answers a read (getData, exists,
+//! getChildren, with or without a watch) itself when the executor holds nothing of that connection, under
+//! the read side of the lock that apply holds while it changes the state and fires and queues the change's
+//! events; the reader adds the read's watch to the shared table and queues its reply under that read lock
 //! (`connection::answer_read`).
 //!
 //! Per connection, requests run in arrival order: writes are proposed as soon as everything before them has
@@ -23,7 +24,7 @@ use oxkeeper_core::state::{
     Applied, ApplySettings, Command, CommandOp, SessionChange, StateMachine,
 };
 use oxkeeper_core::tracker::SessionTracker;
-use oxkeeper_core::watches::{WatchKind, WatchTable};
+use oxkeeper_core::watches::{watch_for_read, WatchKind, WatchTable};
 use oxkeeper_proto::frame::{
     encode_connect_response, encode_notification, encode_notification_of, encode_reply,
 };
@@ -161,9 +162,13 @@ pub struct Shared {
     pub exec: mpsc::UnboundedSender<ExecMsg>,
     pub tracker: Mutex<SessionTracker>,
     /// The replicated state. Only the executor changes it (under the write lock, together with queueing
-    /// the watch events a change fires); a connection's reader answers plain reads from it under the read
+    /// the watch events a change fires); a connection's reader answers reads from it under the read
     /// lock (see `connection::answer_read`).
     state: RwLock<StateMachine>,
+    /// Every connection's watches. Locked inside the state's lock (read or write), never the other way
+    /// round: apply fires them under the write lock; a reader that answers a read with a watch adds it
+    /// under the read lock, before its reply is queued (see `connection::answer_read`).
+    watches: Mutex<WatchTable>,
     pub stats: ServerStats,
     last_zxid: AtomicI64,
     next_conn: AtomicU64,
@@ -190,6 +195,7 @@ impl Shared {
             exec,
             tracker: Mutex::new(tracker),
             state: RwLock::new(StateMachine::new()),
+            watches: Mutex::new(WatchTable::default()),
             stats: ServerStats::default(),
             last_zxid: AtomicI64::new(0),
             // Connection ids name session owners in the replicated state: never reuse one across restarts.
@@ -258,6 +264,11 @@ impl Shared {
     /// The replicated state, for the executor's apply.
     fn state_mut(&self) -> RwLockWriteGuard<'_, StateMachine> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The watch table. Whoever also holds the state's lock takes that first.
+    pub(crate) fn watches(&self) -> std::sync::MutexGuard<'_, WatchTable> {
+        self.watches.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn next_conn_id(&self) -> ConnId {
@@ -356,7 +367,6 @@ impl Conn {
 
 pub struct Executor {
     shared: Arc<Shared>,
-    watches: WatchTable,
     /// The records side by side in chunks (`crate::slots`), not in the table itself: a table that holds
     /// its entries inline is up to twice as big as its contents (it doubles when full).
     conns: Slots<Conn>,
@@ -419,7 +429,6 @@ impl Executor {
         );
         Executor {
             shared,
-            watches: WatchTable::default(),
             conns: Slots::default(),
             ip_auth: HashMap::new(),
             reconnecting: HashMap::new(),
@@ -733,7 +742,7 @@ impl Executor {
                         self.ip_auth.remove(&ip);
                     }
                 }
-                self.watches.remove_conn(conn);
+                self.shared.watches().remove_conn(conn);
             }
             ExecMsg::FourLetter {
                 conn,
@@ -749,7 +758,8 @@ impl Executor {
                 }
                 let text = if allowed {
                     let sm = self.shared.state();
-                    crate::fourlw::run(word, &self.four_letter_view(conn, remote, &sm))
+                    let watches = self.shared.watches();
+                    crate::fourlw::run(word, &self.four_letter_view(conn, remote, &sm, &watches))
                 } else {
                     format!("{word} is not executed because it is not in the whitelist.\n")
                 };
@@ -1051,6 +1061,7 @@ impl Executor {
         // before the watch event that tells its client of it.
         let mut state = self.shared.state_mut();
         let applied: Applied = state.apply_from(&env.cmd, origin);
+        let mut watches = self.shared.watches();
         // Watch events go out before the reply of the write that fired them. A command that fires many
         // (the close of a session with thousands of ephemerals) hands them to the flushers as it goes, so
         // that the watchers read the first ones while the rest are made.
@@ -1059,7 +1070,7 @@ impl Executor {
         for t in &applied.triggers {
             let mut frame: Option<Vec<u8>> = None;
             let mut waiting: Option<ConnId> = None;
-            for conn in self.watches.fired(t) {
+            for conn in watches.fired(t) {
                 let Some(c) = self.conns.get(&conn) else {
                     continue;
                 };
@@ -1091,6 +1102,7 @@ impl Executor {
         if !matches!(env.cmd.op, CommandOp::Bootstrap { .. }) {
             self.shared.last_zxid.store(applied.zxid, Ordering::Release);
         }
+        drop(watches);
         drop(state);
         let mine = env.origin.filter(|o| o.member == self.member);
         match applied.session {
@@ -1256,17 +1268,23 @@ impl Executor {
             }
             Request::SetWatches { req: sw, .. } => {
                 let state = self.shared.state();
-                for ev in self.watches.set_watches(conn, sw, state.tree()) {
+                for ev in self.shared.watches().set_watches(conn, sw, state.tree()) {
                     send_notification(c, &self.outbox, &self.shared.stats, -1, &ev);
                 }
                 (xid, zxid, 0, Response::Empty)
             }
             Request::CheckWatches(w) => {
-                let err = self.watches.check_watches(conn, &w.path, w.watcher_type);
+                let err = self
+                    .shared
+                    .watches()
+                    .check_watches(conn, &w.path, w.watcher_type);
                 (xid, zxid, err, Response::Empty)
             }
             Request::RemoveWatches(w) => {
-                let err = self.watches.remove_watches(conn, &w.path, w.watcher_type);
+                let err = self
+                    .shared
+                    .watches()
+                    .remove_watches(conn, &w.path, w.watcher_type);
                 (xid, zxid, err, Response::Empty)
             }
             // ZooKeeper 3.8 does not validate the path; an unknown mode is MarshallingError (the
@@ -1274,7 +1292,7 @@ impl Executor {
             Request::AddWatch(AddWatchRequest { path, mode }) => {
                 match WatchKind::from_add_watch_mode(*mode) {
                     Some(k) => {
-                        self.watches.add(conn, path, k);
+                        self.shared.watches().add(conn, path, k);
                         (xid, zxid, 0, Response::ErrorResponse(0))
                     }
                     None => (
@@ -1305,19 +1323,8 @@ impl Executor {
             Request::Sasl(Some(_)) => (xid, 0, 0, Response::Sasl { token: None }),
             _ => {
                 let (err, resp) = self.shared.state().read(c.session_id, &req, &c.auth);
-                match &req {
-                    Request::Exists(p)
-                        if p.watch && (err == 0 || err == ErrorCode::NoNode as i32) =>
-                    {
-                        self.watches.add(conn, &p.path, WatchKind::Data)
-                    }
-                    Request::GetData(p) if p.watch && err == 0 => {
-                        self.watches.add(conn, &p.path, WatchKind::Data)
-                    }
-                    Request::GetChildren(p) | Request::GetChildren2(p) if p.watch && err == 0 => {
-                        self.watches.add(conn, &p.path, WatchKind::Child)
-                    }
-                    _ => {}
+                if let Some((path, kind)) = watch_for_read(&req, err) {
+                    self.shared.watches().add(conn, path, kind);
                 }
                 (xid, zxid, err, resp)
             }
@@ -1469,12 +1476,13 @@ impl Executor {
         conn: ConnId,
         remote: SocketAddr,
         sm: &'a StateMachine,
+        watches: &'a WatchTable,
     ) -> crate::fourlw::View<'a> {
         crate::fourlw::View {
             config: &self.shared.config,
             stats: &self.shared.stats,
             sm,
-            watches: &self.watches,
+            watches,
             tracker: &self.shared.tracker,
             conns: self
                 .conns

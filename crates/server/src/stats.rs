@@ -410,7 +410,7 @@ pub struct ConnInfo {
     /// The connection's session id, 0 until the executor establishes one.
     session: AtomicI64,
     /// `FOUR_LETTER`, and the number of requests its reader handed to the executor whose replies are not
-    /// queued yet (or that were not dropped yet): while it is 0 the reader may answer a plain read itself,
+    /// queued yet (or that were not dropped yet): while it is 0 the reader may answer a read itself,
     /// and the reply still leaves behind every earlier one (see `connection::answer_read`). One word, in
     /// what was the padding after a flag: the record keeps its allocation class.
     reader: AtomicU32,
@@ -498,7 +498,7 @@ impl ConnInfo {
         self.figures.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The connection's reader answered a request itself (a ping, a plain read: the executor never sees
+    /// The connection's reader answered a request itself (a ping, a read: the executor never sees
     /// it); ZooKeeper counts it like any other request.
     pub fn answered_here(&self, op: OpCode, xid: i32, zxid: i64, took: Duration) {
         let mut s = self.figures();

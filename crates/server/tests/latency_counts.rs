@@ -1,6 +1,6 @@
 //! `stat`'s and `mntr`'s latency figures count what ZooKeeper's FinalRequestProcessor counts: every request
 //! it answers (pings, reads, watch operations, writes), wherever oxkeeper answers it (a connection's reader
-//! answers pings and plain reads itself, the executor the rest); not auth, SASL or whoAmI, which ZooKeeper
+//! answers pings and reads itself, the executor the rest); not auth, SASL or whoAmI, which ZooKeeper
 //! answers before that processor.
 
 mod common;
@@ -28,15 +28,17 @@ async fn every_request_zookeeper_times_is_counted_in_the_latency_figures_and_onl
     c.call(2, &get(false)).await;
     c.call(3, &exists_req("/timed")).await;
     c.call(4, &get_children_req("/timed")).await;
-    // A read that sets a watch: answered by the executor.
+    // A read that sets a watch: the reader too.
     c.call(5, &get(true)).await;
+    // A read the executor answers.
+    c.call(8, &Request::GetAcl("/timed".into())).await;
     c.tx.send_raw(&ping_frame()).await.expect("send a ping");
     let pong = c.rx.recv().await.expect("the ping's reply");
     assert!(pong.is_ping(), "expected the ping's reply, got {pong:?}");
     assert_eq!(
         samples() - before,
-        6,
-        "create, three plain reads, a watching read, a ping"
+        7,
+        "create, three plain reads, a watching read, getACL, a ping"
     );
 
     let before = samples();
