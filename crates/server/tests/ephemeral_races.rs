@@ -134,14 +134,17 @@ async fn pipelined_close(addr: SocketAddr, iteration: usize, dead: Dead) -> Outc
 }
 
 /// A session streams creates on one connection while a second connection takes the session over and closes
-/// it. The first connection's creates succeed, fail (SessionMoved, SessionExpired) or are dropped.
+/// it. The first connection's creates succeed, fail (SessionMoved, SessionExpired) or are dropped. The
+/// stream goes on until the first connection closes (up to a cap far above what one takeover lets through),
+/// and the takeover starts after the first create is answered: it lands mid-stream however fast either is.
 async fn close_from_elsewhere(addr: SocketAddr, iteration: usize, dead: Dead) -> Outcome {
     let what = format!("takeover iteration {iteration}");
     let c = Client::connect(addr, LONG_TIMEOUT_MS).await;
     let (session, passwd) = (c.session_id, c.passwd.clone());
     let (mut tx, mut rx) = (c.tx, c.rx);
-    let total = 200usize;
+    let total = 1000usize;
     let ended = Arc::new(AtomicBool::new(false));
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
     let writer = tokio::spawn({
         let ended = ended.clone();
         async move {
@@ -165,11 +168,15 @@ async fn close_from_elsewhere(addr: SocketAddr, iteration: usize, dead: Dead) ->
         async move {
             let mut o = Outcome::default();
             let mut answered = 0;
+            let mut first = Some(first_tx);
             loop {
                 match rx.recv_within(SOON).await {
                     Ok(f) => {
                         tally_create(&mut o, &f, &what);
                         answered += 1;
+                        if let Some(first) = first.take() {
+                            let _ = first.send(());
+                        }
                     }
                     Err(RecvError::Closed) => break,
                     Err(e) => panic!("{what}: first connection: {e:?}"),
@@ -180,7 +187,8 @@ async fn close_from_elsewhere(addr: SocketAddr, iteration: usize, dead: Dead) ->
         }
     });
     // Let a few creates through first, so the takeover lands mid-stream.
-    let delay_us = rand::thread_rng().gen_range(0..3000);
+    let _ = first_rx.await;
+    let delay_us = rand::thread_rng().gen_range(0..1000);
     tokio::time::sleep(Duration::from_micros(delay_us)).await;
     let mut c2 = Client::try_connect(addr, session, &passwd, LONG_TIMEOUT_MS)
         .await
