@@ -178,8 +178,10 @@ def test_a_watch_set_by_a_read_racing_a_change_fires_for_it_exactly_when_the_rea
             wrep = writer.read_reply()
             assert wrep.xid == wxid and wrep.err == wire.OK
             assert len(reader.events) <= 1, f"round {i}: {reader.events}"
-        # Both sides of the race were seen (if every round fell on one side, the test proved little).
-        assert 0 < raced, "no read ever came before the change"
+        # Not vacuous: some rounds read the old state, so their watches had to fire. (Here ~40% of rounds do, and
+        # the others check that nothing fires; on a disk whose fdatasync is far above the 0-400 us spread every
+        # round may read the old state, which still tests the watch that must fire.)
+        assert raced > 0, "no read ever came before the change"
     finally:
         reader.close()
         writer.close()

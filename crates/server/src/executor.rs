@@ -1061,7 +1061,9 @@ impl Executor {
         // before the watch event that tells its client of it.
         let mut state = self.shared.state_mut();
         let applied: Applied = state.apply_from(&env.cmd, origin);
-        let mut watches = self.shared.watches();
+        // Taken only by a command that fires something (most writes fire nothing), and kept until the
+        // state's lock goes: a reader adds a watch only under the read lock, so it sees all or none of this.
+        let mut watches = None;
         // Watch events go out before the reply of the write that fired them. A command that fires many
         // (the close of a session with thousands of ephemerals) hands them to the flushers as it goes, so
         // that the watchers read the first ones while the rest are made.
@@ -1070,7 +1072,8 @@ impl Executor {
         for t in &applied.triggers {
             let mut frame: Option<Vec<u8>> = None;
             let mut waiting: Option<ConnId> = None;
-            for conn in watches.fired(t) {
+            let table = watches.get_or_insert_with(|| self.shared.watches());
+            for conn in table.fired(t) {
                 let Some(c) = self.conns.get(&conn) else {
                     continue;
                 };
@@ -1268,7 +1271,8 @@ impl Executor {
             }
             Request::SetWatches { req: sw, .. } => {
                 let state = self.shared.state();
-                for ev in self.shared.watches().set_watches(conn, sw, state.tree()) {
+                let events = self.shared.watches().set_watches(conn, sw, state.tree());
+                for ev in events {
                     send_notification(c, &self.outbox, &self.shared.stats, -1, &ev);
                 }
                 (xid, zxid, 0, Response::Empty)
