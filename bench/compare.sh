@@ -462,6 +462,7 @@ run_null() {
     for op in set create; do
         run nulllog "ops-$op-32" ops --op "$op" --sessions 32 --duration "$DURATION"
     done
+    run nulllog "ops-mixed-32" ops --op mixed --mix get=90,set=10 --sessions 32 --duration "$DURATION"
     run nulllog sessions sessions --duration "$DURATION"
     stop_server
     rm -f "$WORK/null-log"
