@@ -272,11 +272,22 @@ impl SessionTracker {
     /// `\t0x<id>` line per session. `date` turns a bucket time (this tracker's monotonic ms) into the
     /// text to show (ZooKeeper prints a `java.util.Date`).
     pub fn dump_text(&self, date: impl Fn(u64) -> String) -> String {
+        self.dump().text(date)
+    }
+}
+
+impl QueueDump<i64> {
+    /// ZooKeeper's `dump` text of the session sets, with each time printed by `date`. A dump is plain
+    /// data: the four-letter word takes it under the tracker's lock and formats it after.
+    pub fn text(&self, date: impl Fn(u64) -> String) -> String {
         use std::fmt::Write as _;
-        let d = self.dump();
-        let mut s = format!("Session Sets ({})/({}):\n", d.buckets.len(), d.elements);
-        for (time, ids) in d.buckets {
-            let _ = writeln!(s, "{} expire at {}:", ids.len(), date(time));
+        let mut s = format!(
+            "Session Sets ({})/({}):\n",
+            self.buckets.len(),
+            self.elements
+        );
+        for (time, ids) in &self.buckets {
+            let _ = writeln!(s, "{} expire at {}:", ids.len(), date(*time));
             for id in ids {
                 let _ = writeln!(s, "\t0x{id:x}");
             }

@@ -395,45 +395,24 @@ impl WatchTable {
         )
     }
 
-    /// `wchc`: one entry per watching connection of the data table, named by `session_of(conn)` as
-    /// ZooKeeper prints it, with the connection's paths; sorted by session, paths sorted.
-    pub fn data_watches_by_session(
-        &self,
-        session_of: impl Fn(ConnId) -> i64,
-    ) -> Vec<(i64, Vec<String>)> {
-        let mut out: Vec<(i64, ConnId, Vec<String>)> = self
-            .data
+    /// For `wchc`: each watching connection of the data table with its paths, unsorted. A copy (the paths
+    /// are shared, not duplicated), so that the text is made after the table's lock is let go.
+    pub fn data_watches_by_conn(&self) -> Vec<(ConnId, Vec<Arc<str>>)> {
+        self.data
             .by_conn
             .iter()
-            .map(|(c, paths)| {
-                let mut p: Vec<String> = paths.iter().map(|k| k.to_string()).collect();
-                p.sort();
-                (session_of(*c), *c, p)
-            })
-            .collect();
-        out.sort();
-        out.into_iter().map(|(s, _, p)| (s, p)).collect()
+            .map(|(c, paths)| (*c, paths.iter().cloned().collect()))
+            .collect()
     }
 
-    /// `wchp`: each path of the data table with the sessions (`session_of(conn)`) of its watching
-    /// connections; sorted by path.
-    pub fn data_watches_by_path(
-        &self,
-        session_of: impl Fn(ConnId) -> i64,
-    ) -> Vec<(String, Vec<i64>)> {
-        let mut out: Vec<(String, Vec<i64>)> = self
-            .data
+    /// For `wchp`: each path of the data table with its watching connections (in connection order),
+    /// unsorted. A copy, as `data_watches_by_conn`.
+    pub fn data_watches_by_path(&self) -> Vec<(Arc<str>, Vec<ConnId>)> {
+        self.data
             .by_path
             .iter()
-            .map(|(p, conns)| {
-                (
-                    p.to_string(),
-                    conns.iter().map(|c| session_of(*c)).collect(),
-                )
-            })
-            .collect();
-        out.sort();
-        out
+            .map(|(p, conns)| (p.clone(), conns.iter().copied().collect()))
+            .collect()
     }
 
     /// `watch_count` of `mntr`: (path, connection) pairs of both tables.
@@ -666,26 +645,39 @@ mod tests {
         w.add(3, "/c", WatchKind::Child);
         assert_eq!(w.data_watch_summary(), (2, 2, 3));
         assert_eq!(w.total_watch_count(), 4);
-        let session_of = |c: ConnId| 0x100 + c as i64;
+        let mut by_conn: Vec<(ConnId, Vec<String>)> = w
+            .data_watches_by_conn()
+            .into_iter()
+            .map(|(c, paths)| {
+                let mut p: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+                p.sort();
+                (c, p)
+            })
+            .collect();
+        by_conn.sort();
         assert_eq!(
-            w.data_watches_by_session(session_of),
+            by_conn,
             [
-                (0x101, vec!["/a".to_string(), "/b".into()]),
-                (0x102, vec!["/a".into()])
+                (1, vec!["/a".to_string(), "/b".into()]),
+                (2, vec!["/a".into()])
             ]
         );
+        let mut by_path: Vec<(String, Vec<ConnId>)> = w
+            .data_watches_by_path()
+            .into_iter()
+            .map(|(p, conns)| (p.to_string(), conns))
+            .collect();
+        by_path.sort();
         assert_eq!(
-            w.data_watches_by_path(session_of),
-            [
-                ("/a".to_string(), vec![0x101, 0x102]),
-                ("/b".into(), vec![0x101])
-            ]
+            by_path,
+            [("/a".to_string(), vec![1, 2]), ("/b".into(), vec![1])]
         );
         fired(&mut w, "/a", EventType::NodeDataChanged);
         fired(&mut w, "/b", EventType::NodeDataChanged);
         // ZooKeeper keeps the emptied connection entries until the connection closes.
         assert_eq!(w.data_watch_summary(), (2, 0, 0));
-        assert_eq!(w.data_watches_by_session(session_of).len(), 2);
+        assert_eq!(w.data_watches_by_conn().len(), 2);
+        assert!(w.data_watches_by_path().is_empty());
         w.remove_conn(1);
         w.remove_conn(2);
         assert_eq!(w.data_watch_summary(), (0, 0, 0));

@@ -756,19 +756,32 @@ impl Executor {
                 if word == "srst" && allowed {
                     self.shared.stats.reset();
                 }
-                let text = if allowed {
-                    let sm = self.shared.state();
-                    let watches = self.shared.watches();
-                    crate::fourlw::run(word, &self.four_letter_view(conn, remote, &sm, &watches))
-                } else {
-                    format!("{word} is not executed because it is not in the whitelist.\n")
+                if !allowed {
+                    let text =
+                        format!("{word} is not executed because it is not in the whitelist.\n");
+                    self.shared.stats.cnxn_closed(conn, self.shared.now_ms());
+                    out.send(text.into_bytes());
+                    out.close();
+                    return;
+                }
+                // The state and what the word needs of the watch table, copied at one point in time (the
+                // state's lock, then the table's, as everywhere); the text is made on a blocking thread,
+                // with no lock held and the executor going on: `wchp` of a large table or `dump` of many
+                // sessions takes tens of milliseconds, which no write, read or ping waits for.
+                let view = {
+                    let state = self.shared.state();
+                    let watches = crate::fourlw::WatchFacts::of(word, &self.shared.watches());
+                    self.four_letter_view(conn, remote, state.clone(), watches)
                 };
-                // Gone from the connection table before the client can see the end of the text (as with
-                // ZooKeeper, which closes it before the next command runs): a command that follows at once
-                // must not count or list it.
-                self.shared.stats.cnxn_closed(conn, self.shared.now_ms());
-                out.send(text.into_bytes());
-                out.close();
+                tokio::task::spawn_blocking(move || {
+                    let text = crate::fourlw::run(word, &view);
+                    // Gone from the connection table before the client can see the end of the text (as
+                    // with ZooKeeper, which closes it before the next command runs): a command that
+                    // follows at once must not count or list it.
+                    view.shared.stats.cnxn_closed(conn, view.shared.now_ms());
+                    out.send(text.into_bytes());
+                    out.close();
+                });
             }
         }
     }
@@ -1475,19 +1488,17 @@ impl Executor {
         }
     }
 
-    fn four_letter_view<'a>(
-        &'a self,
+    fn four_letter_view(
+        &self,
         conn: ConnId,
         remote: SocketAddr,
-        sm: &'a StateMachine,
-        watches: &'a WatchTable,
-    ) -> crate::fourlw::View<'a> {
+        sm: StateMachine,
+        watches: crate::fourlw::WatchFacts,
+    ) -> crate::fourlw::View {
         crate::fourlw::View {
-            config: &self.shared.config,
-            stats: &self.shared.stats,
+            shared: Arc::clone(&self.shared),
             sm,
             watches,
-            tracker: &self.shared.tracker,
             conns: self
                 .conns
                 .iter()

@@ -1,11 +1,14 @@
 //! Four-letter words: ZooKeeper's plain-text admin commands, in ZooKeeper's output formats.
 //!
 //! Built from a read-only view the executor hands over, so the text is consistent with one point in time.
+//! The view holds no lock: a copy of the state (O(1), its maps are persistent) and of what the word needs of
+//! the watch table, both taken together, so a word's text (`wchp` on a large table, `dump` of many sessions)
+//! is made while reads, writes and the watches they set or fire go on.
 
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use oxkeeper_core::state::StateMachine;
 use oxkeeper_core::tracker::SessionTracker;
@@ -13,6 +16,7 @@ use oxkeeper_core::watches::WatchTable;
 
 use crate::config::Config;
 use crate::connection::ConnId;
+use crate::executor::Shared;
 use crate::stats::{fmt_addr, ConnStats, Counter, LiveConnView, ServerStats};
 
 /// The ZooKeeper release whose feature set we implement; clients parse it from `srvr` and `envi`.
@@ -31,12 +35,12 @@ pub struct ConnView {
     pub timeout_ms: i32,
 }
 
-pub struct View<'a> {
-    pub config: &'a Config,
-    pub stats: &'a ServerStats,
-    pub sm: &'a StateMachine,
-    pub watches: &'a WatchTable,
-    pub tracker: &'a Mutex<SessionTracker>,
+pub struct View {
+    /// The config, the statistics and the session tracker.
+    pub shared: Arc<Shared>,
+    /// A copy of the state (`StateMachine::clone` is O(1)): no lock is held while the text is made.
+    pub sm: StateMachine,
+    pub watches: WatchFacts,
     /// The connections the executor serves; `stats` knows every open one, including those without a
     /// session and the four-letter word's own, which ZooKeeper counts and lists too.
     pub conns: Vec<ConnView>,
@@ -57,12 +61,59 @@ pub struct View<'a> {
     ),
 }
 
+impl View {
+    fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    fn stats(&self) -> &ServerStats {
+        &self.shared.stats
+    }
+
+    /// Locked only to copy the session sets out (`dump`).
+    fn tracker(&self) -> &Mutex<SessionTracker> {
+        &self.shared.tracker
+    }
+}
+
+/// What a word needs of the watch table, copied while it is locked (`WatchFacts::of`), so that the table's
+/// lock is not held while the text is made: every read that sets a watch and every write that fires one
+/// takes it. Only the word's own parts are copied.
+#[derive(Debug, Default)]
+pub struct WatchFacts {
+    /// `wchs` and `mntr`: the data table's (connections, paths, watches).
+    pub summary: (usize, usize, usize),
+    /// `mntr`'s `watch_count`: both tables.
+    pub total: usize,
+    /// `wchc`: each watching connection's paths.
+    pub by_conn: Vec<(ConnId, Vec<Arc<str>>)>,
+    /// `wchp`: each path's watching connections.
+    pub by_path: Vec<(Arc<str>, Vec<ConnId>)>,
+}
+
+impl WatchFacts {
+    pub fn of(word: &str, table: &WatchTable) -> WatchFacts {
+        let mut facts = WatchFacts::default();
+        match word {
+            "wchs" => facts.summary = table.data_watch_summary(),
+            "mntr" => {
+                facts.summary = table.data_watch_summary();
+                facts.total = table.total_watch_count();
+            }
+            "wchc" => facts.by_conn = table.data_watches_by_conn(),
+            "wchp" => facts.by_path = table.data_watches_by_path(),
+            _ => {}
+        }
+        facts
+    }
+}
+
 /// Java's `Date.toString()` in UTC: `EEE MMM dd HH:mm:ss zzz yyyy`.
 pub fn java_date(wall_ms: i64) -> String {
     oxkeeper_proto::javadate::java_date(wall_ms, 0, "UTC")
 }
 
-pub fn run(word: &str, v: &View<'_>) -> String {
+pub fn run(word: &str, v: &View) -> String {
     match word {
         "ruok" => "imok".into(),
         "isro" => "rw".into(),
@@ -71,7 +122,7 @@ pub fn run(word: &str, v: &View<'_>) -> String {
         "cons" => connections(v),
         "crst" => {
             // Every open connection's figures (one set each, shared by its reader and the executor).
-            v.stats.reset_connection_stats();
+            v.stats().reset_connection_stats();
             "Connection stats reset.\n".into()
         }
         "srst" => "Server stats reset.\n".into(),
@@ -80,49 +131,66 @@ pub fn run(word: &str, v: &View<'_>) -> String {
         "conf" => conf(v),
         "mntr" => monitor(v),
         "wchs" => {
-            let (conns, paths, total) = v.watches.data_watch_summary();
+            let (conns, paths, total) = v.watches.summary;
             format!("{conns} connections watching {paths} paths\nTotal watches:{total}\n")
         }
-        "wchc" => {
-            let mut s = String::new();
-            for (sid, paths) in v
-                .watches
-                .data_watches_by_session(|conn| session_of(v, conn))
-            {
-                let _ = writeln!(s, "0x{sid:x}");
-                for p in paths {
-                    let _ = writeln!(s, "\t{p}");
-                }
-            }
-            s.push('\n');
-            s
-        }
-        "wchp" => {
-            let mut s = String::new();
-            for (path, sids) in v.watches.data_watches_by_path(|conn| session_of(v, conn)) {
-                let _ = writeln!(s, "{path}");
-                for sid in sids {
-                    let _ = writeln!(s, "\t0x{sid:x}");
-                }
-            }
-            s.push('\n');
-            s
-        }
+        "wchc" => watches_by_session(&v.watches.by_conn, &sessions_by_conn(v)),
+        "wchp" => watches_by_path(&v.watches.by_path, &sessions_by_conn(v)),
         "dirs" => format!(
             "datadir_size: {}\nlogdir_size: {}\n",
-            dir_size(&v.config.data_dir),
-            dir_size(&v.config.data_log_dir)
+            dir_size(&v.config().data_dir),
+            dir_size(&v.config().data_log_dir)
         ),
         other => format!("Unknown command: {other}\n"),
     }
 }
 
-fn session_of(v: &View<'_>, conn: ConnId) -> i64 {
-    v.conns
+/// The session of each connection the executor serves (ZooKeeper names a watcher by its session; 0 for a
+/// connection without one).
+fn sessions_by_conn(v: &View) -> HashMap<ConnId, i64> {
+    v.conns.iter().map(|c| (c.id, c.session_id)).collect()
+}
+
+/// `wchc`: per watching connection of the data table, its session (0 if unknown), then its paths; sorted
+/// by session, paths sorted.
+fn watches_by_session(
+    by_conn: &[(ConnId, Vec<Arc<str>>)],
+    sessions: &HashMap<ConnId, i64>,
+) -> String {
+    let mut entries: Vec<(i64, ConnId, Vec<&str>)> = by_conn
         .iter()
-        .find(|c| c.id == conn)
-        .map(|c| c.session_id)
-        .unwrap_or(0)
+        .map(|(conn, paths)| {
+            let mut p: Vec<&str> = paths.iter().map(|p| &**p).collect();
+            p.sort_unstable();
+            (sessions.get(conn).copied().unwrap_or(0), *conn, p)
+        })
+        .collect();
+    entries.sort_unstable();
+    let mut s = String::new();
+    for (sid, _, paths) in entries {
+        let _ = writeln!(s, "0x{sid:x}");
+        for p in paths {
+            let _ = writeln!(s, "\t{p}");
+        }
+    }
+    s.push('\n');
+    s
+}
+
+/// `wchp`: per path of the data table, the sessions of its watching connections (0 if unknown), in the
+/// connections' order; sorted by path.
+fn watches_by_path(by_path: &[(Arc<str>, Vec<ConnId>)], sessions: &HashMap<ConnId, i64>) -> String {
+    let mut entries: Vec<&(Arc<str>, Vec<ConnId>)> = by_path.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut s = String::new();
+    for (path, conns) in entries {
+        let _ = writeln!(s, "{path}");
+        for conn in conns {
+            let _ = writeln!(s, "\t0x{:x}", sessions.get(conn).copied().unwrap_or(0));
+        }
+    }
+    s.push('\n');
+    s
 }
 
 fn dir_size(p: &std::path::Path) -> u64 {
@@ -141,7 +209,7 @@ fn dir_size(p: &std::path::Path) -> u64 {
     walk(p)
 }
 
-fn server_stats(v: &View<'_>, with_clients: bool) -> String {
+fn server_stats(v: &View, with_clients: bool) -> String {
     let mut s = format!("Zookeeper version: {ZK_VERSION}, built on {BUILT_ON}\n");
     let lines = connection_lines(v, true);
     if with_clients {
@@ -151,13 +219,13 @@ fn server_stats(v: &View<'_>, with_clients: bool) -> String {
         }
         s.push('\n');
     }
-    let (min, avg, max) = v.stats.latency_min_avg_max();
+    let (min, avg, max) = v.stats().latency_min_avg_max();
     let _ = write!(
         s,
         "Latency min/avg/max: {min}/{}/{max}\nReceived: {}\nSent: {}\nConnections: {}\nOutstanding: {}\nZxid: 0x{:x}\nMode: standalone\nNode count: {}\n",
         fmt_double(avg),
-        v.stats.received(),
-        v.stats.sent(),
+        v.stats().received(),
+        v.stats().sent(),
         lines.len(),
         v.outstanding,
         v.last_zxid,
@@ -184,9 +252,9 @@ fn fmt_double(x: f64) -> String {
 /// One line per open connection, as ZooKeeper's `ServerCnxn.dumpConnectionInfo` prints it (`brief` for
 /// `stat`, full for `cons`): ` /<ip>:<port>[<interest ops>](queued=..,recved=..,sent=..[,sid=0x..,...])`.
 /// A connection without a session has only the brief part.
-fn connection_lines(v: &View<'_>, brief: bool) -> Vec<String> {
+fn connection_lines(v: &View, brief: bool) -> Vec<String> {
     let served: HashMap<ConnId, &ConnView> = v.conns.iter().map(|c| (c.id, c)).collect();
-    let mut live = v.stats.live_connections();
+    let mut live = v.stats().live_connections();
     if !live.iter().any(|l| l.id == v.self_conn.0) {
         live.push(LiveConnView {
             id: v.self_conn.0,
@@ -242,7 +310,7 @@ fn conn_line(c: &ConnView, live: &LiveConnView, brief: bool) -> String {
 }
 
 /// `cons`: one full line per connection, then an empty line.
-fn connections(v: &View<'_>) -> String {
+fn connections(v: &View) -> String {
     let mut s = String::new();
     for line in connection_lines(v, false) {
         let _ = writeln!(s, "{line}");
@@ -254,16 +322,13 @@ fn connections(v: &View<'_>) -> String {
 /// `dump`: the session tracker's expiry buckets, the ephemerals by session and the connections' expiry
 /// buckets, in the formats of ZooKeeper's `SessionTrackerImpl.dumpSessions`, `DataTree.dumpEphemerals`
 /// and `NIOServerCnxnFactory.dumpConnections`.
-fn dump(v: &View<'_>) -> String {
+fn dump(v: &View) -> String {
     let mut s = String::from("SessionTracker dump:\n");
     let (now_mono, now_wall) = v.clock;
     let date = |t: u64| java_date(now_wall + t as i64 - now_mono as i64);
-    s.push_str(
-        &v.tracker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .dump_text(date),
-    );
+    // The session sets are copied under the tracker's lock (every ping takes it) and written out after.
+    let sets = v.tracker().lock().unwrap_or_else(|p| p.into_inner()).dump();
+    s.push_str(&sets.text(date));
     s.push_str("ephemeral nodes dump:\n");
     let sessions = v.sm.sessions_with_ephemerals();
     let _ = writeln!(s, "Sessions with Ephemerals ({}):", sessions.len());
@@ -274,11 +339,11 @@ fn dump(v: &View<'_>) -> String {
         }
     }
     s.push_str("Connections dump:\n");
-    s.push_str(&v.stats.dump_connections(now_mono, date));
+    s.push_str(&v.stats().dump_connections(now_mono, date));
     s
 }
 
-fn environment(v: &View<'_>) -> String {
+fn environment(v: &View) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
@@ -299,8 +364,8 @@ fn environment(v: &View<'_>) -> String {
     )
 }
 
-fn conf(v: &View<'_>) -> String {
-    let c = v.config;
+fn conf(v: &View) -> String {
+    let c = v.config();
     format!(
         "clientPort={}\nsecureClientPort=-1\ndataDir={}\ndataDirSize={}\ndataLogDir={}\ndataLogSize={}\ntickTime={}\n\
          maxClientCnxns={}\nminSessionTimeout={}\nmaxSessionTimeout={}\nclientPortListenBacklog=-1\nserverId=0\n",
@@ -320,9 +385,9 @@ fn conf(v: &View<'_>) -> String {
 /// session and connection metrics of ZooKeeper 3.8 under its names. Those that only TLS (Netty), a quorum
 /// or the optional `WatchManagerOptimized` can move are printed too, with the value they have in a
 /// standalone plain-socket server, which is ours: 0.
-fn monitor(v: &View<'_>) -> String {
-    let (min, avg, max) = v.stats.latency_min_avg_max();
-    let (_, watch_paths, _) = v.watches.data_watch_summary();
+fn monitor(v: &View) -> String {
+    let (min, avg, max) = v.stats().latency_min_avg_max();
+    let (_, watch_paths, _) = v.watches.summary;
     let fds = std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
         .unwrap_or(0);
@@ -332,19 +397,19 @@ fn monitor(v: &View<'_>) -> String {
     };
     kv("version", format!("{ZK_VERSION}, built on {BUILT_ON}"));
     kv("server_state", "standalone".into());
-    kv("uptime", v.stats.uptime_ms().to_string());
+    kv("uptime", v.stats().uptime_ms().to_string());
     kv("avg_latency", fmt_double(avg));
     kv("max_latency", max.to_string());
     kv("min_latency", min.to_string());
-    kv("packets_received", v.stats.received().to_string());
-    kv("packets_sent", v.stats.sent().to_string());
+    kv("packets_received", v.stats().received().to_string());
+    kv("packets_sent", v.stats().sent().to_string());
     kv(
         "num_alive_connections",
-        v.stats.alive_connections().to_string(),
+        v.stats().alive_connections().to_string(),
     );
     kv("outstanding_requests", v.outstanding.to_string());
     kv("znode_count", v.sm.tree().node_count().to_string());
-    kv("watch_count", v.watches.total_watch_count().to_string());
+    kv("watch_count", v.watches.total.to_string());
     kv("watch_paths", watch_paths.to_string());
     kv("ephemerals_count", v.sm.ephemerals_count().to_string());
     kv(
@@ -360,7 +425,7 @@ fn monitor(v: &View<'_>) -> String {
     // No connection throttle (BlueThrottle) is configured: nothing is dropped at random.
     kv("connection_drop_probability", "0.0".into());
     for counter in Counter::ALL {
-        kv(counter.mntr_name(), v.stats.counter(counter).to_string());
+        kv(counter.mntr_name(), v.stats().counter(counter).to_string());
     }
     // Followers revalidating their clients' sessions with a leader: none standalone.
     kv("revalidate_count", "0".into());
@@ -390,7 +455,7 @@ fn monitor(v: &View<'_>) -> String {
     summary(
         &mut kv,
         "connection_token_deficit",
-        v.stats.counter(Counter::ConnectionRequest),
+        v.stats().counter(Counter::ConnectionRequest),
         false,
     );
     summary(&mut kv, "dead_watchers_cleaner_latency", 0, true);
@@ -455,6 +520,33 @@ fn max_fds() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wchc_and_wchp_name_connections_by_session_in_order() {
+        let mut w = WatchTable::new();
+        w.add(7, "/b", oxkeeper_core::watches::WatchKind::Data);
+        w.add(7, "/a", oxkeeper_core::watches::WatchKind::Data);
+        w.add(3, "/b", oxkeeper_core::watches::WatchKind::Data);
+        w.add(9, "/c", oxkeeper_core::watches::WatchKind::Data);
+        w.add(5, "/d", oxkeeper_core::watches::WatchKind::Child); // child watches are not listed
+                                                                  // Connection 9 has no session the executor knows of (ZooKeeper prints 0).
+        let sessions: HashMap<ConnId, i64> = [(7, 0x20), (3, 0x1f)].into_iter().collect();
+        let facts = WatchFacts::of("wchc", &w);
+        assert!(facts.by_path.is_empty());
+        assert_eq!(
+            watches_by_session(&facts.by_conn, &sessions),
+            "0x0\n\t/c\n0x1f\n\t/b\n0x20\n\t/a\n\t/b\n\n"
+        );
+        let facts = WatchFacts::of("wchp", &w);
+        assert!(facts.by_conn.is_empty());
+        assert_eq!(
+            watches_by_path(&facts.by_path, &sessions),
+            "/a\n\t0x20\n/b\n\t0x1f\n\t0x20\n/c\n\t0x0\n\n"
+        );
+        assert_eq!(WatchFacts::of("wchs", &w).summary, (3, 3, 4));
+        let mntr = WatchFacts::of("mntr", &w);
+        assert_eq!((mntr.summary, mntr.total), ((3, 3, 4), 5));
+    }
 
     #[test]
     fn doubles_print_like_java() {
