@@ -759,9 +759,7 @@ impl Executor {
                 if !allowed {
                     let text =
                         format!("{word} is not executed because it is not in the whitelist.\n");
-                    self.shared.stats.cnxn_closed(conn, self.shared.now_ms());
-                    out.send(text.into_bytes());
-                    out.close();
+                    answer_four_letter(&self.shared, conn, &out, text);
                     return;
                 }
                 // The state and what the word needs of the watch table, copied at one point in time (the
@@ -775,12 +773,7 @@ impl Executor {
                 };
                 tokio::task::spawn_blocking(move || {
                     let text = crate::fourlw::run(word, &view);
-                    // Gone from the connection table before the client can see the end of the text (as
-                    // with ZooKeeper, which closes it before the next command runs): a command that
-                    // follows at once must not count or list it.
-                    view.shared.stats.cnxn_closed(conn, view.shared.now_ms());
-                    out.send(text.into_bytes());
-                    out.close();
+                    answer_four_letter(&view.shared, conn, &out, text);
                 });
             }
         }
@@ -1542,6 +1535,15 @@ pub(crate) fn release_if_empty<T>(q: &mut VecDeque<T>) {
     if q.is_empty() && q.capacity() > 0 {
         *q = VecDeque::new();
     }
+}
+
+/// Writes a four-letter word's text and closes its connection. The connection is gone from the connection
+/// table before the client can see the end of the text (as with ZooKeeper, which closes it before the next
+/// command runs): a command that follows at once must not count or list it.
+fn answer_four_letter(shared: &Shared, conn: ConnId, out: &Outbound, text: String) {
+    shared.stats.cnxn_closed(conn, shared.now_ms());
+    out.send(text.into_bytes());
+    out.close();
 }
 
 /// Queues a frame, written when this pass of the executor ends (`Outbox::flush`); a connection whose queue
