@@ -223,9 +223,10 @@ def ratio(figure):
     ox, zk = medians.get(figure, (None, None))
     return None if ox is None or not zk else ox / zk
 
-# What a ceiling below shows about a goal: target figure -> (the best ratio a measured ceiling allows, which).
-# A goal beyond it is shown out of reach on this machine (issue 6: "only with a measurement that shows the
-# physical limit that blocks it").
+# What a ceiling below shows about a goal: target figure -> (the tightest ratio a ceiling allows, which one).
+# For a rate, a goal beyond it is out of reach on this machine (issue 6: "only with a measurement that shows
+# the physical limit that blocks it"). For a p99 it is what the least server reaches, not a strict bound (see
+# p99_lines): the target line says "beyond ...'s own", never "impossible".
 limits = {}
 
 def bound_by(figure, value, source, higher):
