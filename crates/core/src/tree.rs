@@ -544,18 +544,39 @@ impl DataTree {
         })
     }
 
-    /// The ids in the order of [`DataTree::iter`], without building paths.
-    fn preorder_ids(&self) -> impl Iterator<Item = Id> + '_ {
-        let mut stack: Vec<Id> = if self.is_empty() {
-            Vec::new()
-        } else {
-            vec![ROOT]
-        };
-        std::iter::from_fn(move || {
-            let id = stack.pop()?;
-            stack.extend(self.sorted_children(id).into_iter().rev().map(|(_, c)| c));
-            Some(id)
-        })
+    /// Calls `visit` with every node in the order of [`DataTree::iter`], with its path and record. The
+    /// paths are built in one buffer and the children sorted in place on the walk's stack: no
+    /// allocation per node (what a snapshot's serialization walks, every node of a large tree).
+    fn walk_records<E>(
+        &self,
+        mut visit: impl FnMut(&str, &store::Rec<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let mut path = String::new();
+        // Nodes still to visit: (id, the length of its parent's path, its name).
+        let mut stack: Vec<(Id, usize, &str)> = vec![(ROOT, 0, "")];
+        while let Some((id, parent_len, name)) = stack.pop() {
+            let Some(rec) = self.store.get(id) else {
+                continue;
+            };
+            path.truncate(parent_len);
+            if path.len() != 1 {
+                path.push('/');
+            }
+            path.push_str(name);
+            visit(&path, &rec)?;
+            // The children, last name first on the stack so that the first pops first.
+            let start = stack.len();
+            let mut next = rec.links.first_child;
+            while let Some((name, links)) = self.store.name_and_links(next) {
+                stack.push((next, path.len(), name));
+                next = links.next;
+            }
+            stack[start..].sort_unstable_by(|a, b| b.2.cmp(a.2));
+        }
+        Ok(())
     }
 
     /// The number of nodes below `path` (`getAllChildrenNumber`); for `/`, every node but the root.
@@ -1017,39 +1038,34 @@ mod wire {
     impl Serialize for Nodes<'_> {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             let mut seq = s.serialize_seq(Some(self.tree.len()))?;
-            for (path, node) in self.tree.iter() {
+            // Neighbours in the walk mostly share their ACL list: the last lookup is kept.
+            let mut last = (u32::MAX, u32::MAX);
+            self.tree.walk_records(|path, rec| {
+                if last.0 != rec.acl {
+                    let index = self.acl_index.get(&rec.acl).copied();
+                    last = (rec.acl, index.unwrap_or(u32::MAX));
+                }
                 seq.serialize_element(&WireNodeRef {
-                    path: &path,
-                    data: node.data(),
-                    acl: self
-                        .acl_index
-                        .get(&node.acl_id)
-                        .copied()
-                        .unwrap_or(u32::MAX),
-                    stat: node.stat,
-                })?;
-            }
+                    path,
+                    data: rec.data,
+                    acl: last.1,
+                    stat: rec.stat,
+                })
+            })?;
             seq.end()
         }
     }
 
-    /// Each distinct ACL list once, in the order the pre-order walk first meets it.
+    /// Each distinct ACL list once, in the lists' own order (not the ids', which differ between
+    /// members that built the same tree differently), so that equal trees serialize alike.
     impl Serialize for DataTree {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             let mut acl_index = std::collections::HashMap::new();
             let mut acls: Vec<&Arc<Vec<Acl>>> = Vec::new();
-            for id in self.preorder_ids() {
-                let Some(acl) = self.store.get(id).map(|r| r.acl) else {
-                    continue;
-                };
-                if let std::collections::hash_map::Entry::Vacant(slot) = acl_index.entry(acl) {
-                    let Some(list) = self.acls.get(acl) else {
-                        continue;
-                    };
-                    let index = u32::try_from(acls.len()).expect("fewer than 2^32 distinct ACLs");
-                    slot.insert(index);
-                    acls.push(list);
-                }
+            for (list, id) in self.acls.in_value_order() {
+                let index = u32::try_from(acls.len()).expect("fewer than 2^32 distinct ACLs");
+                acl_index.insert(id, index);
+                acls.push(list);
             }
             let mut tree = s.serialize_struct("Tree", 2)?;
             tree.serialize_field("acls", &acls)?;
@@ -1569,6 +1585,21 @@ mod tests {
             }
             let order: Vec<String> = tree.iter().map(|(p, _)| p.to_string()).collect();
             prop_assert_eq!(order.len(), model.len());
+            // The snapshot's walk: the same nodes in the same order, each with its own record.
+            let mut walked = Vec::new();
+            tree.walk_records(|path, rec| {
+                let node = tree.get(path);
+                let same_record = node.is_some_and(|n| {
+                    n.stat() == rec.stat && n.data() == rec.data && n.acl_id == rec.acl
+                });
+                walked.push((path.to_owned(), same_record));
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+            prop_assert_eq!(
+                walked,
+                order.into_iter().map(|p| (p, true)).collect::<Vec<_>>()
+            );
             Ok(())
         }
 

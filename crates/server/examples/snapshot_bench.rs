@@ -4,13 +4,16 @@
 //! the same state runs beside it. A measurement, not a test:
 //!
 //! `cargo run --release -p oxkeeper-server --example snapshot_bench -- [nodes] [dir]`
+//!
+//! With `SNAP_ONLY=1` it builds the state, serializes it ten times into nothing and stops: a run to
+//! profile the serialization alone (`perf record`).
 
 use std::time::{Duration, Instant};
 
 use oxkeeper_core::state::{ApplySettings, Command, CommandOp, StateMachine};
 use oxkeeper_proto::{CreateRequest, OpCode, Request, SetDataRequest};
-use oxkeeper_server::executor::{decode_state, encode_state};
-use oxkeeper_storage::snapshot::{read_snapshot, write_snapshot};
+use oxkeeper_server::executor::{decode_state, encode_state, write_state};
+use oxkeeper_storage::snapshot::{read_snapshot, write_snapshot, write_snapshot_with};
 use oxkeeper_storage::RealDisk;
 
 fn cmd_as(session_id: i64, op: CommandOp) -> Command {
@@ -74,6 +77,34 @@ fn main() {
         sm.tree().node_count(),
         t.elapsed()
     );
+
+    // The serialization alone (into nothing), and as the server writes a snapshot (streamed into its
+    // file): the best of three each.
+    let best = |f: &mut dyn FnMut()| {
+        (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .min()
+            .unwrap_or_default()
+    };
+    if std::env::var_os("SNAP_ONLY").is_some() {
+        for _ in 0..10 {
+            write_state(&sm, &mut std::io::sink()).expect("serialize");
+        }
+        return;
+    }
+    let alone = best(&mut || write_state(&sm, &mut std::io::sink()).expect("serialize"));
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let streamed = best(&mut || {
+        write_snapshot_with(&RealDisk, std::path::Path::new(&dir), 2, b"meta", |out| {
+            write_state(&sm, out)
+        })
+        .expect("write the snapshot");
+    });
+    println!("serialize alone (best of 3): {alone:?}; streamed into a snapshot file: {streamed:?}");
 
     // The hand-off: all apply waits for.
     let t = Instant::now();

@@ -81,13 +81,23 @@ pub fn encode_state(sm: &StateMachine) -> Vec<u8> {
 /// MB, never held in memory whole).
 pub fn write_state(sm: &StateMachine, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     out.write_all(&[STATE_FORMAT_V1])?;
-    let mut out = KeepError { out, error: None };
-    match postcard::to_io(sm, &mut out) {
-        Ok(_) => Ok(()),
+    // postcard writes field by field: through a buffer of a known type each write is a copy, where
+    // through `out` each would be a call through a pointer, and several more below it.
+    let mut out =
+        std::io::BufWriter::with_capacity(STATE_WRITE_BUFFER, KeepError { out, error: None });
+    let result = postcard::to_io(sm, &mut out)
+        .map(drop)
+        .map_err(std::io::Error::other)
+        .and_then(|()| std::io::Write::flush(&mut out));
+    match result {
+        Ok(()) => Ok(()),
         // postcard reports a failed write without its cause: give the writer's own error back.
-        Err(e) => Err(out.error.take().unwrap_or_else(|| std::io::Error::other(e))),
+        Err(e) => Err(out.get_mut().error.take().unwrap_or(e)),
     }
 }
+
+/// How much of the serialized state is gathered before a write to the writer it goes to.
+const STATE_WRITE_BUFFER: usize = 64 << 10;
 
 /// A writer that remembers the first error of the writer it wraps.
 struct KeepError<'a> {

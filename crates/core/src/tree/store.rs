@@ -784,6 +784,11 @@ impl AclTable {
         }
     }
 
+    /// Every list with its id, in the lists' order.
+    pub(super) fn in_value_order(&self) -> impl Iterator<Item = (&Arc<Vec<Acl>>, u32)> + '_ {
+        self.by_value.iter().map(|(acl, id)| (acl, *id))
+    }
+
     /// (id, users) of every list.
     pub(super) fn users(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
         self.by_id.iter().map(|(id, (_, users))| (*id, *users))
