@@ -544,39 +544,56 @@ impl DataTree {
         })
     }
 
-    /// Calls `visit` with every node in the order of [`DataTree::iter`], with its path and record. The
-    /// paths are built in one buffer and the children sorted in place on the walk's stack: no
-    /// allocation per node (what a snapshot's serialization walks, every node of a large tree).
+    /// Calls `visit` with every node in pre-order (a parent before its children), with its path and
+    /// record: what a snapshot's serialization walks, every node of a large tree. A node's children come
+    /// oldest first (its child list backwards), not by name as in [`DataTree::iter`]: the walk then
+    /// holds one cursor per level and one path buffer, where sorting would hold every child of a node at
+    /// once (a node with a million children: 32 MB, and a sort of a million names). The loader puts each
+    /// child first in its parent's list, so a tree loaded from this order has the same lists, and
+    /// serializes to the same bytes again.
     fn walk_records<E>(
         &self,
         mut visit: impl FnMut(&str, &store::Rec<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
-        if self.is_empty() {
+        let Some(root) = self.store.get(ROOT) else {
             return Ok(());
-        }
-        let mut path = String::new();
-        // Nodes still to visit: (id, the length of its parent's path, its name).
-        let mut stack: Vec<(Id, usize, &str)> = vec![(ROOT, 0, "")];
-        while let Some((id, parent_len, name)) = stack.pop() {
+        };
+        let mut path = String::from(path::ROOT);
+        visit(&path, &root)?;
+        // Per level below the root: the next child to visit (walking back from the last), and the
+        // length of the parent's path.
+        let mut levels: Vec<(Id, usize)> = vec![(self.last_child(&root.links), path.len())];
+        while let Some(&(id, parent_len)) = levels.last() {
             let Some(rec) = self.store.get(id) else {
+                // NONE: this level is done.
+                levels.pop();
                 continue;
             };
+            if let Some(level) = levels.last_mut() {
+                level.0 = rec.links.prev;
+            }
             path.truncate(parent_len);
-            if path.len() != 1 {
+            if parent_len != 1 {
                 path.push('/');
             }
-            path.push_str(name);
+            path.push_str(rec.name);
             visit(&path, &rec)?;
-            // The children, last name first on the stack so that the first pops first.
-            let start = stack.len();
-            let mut next = rec.links.first_child;
-            while let Some((name, links)) = self.store.name_and_links(next) {
-                stack.push((next, path.len(), name));
-                next = links.next;
+            if rec.links.first_child != NONE {
+                levels.push((self.last_child(&rec.links), path.len()));
             }
-            stack[start..].sort_unstable_by(|a, b| b.2.cmp(a.2));
         }
         Ok(())
+    }
+
+    /// The last of a node's children in its child list (the oldest), or NONE.
+    fn last_child(&self, links: &Links) -> Id {
+        let mut last = NONE;
+        let mut next = links.first_child;
+        while let Some(child) = self.store.links(next) {
+            last = next;
+            next = child.next;
+        }
+        last
     }
 
     /// The number of nodes below `path` (`getAllChildrenNumber`); for `/`, every node but the root.
@@ -1056,8 +1073,8 @@ mod wire {
         }
     }
 
-    /// Each distinct ACL list once, in the lists' own order (not the ids', which differ between
-    /// members that built the same tree differently), so that equal trees serialize alike.
+    /// Each distinct ACL list once, in the lists' own order (one pass over the table; the ids' order
+    /// would depend on the tree's history).
     impl Serialize for DataTree {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             let mut acl_index = std::collections::HashMap::new();
@@ -1585,21 +1602,35 @@ mod tests {
             }
             let order: Vec<String> = tree.iter().map(|(p, _)| p.to_string()).collect();
             prop_assert_eq!(order.len(), model.len());
-            // The snapshot's walk: the same nodes in the same order, each with its own record.
-            let mut walked = Vec::new();
+            // The snapshot's walk: every node once, with its own record, in a depth-first pre-order
+            // (each node's parent is the node before it or one of that node's ancestors).
+            let mut walked: Vec<String> = Vec::new();
+            let mut chain: Vec<String> = Vec::new();
+            let mut records_match = true;
             tree.walk_records(|path, rec| {
-                let node = tree.get(path);
-                let same_record = node.is_some_and(|n| {
+                records_match &= tree.get(path).is_some_and(|n| {
                     n.stat() == rec.stat && n.data() == rec.data && n.acl_id == rec.acl
                 });
-                walked.push((path.to_owned(), same_record));
+                if let Some(parent) = parent_of(path).filter(|_| path != "/") {
+                    while chain.last().is_some_and(|p| p != parent) {
+                        chain.pop();
+                    }
+                    records_match &= !chain.is_empty();
+                }
+                chain.push(path.to_owned());
+                walked.push(path.to_owned());
                 Ok::<(), ()>(())
             })
             .unwrap();
-            prop_assert_eq!(
-                walked,
-                order.into_iter().map(|p| (p, true)).collect::<Vec<_>>()
+            prop_assert!(
+                records_match,
+                "a record or the pre-order differs: {:?}",
+                walked
             );
+            walked.sort();
+            let mut sorted = order;
+            sorted.sort();
+            prop_assert_eq!(walked, sorted);
             Ok(())
         }
 

@@ -157,11 +157,12 @@ fn a_failed_write_of_the_state_returns_the_writers_error() {
     assert_eq!(file.got, whole);
 }
 
-/// Snapshots written by earlier builds list the ACLs in the order the walk first meets them (now: in
-/// the lists' order). The format is the same, the order free: such a snapshot reads back the same.
+/// Snapshots written by earlier builds list the ACLs in the order a walk first meets them (now: in the
+/// lists' order) and each node's children by name (now: oldest first). The format is the same, both
+/// orders free: such a snapshot reads back as the same state.
 #[test]
-fn snapshot_with_acls_in_walk_order_reads_the_same() {
-    let path = fixture("snapshot-state-v1-acls-in-walk-order.hex");
+fn a_snapshot_in_the_earlier_order_reads_the_same() {
+    let path = fixture("snapshot-state-v1-earlier-order.hex");
     let old = hex::decode(
         std::fs::read_to_string(&path)
             .expect("the old golden file")
@@ -171,7 +172,7 @@ fn snapshot_with_acls_in_walk_order_reads_the_same() {
     assert_ne!(
         old,
         encode_state(&snapshot_state()),
-        "the ACLs are in another order"
+        "the ACLs and nodes are in another order"
     );
     assert_eq!(decode_state(&old).expect("decodes"), snapshot_state());
 }
