@@ -290,11 +290,13 @@ mem() { printf '%s\t%s\t%s\t%s\n' "$1" "$PAIR" "$2" "$3" >>"$MEM"; }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status"; }
 
-# The RSS once the allocator has given back what a burst freed (jemalloc returns dirty pages over ~10 s): the
-# counterpart of ZooKeeper's live heap after a full GC. Polled each second until two readings are within
-# 0.5%, for at most 30 s.
+# The RSS once the allocator has given back what a burst freed (jemalloc returns dirty pages over its 10 s
+# decay): the counterpart of ZooKeeper's live heap after a full GC. First a wait past that decay (two readings a
+# second apart can agree before it has begun: 159 MiB then, 137 MiB 15 s later, with 1M nodes), then polled
+# each second until two readings are within 0.5%, for at most 30 s more.
 settled_rss_kib() {
     local last now i
+    sleep 11
     last=$(rss_kib)
     for ((i = 0; i < 30; i++)); do
         sleep 1
