@@ -1056,16 +1056,20 @@ mod wire {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             let mut seq = s.serialize_seq(Some(self.tree.len()))?;
             // Neighbours in the walk mostly share their ACL list: the last lookup is kept.
-            let mut last = (u32::MAX, u32::MAX);
+            let mut last: Option<(u32, u32)> = None;
             self.tree.walk_records(|path, rec| {
-                if last.0 != rec.acl {
-                    let index = self.acl_index.get(&rec.acl).copied();
-                    last = (rec.acl, index.unwrap_or(u32::MAX));
-                }
+                let acl = match last {
+                    Some((id, index)) if id == rec.acl => index,
+                    _ => {
+                        let index = self.acl_index.get(&rec.acl).copied().unwrap_or(u32::MAX);
+                        last = Some((rec.acl, index));
+                        index
+                    }
+                };
                 seq.serialize_element(&WireNodeRef {
                     path,
                     data: rec.data,
-                    acl: last.1,
+                    acl,
                     stat: rec.stat,
                 })
             })?;
