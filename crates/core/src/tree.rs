@@ -1061,7 +1061,14 @@ mod wire {
                 let acl = match last {
                     Some((id, index)) if id == rec.acl => index,
                     _ => {
-                        let index = self.acl_index.get(&rec.acl).copied().unwrap_or(u32::MAX);
+                        // A node whose list is not in the table is a broken tree: refuse to write a
+                        // snapshot that the loader would refuse at the next start.
+                        let Some(&index) = self.acl_index.get(&rec.acl) else {
+                            return Err(serde::ser::Error::custom(format!(
+                                "node {path}: ACL id {} is not in the ACL table",
+                                rec.acl
+                            )));
+                        };
                         last = Some((rec.acl, index));
                         index
                     }
@@ -1426,6 +1433,24 @@ mod tests {
         loaded.check_invariants().unwrap();
         assert!(loaded.contains("/a/w"));
         assert_eq!(loaded.get("/a").unwrap().num_children(), 2);
+    }
+
+    #[test]
+    fn a_node_whose_acl_is_not_in_the_table_is_not_serialized() {
+        let mut t = DataTree::new();
+        let own = Arc::new(vec![Acl {
+            perms: perms::ALL,
+            id: crate::acl::id("digest", "u:x"),
+        }]);
+        t.create("/a", None, own, 0, 5, 100).unwrap();
+        assert!(postcard::to_allocvec(&t).is_ok());
+        // Break the tree: the list goes from the table while the node still names it.
+        let acl = t.node(t.lookup("/a").unwrap()).unwrap().acl_id;
+        t.acls.release(acl);
+        assert!(
+            postcard::to_allocvec(&t).is_err(),
+            "a dangling ACL id must not be written"
+        );
     }
 
     #[test]
