@@ -507,7 +507,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // load the hand-off is cheap (threads are awake) and blocking a worker is not (session
         // establishment at 16 connections lost ~6% when every idle moment wrote here). First yield,
         // so that what openraft's core just woke (the state machine's apply, in this worker's LIFO slot,
-        // which other workers cannot steal) runs before this worker blocks. Only on a multi-threaded
+        // which other workers cannot steal) runs before this worker blocks; and above all the executor:
+        // it yielded right after proposing, and tokio keeps a yielded task in its worker's deferred list
+        // until that worker parks, with no waker left on the executor's queue, so without this yield a
+        // request arriving during the fdatasync wakes nobody (tests/group_commit.rs deadlocks; session 27:
+        // the yield costs ~25 us per write at 1 session, see bench/RESULTS.md). Only on a multi-threaded
         // runtime with another worker to go on meanwhile (pings must never wait for a disk), and only
         // while the disk is quick (`is_idle_and_quick`).
         let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
