@@ -37,9 +37,10 @@ pub const SOON: Duration = Duration::from_secs(10);
 pub const WATCHDOG: Duration = Duration::from_secs(420);
 
 /// Ends the test process if the server it guards is still held after `WATCHDOG`. A deadlock in the server
-/// can stop the test's own task (a worker thread blocked with that task queued behind it, where the other
-/// worker cannot take it), and then no timeout inside the runtime ever fires: without this the run would
-/// hang until CI's limit. Session 27 saw it happen (tests/group_commit.rs). Dropping it disarms it.
+/// can also stall the test (its task queued behind a worker thread that never comes back), and then no
+/// timeout inside the runtime fires: without this the run would hang until CI's limit. Session 27 saw it:
+/// tests/group_commit.rs hung for minutes past its own 10 s deadlines when a change left the executor
+/// behind a worker blocked in the test's held fdatasync. Dropping it disarms it.
 pub struct Watchdog {
     _armed: std::sync::mpsc::Sender<()>,
 }
