@@ -44,6 +44,15 @@ pub trait DiskFile: Send + 'static {
     /// Reserves space so the file is at least `len` bytes long (zeros), never shrinking it. A full
     /// device fails here rather than in the middle of a later write.
     fn allocate(&mut self, len: u64) -> io::Result<()>;
+    /// Starts writing `[offset, offset + len)` to the device, and waits until the range written
+    /// before it (`[..offset)`, started by an earlier call) is written out: so a large file written
+    /// in pieces keeps only about two pieces dirty in memory. A pace, not a promise: nothing is
+    /// durable before `sync_data`. An error here is a write error of the file (report it: the
+    /// kernel reports a writeback error once per open file, so a later `sync_data` may not see it).
+    /// The default does nothing.
+    fn write_behind(&mut self, _offset: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The real file system, through `std::fs` (and `posix_fallocate` for `allocate`).
@@ -113,6 +122,33 @@ impl DiskFile for RealFile {
         self.file.sync_data()
     }
 
+    fn write_behind(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let range = |offset: u64, len: u64| {
+            Ok::<_, io::Error>((
+                libc::off64_t::try_from(offset).map_err(|_| too_large())?,
+                libc::off64_t::try_from(len).map_err(|_| too_large())?,
+            ))
+        };
+        let fd = self.file.as_raw_fd();
+        let (start, count) = range(offset, len)?;
+        // SAFETY: the descriptor is open for as long as `self.file` lives; the call only reads its args.
+        if unsafe { libc::sync_file_range(fd, start, count, libc::SYNC_FILE_RANGE_WRITE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if offset > 0 {
+            let (start, count) = range(0, offset)?;
+            let wait = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+            // SAFETY: as above.
+            if unsafe { libc::sync_file_range(fd, start, count, wait) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
     fn allocate(&mut self, len: u64) -> io::Result<()> {
         use std::os::fd::AsRawFd;
         let len_off = libc::off_t::try_from(len)
@@ -132,6 +168,10 @@ impl DiskFile for RealFile {
             errno => Err(io::Error::from_raw_os_error(errno)),
         }
     }
+}
+
+fn too_large() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "file range too large")
 }
 
 /// How much of a file one step of `shrink_gently` frees, and the pause after each step.

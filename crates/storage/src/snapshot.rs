@@ -189,6 +189,7 @@ impl<F: DiskFile> io::Write for BodyWriter<'_, F> {
         if bytes.len() >= BODY_BUFFER_BYTES {
             self.crc.update(bytes);
             self.file.write_at(self.at, bytes)?;
+            self.file.write_behind(self.at, bytes.len() as u64)?;
             self.at += bytes.len() as u64;
         } else {
             self.buf.extend_from_slice(bytes);
@@ -200,6 +201,10 @@ impl<F: DiskFile> io::Write for BodyWriter<'_, F> {
         if !self.buf.is_empty() {
             self.crc.update(&self.buf);
             self.file.write_at(self.at, &self.buf)?;
+            // Out to the device piece by piece rather than all at the final fdatasync: a write-ahead
+            // log's fdatasync issued meanwhile waits behind whatever the device has queued (session
+            // 28: a 90 MB snapshot every second, set at 32 sessions: p99.9 16-30 -> 6-7 ms).
+            self.file.write_behind(self.at, self.buf.len() as u64)?;
             self.at += self.buf.len() as u64;
             self.buf.clear();
         }

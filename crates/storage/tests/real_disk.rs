@@ -210,3 +210,47 @@ fn metadata_files_are_replaced_whole() {
     let (_, recovered) = open(&dir.0).unwrap();
     assert!(recovered.entries.is_empty());
 }
+
+#[test]
+fn writing_behind_leaves_a_file_as_written() {
+    use oxkeeper_storage::{Disk, DiskFile};
+    let dir = TempDir::new("write-behind");
+    let path = dir.0.join("file");
+    let mut file = RealDisk.open(&path, true).unwrap();
+    let pieces: Vec<Vec<u8>> = (0..5u8)
+        .map(|k| vec![k + 1; 300_000 + 7 * k as usize])
+        .collect();
+    let mut at = 0;
+    for piece in &pieces {
+        file.write_at(at, piece).unwrap();
+        file.write_behind(at, piece.len() as u64).unwrap();
+        at += piece.len() as u64;
+    }
+    // A range past the end is no error (the kernel has nothing there to write).
+    file.write_behind(at + 4096, 4096).unwrap();
+    file.sync_data().unwrap();
+    drop(file);
+    assert_eq!(fs::read(&path).unwrap(), pieces.concat());
+}
+
+#[test]
+fn a_snapshot_written_in_many_pieces_reads_back_whole() {
+    use oxkeeper_storage::snapshot::{read_snapshot, write_snapshot_with};
+    let dir = TempDir::new("snapshot-pieces");
+    // Pieces smaller and larger than the writer's buffer (1 MiB), ~5 MiB in all: each goes out to the
+    // device behind the next (`DiskFile::write_behind`).
+    let data: Vec<u8> = (0..5_300_000u32).map(|i| (i % 251) as u8).collect();
+    let (path, len) = write_snapshot_with(&RealDisk, &dir.0, 42, b"meta", |out| {
+        for piece in data.chunks(700_000).chain(std::iter::once(&[][..])) {
+            out.write_all(&piece[..piece.len() / 2])?;
+            out.write_all(&piece[piece.len() / 2..])?;
+        }
+        out.write_all(&data[..1_500_000])
+    })
+    .unwrap();
+    let read = read_snapshot(&RealDisk, 42, &path).unwrap();
+    assert_eq!(read.meta, b"meta");
+    assert_eq!(len, (data.len() + 1_500_000) as u64);
+    assert_eq!(read.data.len(), data.len() + 1_500_000);
+    assert!(read.data[..data.len()] == data[..] && read.data[data.len()..] == data[..1_500_000]);
+}
