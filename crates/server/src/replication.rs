@@ -88,10 +88,11 @@ fn io_err(e: impl fmt::Display) -> io::Error {
 
 /// Runs `work` on a thread of its own at the lowest CPU priority (nice 19) and waits for its result.
 /// Serializing a large state keeps a core busy for a while (a million nodes make ~100 MB); at nice 19
-/// it takes what requests leave, and a waking runtime worker preempts it at once. Session 28, a 90 MB
-/// snapshot every second beside set at 32 sessions on 2 cores: p99 ~4.3 -> ~3.3 ms with the snapshot's
-/// writes paced as well (`DiskFile::write_behind`). A thread per snapshot: they are rare, and tokio's
-/// blocking pool would keep the lowered priority for whatever it runs next.
+/// it takes what requests leave, and a waking runtime worker preempts it at once (under a machine kept
+/// fully busy a snapshot takes longer: a million nodes need ~130 ms of CPU). Session 28, a 90 MB
+/// snapshot every second beside set at 32 sessions on 2 cores, with the snapshot's writes paced as well
+/// (`DiskFile::write_behind`): p99.9 13-27 -> 7.5-8.4 ms (bench/RESULTS.md). A thread per snapshot:
+/// they are rare, and tokio's blocking pool would keep the lowered priority for whatever it runs next.
 async fn in_background<T: Send + 'static>(
     name: &str,
     work: impl FnOnce() -> io::Result<T> + Send + 'static,

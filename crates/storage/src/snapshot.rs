@@ -203,7 +203,8 @@ impl<F: DiskFile> io::Write for BodyWriter<'_, F> {
             self.file.write_at(self.at, &self.buf)?;
             // Out to the device piece by piece rather than all at the final fdatasync: a write-ahead
             // log's fdatasync issued meanwhile waits behind whatever the device has queued (session
-            // 28: a 90 MB snapshot every second, set at 32 sessions: p99.9 16-30 -> 6-7 ms).
+            // 28: a 90 MB snapshot every second, set at 32 sessions: p99.9 13-27 -> 7.5-8.4 ms, together
+            // with the snapshot thread's low priority; see bench/RESULTS.md).
             self.file.write_behind(self.at, self.buf.len() as u64)?;
             self.at += self.buf.len() as u64;
             self.buf.clear();
