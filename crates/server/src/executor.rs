@@ -1520,6 +1520,8 @@ impl Executor {
             clock: (self.shared.now_ms(), wall_ms()),
             stalls: self.shared.clock.stall_stats(),
             wal: (self.replicator.wal_health(), self.replicator.wal_stats()),
+            snapshot_failures: self.replicator.snapshot_failures(),
+            since_snapshot: self.since_snapshot,
             expiry_backlog: self.expiry_backlog.len(),
         }
     }

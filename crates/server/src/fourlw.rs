@@ -59,6 +59,10 @@ pub struct View {
         oxkeeper_storage::WalHealth,
         oxkeeper_storage::WalWriterStats,
     ),
+    /// Snapshot writes that failed so far (each is tried again until written).
+    pub snapshot_failures: u64,
+    /// Transactions applied since the last snapshot was asked for (one is asked for at `snapCount`).
+    pub since_snapshot: u64,
 }
 
 impl View {
@@ -485,6 +489,16 @@ fn monitor(v: &View) -> String {
     kv("oxkeeper_log_entries", v.wal.1.entries.to_string());
     kv("oxkeeper_log_write_us", v.wal.1.write_us.to_string());
     kv("oxkeeper_log_entry_bytes", v.wal.1.entry_bytes.to_string());
+    // A snapshot that could not be written (a full device) is tried again until it is; meanwhile the log
+    // is not purged.
+    kv(
+        "oxkeeper_snapshot_write_failures",
+        v.snapshot_failures.to_string(),
+    );
+    kv(
+        "oxkeeper_transactions_since_snapshot",
+        v.since_snapshot.to_string(),
+    );
     s
 }
 

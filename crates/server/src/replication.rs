@@ -86,6 +86,38 @@ fn io_err(e: impl fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// The wait after a failed snapshot write: doubling from the first to the second.
+const SNAPSHOT_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(10));
+/// A snapshot write failing again and again is logged at its first failure and every this many.
+const SNAPSHOT_FAILURES_PER_LOG: u32 = 30;
+
+/// Calls `attempt` until it succeeds, telling `failed` of each failure (with its number, from 1) and
+/// sleeping (`SNAPSHOT_RETRY`) before the next; returns the result and the number of failures. A
+/// snapshot is never needed for safety (the log keeps every entry after the last snapshot, and is not
+/// purged meanwhile), so a failed write, above all on a full device (a snapshot is the largest write a
+/// member makes), is waited out rather than returned: openraft stops for good on any storage error
+/// (session 28: a snapshot that hit ENOSPC stopped its core, and the member answered nothing more, not
+/// even `ruok`).
+fn retry_until_written<T, E>(
+    mut attempt: impl FnMut() -> Result<T, E>,
+    mut failed: impl FnMut(&E, u32),
+    mut sleep: impl FnMut(Duration),
+) -> (T, u32) {
+    let (mut delay, longest) = SNAPSHOT_RETRY;
+    let mut failures = 0;
+    loop {
+        match attempt() {
+            Ok(written) => return (written, failures),
+            Err(error) => {
+                failures += 1;
+                failed(&error, failures);
+                sleep(delay);
+                delay = (delay * 2).min(longest);
+            }
+        }
+    }
+}
+
 /// Runs `work` on a thread of its own at the lowest CPU priority (nice 19) and waits for its result.
 /// Serializing a large state keeps a core busy for a while (a million nodes make ~100 MB); at nice 19
 /// it takes what requests leave, and a waking runtime worker preempts it at once (under a machine kept
@@ -601,7 +633,8 @@ pub enum ToExecutor {
 }
 
 /// Serializes a point-in-time copy of the replicated state into a writer (the snapshot file, in pieces).
-pub type SnapshotSource = Box<dyn FnOnce(&mut dyn io::Write) -> io::Result<()> + Send + Sync>;
+/// It can be called again: a write that failed (a full device) is tried again from the same copy.
+pub type SnapshotSource = Box<dyn Fn(&mut dyn io::Write) -> io::Result<()> + Send + Sync>;
 
 /// What the state machine hands the executor: committed payloads in log order, and an ack to send once they
 /// are applied.
@@ -651,6 +684,8 @@ impl Clone for StateMachineProxy {
 struct SnapshotDir {
     dir: PathBuf,
     retain: usize,
+    /// Snapshot writes that failed (and were tried again), for mntr.
+    failures: AtomicU64,
 }
 
 /// Raft's part of a snapshot file (`meta` in the storage crate's terms); the state is `data`.
@@ -695,16 +730,39 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineProxy {
         let index = last_log_id.map_or(0, |l| l.index());
         let dir = self.snapshots.clone();
         let started = std::time::Instant::now();
-        let bytes = in_background("oxkeeper-snapshot", move || -> io::Result<u64> {
-            let (_, bytes) = write_snapshot_with(&RealDisk, &dir.dir, index, &meta_bytes, source)
-                .map_err(io_err)?;
-            retain_snapshots(&RealDisk, &dir.dir, dir.retain).map_err(io_err)?;
-            Ok(bytes)
+        let (bytes, failures) = in_background("oxkeeper-snapshot", move || {
+            let written = retry_until_written(
+                || {
+                    write_snapshot_with(&RealDisk, &dir.dir, index, &meta_bytes, |out| source(out))
+                        .map(|(_, bytes)| bytes)
+                },
+                |error, attempt| {
+                    dir.failures.fetch_add(1, Ordering::Relaxed);
+                    if attempt == 1 || attempt % SNAPSHOT_FAILURES_PER_LOG == 0 {
+                        tracing::error!(
+                            index, %error, attempt,
+                            "snapshot not written: trying again (the log keeps every entry meanwhile)"
+                        );
+                    }
+                    // What the failed attempt left (its temporary file) goes, so a full device gets
+                    // that room back; nothing else is being written into the directory now.
+                    if let Err(error) = retain_snapshots(&RealDisk, &dir.dir, dir.retain) {
+                        tracing::warn!(%error, "snapshot directory not cleaned after a failed write");
+                    }
+                },
+                std::thread::sleep,
+            );
+            if let Err(error) = retain_snapshots(&RealDisk, &dir.dir, dir.retain) {
+                // The new snapshot is in place; older ones go next time.
+                tracing::warn!(%error, "older snapshots not removed");
+            }
+            Ok(written)
         })
         .await?;
         tracing::info!(
             index,
             bytes,
+            failures,
             took_ms = started.elapsed().as_millis() as u64,
             "snapshot written"
         );
@@ -883,6 +941,7 @@ pub struct Replicator {
     wal: Arc<WalWriter>,
     light_load: Arc<AtomicBool>,
     gate: Arc<ProposalGate>,
+    snapshots: Arc<SnapshotDir>,
     pub member_id: u64,
 }
 
@@ -1013,9 +1072,11 @@ impl Replicator {
             snapshots: Arc::new(SnapshotDir {
                 dir: opts.snapshot_dir.clone(),
                 retain: opts.snap_retain,
+                failures: AtomicU64::new(0),
             }),
             pending: None,
         };
+        let snapshots = sm.snapshots.clone();
         let config = openraft::Config {
             cluster_name: "oxkeeper".to_string(),
             heartbeat_interval: 100,
@@ -1060,6 +1121,7 @@ impl Replicator {
                 wal,
                 light_load,
                 gate,
+                snapshots,
                 member_id,
             },
             committed,
@@ -1092,6 +1154,11 @@ impl Replicator {
     /// The openraft handle, for benchmarks and tests of this module.
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// Snapshot writes that failed so far (each is tried again until it is written).
+    pub fn snapshot_failures(&self) -> u64 {
+        self.snapshots.failures.load(Ordering::Relaxed)
     }
 
     /// Group-commit counters of the log.
@@ -1198,6 +1265,39 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("without a result"), "{e}");
+    }
+
+    #[test]
+    fn a_failed_snapshot_write_is_tried_again_with_growing_waits() {
+        let mut calls = 0;
+        let mut failures_seen = Vec::new();
+        let mut waits = Vec::new();
+        let (written, failures) = retry_until_written(
+            || {
+                calls += 1;
+                if calls <= 9 {
+                    Err(io::Error::from_raw_os_error(libc::ENOSPC))
+                } else {
+                    Ok(calls)
+                }
+            },
+            |e: &io::Error, n| failures_seen.push((e.raw_os_error(), n)),
+            |d| waits.push(d),
+        );
+        assert_eq!((written, failures), (10, 9));
+        assert_eq!(
+            failures_seen,
+            (1..=9).map(|n| (Some(libc::ENOSPC), n)).collect::<Vec<_>>()
+        );
+        let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]);
+        // A write that succeeds at once neither sleeps nor reports.
+        let (written, failures) = retry_until_written(
+            || Ok::<_, io::Error>("done"),
+            |_, _| panic!("no failure"),
+            |_| panic!("no wait"),
+        );
+        assert_eq!((written, failures), ("done", 0));
     }
 
     fn tail_len(store: &LogStore) -> usize {

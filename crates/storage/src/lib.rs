@@ -15,6 +15,8 @@ mod recovery;
 #[cfg(any(test, feature = "sim"))]
 mod sim;
 pub mod snapshot;
+#[doc(hidden)]
+pub mod testing;
 mod wal;
 mod writer;
 

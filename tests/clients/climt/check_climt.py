@@ -150,7 +150,12 @@ class CliMt:
         except subprocess.TimeoutExpired:
             self.p.kill()
             self.p.wait()
+        # The process has exited, but the reader thread may not have read the last of its output yet
+        # (cli_mt flushes stdout at exit: `myid`'s line comes last): wait for the reader's EOF mark.
+        end = time.monotonic() + 10
         with self.cv:
+            while not (self.lines and self.lines[-1] is None) and time.monotonic() < end:
+                self.cv.wait(max(0.0, end - time.monotonic()))
             return list(l for l in self.lines if l is not None)
 
     def kill(self):

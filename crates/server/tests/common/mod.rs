@@ -125,7 +125,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub shared: Arc<Shared>,
     pub data_dir: PathBuf,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     _watchdog: Watchdog,
 }
 
@@ -138,7 +138,22 @@ impl TestServer {
     /// `start`, with the log's WAL on `disk`.
     pub async fn start_on<D: Disk>(disk: D, configure: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("create a temporary data directory");
-        let mut config = test_config(dir.path());
+        let mut server = Self::start_in_on(dir.path(), disk, configure).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// `start`, with the data in `dir` (which the caller removes).
+    pub async fn start_in(dir: &Path, configure: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_in_on(dir, RealDisk, configure).await
+    }
+
+    async fn start_in_on<D: Disk>(
+        dir: &Path,
+        disk: D,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        let mut config = test_config(dir);
         configure(&mut config);
         assert_ne!(config.client_port, 2181, "tests never use the real port");
         let (running, accept) = oxkeeper_server::server::start_on(config, disk)
@@ -148,8 +163,8 @@ impl TestServer {
         TestServer {
             addr: running.local_addr,
             shared: running.shared,
-            data_dir: dir.path().to_path_buf(),
-            _dir: dir,
+            data_dir: dir.to_path_buf(),
+            _dir: None,
             _watchdog: Watchdog::arm(),
         }
     }
