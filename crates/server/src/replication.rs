@@ -97,7 +97,9 @@ const SNAPSHOT_FAILURES_PER_LOG: u32 = 30;
 /// purged meanwhile), so a failed write, above all on a full device (a snapshot is the largest write a
 /// member makes), is waited out rather than returned: openraft stops for good on any storage error
 /// (session 28: a snapshot that hit ENOSPC stopped its core, and the member answered nothing more, not
-/// even `ruok`).
+/// even `ruok`). Any error is tried again, EIO too: each attempt writes its temporary file whole from
+/// the point-in-time copy, so pages a failed fsync dropped are never trusted (the log's own EIO rule,
+/// fail-stop, guards acknowledged writes; a snapshot acknowledges nothing).
 fn retry_until_written<T, E>(
     mut attempt: impl FnMut() -> Result<T, E>,
     mut failed: impl FnMut(&E, u32),
