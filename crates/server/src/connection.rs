@@ -482,7 +482,7 @@ impl Outbound {
         if let Progress::Blocked = st.write_queued(&self.inner) {
             st.writer = true;
             drop(st);
-            tokio::spawn(write_backlog(self.clone()));
+            crate::apply_thread::spawn_on_connection_runtime(write_backlog(self.clone()));
             return;
         }
         let wake = st.done || st.resumes();
@@ -1481,17 +1481,21 @@ async fn handshake(
         info.set_four_letter();
         stats.add(Counter::BytesReceived, 4);
         stats.packet_received();
-        shared
-            .exec
-            .send(ExecMsg::FourLetter {
-                conn,
-                remote,
-                word,
-                out: out.clone(),
-            })
-            .map_err(|_| ConnError::ExecutorGone)?;
-        // The executor writes the text and closes the socket, whatever the client does meanwhile (`nc`
-        // half-closes right after sending the word).
+        if crate::fourlw::lists_connections(word) {
+            shared
+                .exec
+                .send(ExecMsg::FourLetter {
+                    conn,
+                    remote,
+                    word,
+                    out: out.clone(),
+                })
+                .map_err(|_| ConnError::ExecutorGone)?;
+        } else {
+            crate::fourlw::answer(shared, word, (conn, remote), out.clone(), Vec::new());
+        }
+        // The text is written and the socket closed, whatever the client does meanwhile (`nc` half-closes
+        // right after sending the word).
         out.cancelled().await;
         stats.packet_sent();
         return Ok(false);

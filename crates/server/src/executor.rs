@@ -10,6 +10,9 @@
 //! Per connection, requests run in arrival order: writes are proposed as soon as everything before them has
 //! been started (they pipeline through the log); a read, auth or watch operation waits until the same
 //! connection's earlier writes are applied. Replies leave in request order through one outbound FIFO.
+//!
+//! The executor runs on the apply thread (`crate::apply_thread`), beside openraft's tasks and the log's
+//! writes; the connections' readers hand it requests from the runtime's workers.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -189,11 +192,21 @@ pub struct Shared {
     pub runtime: tokio::runtime::Handle,
     /// Idle connections out of the runtime's reactor (`crate::cold`).
     pub(crate) cold: Arc<crate::cold::ColdSet>,
+    /// The log and the snapshots, for the four-letter words' figures.
+    pub(crate) replicator: Replicator,
+    /// The executor's own figures, copied here for the four-letter words a reader answers: transactions
+    /// applied since the last snapshot was asked for, and expired sessions whose close waits for the pacer.
+    pub(crate) since_snapshot: AtomicU64,
+    pub(crate) expiry_backlog: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
     /// Must be called on the runtime that will serve the connections.
-    pub fn new(config: Config, exec: mpsc::UnboundedSender<ExecMsg>) -> Shared {
+    pub fn new(
+        config: Config,
+        exec: mpsc::UnboundedSender<ExecMsg>,
+        replicator: Replicator,
+    ) -> Shared {
         let tracker = SessionTracker::new(config.tick_ms);
         let clock = Arc::new(SessionClock::new());
         clock.start_keeper();
@@ -215,6 +228,9 @@ impl Shared {
             clock,
             runtime,
             cold,
+            replicator,
+            since_snapshot: AtomicU64::new(0),
+            expiry_backlog: std::sync::atomic::AtomicUsize::new(0),
         }
     }
     /// The tracker's clock: monotonic milliseconds that stand still while the member is stalled.
@@ -650,15 +666,10 @@ impl Executor {
             return;
         }
         oxkeeper_storage::hoptrace::hop("propose");
-        self.replicator
-            .set_light_load(batch.len() == 1 && self.shared.outstanding() <= 1);
         match self.replicator.propose(encode_batch(&batch)).await {
-            Ok(()) => {
-                // openraft's core task, just woken by this proposal, sits in this worker's LIFO slot,
-                // where the other worker cannot steal it: let it run now rather than after everything
-                // else this loop does next (measured: ~85 µs less from proposal to the log's append).
-                tokio::task::yield_now().await;
-            }
+            // openraft's core, woken by the proposal, runs on this thread once this pass awaits; the log
+            // writes the entry after that pass's apply and replies (see `LogStore::append`).
+            Ok(()) => {}
             Err(e) => {
                 // The outcome of these writes is unknown: close their connections (clients see CONNECTION_LOSS).
                 tracing::error!("proposal failed: {e}");
@@ -760,31 +771,14 @@ impl Executor {
                 word,
                 out,
             } => {
-                let allowed = self.shared.config.four_letter_allowed(word);
-                // `crst` resets the connections' figures in `fourlw::run` (one set per connection, shared
-                // with the readers).
-                if word == "srst" && allowed {
-                    self.shared.stats.reset();
-                }
-                if !allowed {
-                    let text =
-                        format!("{word} is not executed because it is not in the whitelist.\n");
-                    answer_four_letter(&self.shared, conn, &out, text);
-                    return;
-                }
-                // The state and what the word needs of the watch table, copied at one point in time (the
-                // state's lock, then the table's, as everywhere); the text is made on a blocking thread,
-                // with no lock held and the executor going on: `wchp` of a large table or `dump` of many
-                // sessions takes tens of milliseconds, which no write, read or ping waits for.
-                let view = {
-                    let state = self.shared.state();
-                    let watches = crate::fourlw::WatchFacts::of(word, &self.shared.watches());
-                    self.four_letter_view(conn, remote, state.clone(), watches)
-                };
-                tokio::task::spawn_blocking(move || {
-                    let text = crate::fourlw::run(word, &view);
-                    answer_four_letter(&view.shared, conn, &out, text);
-                });
+                // Only the words that list this executor's connections come here (`fourlw::answer`).
+                crate::fourlw::answer(
+                    &self.shared,
+                    word,
+                    (conn, remote),
+                    out,
+                    self.connection_views(),
+                );
             }
         }
     }
@@ -1053,8 +1047,12 @@ impl Executor {
             }
         }
         let _ = c.applied.send(());
+        self.shared
+            .since_snapshot
+            .store(self.since_snapshot, Ordering::Relaxed);
         if self.since_snapshot >= self.shared.config.snap_count {
             self.since_snapshot = 0;
+            self.shared.since_snapshot.store(0, Ordering::Relaxed);
             let raft = self.replicator.raft().clone();
             tokio::spawn(async move {
                 if let Err(e) = raft.trigger().snapshot().await {
@@ -1450,6 +1448,9 @@ impl Executor {
         if self.expiry_backlog.is_empty() {
             self.expiry_pacer.idle();
         }
+        self.shared
+            .expiry_backlog
+            .store(self.expiry_backlog.len(), Ordering::Relaxed);
         if batch.is_empty() {
             return;
         }
@@ -1491,39 +1492,19 @@ impl Executor {
         }
     }
 
-    fn four_letter_view(
-        &self,
-        conn: ConnId,
-        remote: SocketAddr,
-        sm: StateMachine,
-        watches: crate::fourlw::WatchFacts,
-    ) -> crate::fourlw::View {
-        crate::fourlw::View {
-            shared: Arc::clone(&self.shared),
-            sm,
-            watches,
-            conns: self
-                .conns
-                .iter()
-                .map(|(id, c)| crate::fourlw::ConnView {
-                    id: *id,
-                    remote: c.out.info().remote(),
-                    queued: c.queued(),
-                    out_queued: c.out.queued(),
-                    session_id: c.session_id,
-                    timeout_ms: c.timeout_ms,
-                })
-                .collect(),
-            self_conn: (conn, remote),
-            last_zxid: self.shared.last_zxid(),
-            outstanding: self.shared.outstanding(),
-            clock: (self.shared.now_ms(), wall_ms()),
-            stalls: self.shared.clock.stall_stats(),
-            wal: (self.replicator.wal_health(), self.replicator.wal_stats()),
-            snapshot_failures: self.replicator.snapshot_failures(),
-            since_snapshot: self.since_snapshot,
-            expiry_backlog: self.expiry_backlog.len(),
-        }
+    /// The connections this executor serves, for the four-letter words that list them.
+    fn connection_views(&self) -> Vec<crate::fourlw::ConnView> {
+        self.conns
+            .iter()
+            .map(|(id, c)| crate::fourlw::ConnView {
+                id: *id,
+                remote: c.out.info().remote(),
+                queued: c.queued(),
+                out_queued: c.out.queued(),
+                session_id: c.session_id,
+                timeout_ms: c.timeout_ms,
+            })
+            .collect()
     }
 }
 
@@ -1552,7 +1533,7 @@ pub(crate) fn release_if_empty<T>(q: &mut VecDeque<T>) {
 /// Writes a four-letter word's text and closes its connection. The connection is gone from the connection
 /// table before the client can see the end of the text (as with ZooKeeper, which closes it before the next
 /// command runs): a command that follows at once must not count or list it.
-fn answer_four_letter(shared: &Shared, conn: ConnId, out: &Outbound, text: String) {
+pub(crate) fn answer_four_letter(shared: &Shared, conn: ConnId, out: &Outbound, text: String) {
     shared.stats.cnxn_closed(conn, shared.now_ms());
     out.send(text.into_bytes());
     out.close();

@@ -1,13 +1,18 @@
 //! Four-letter words: ZooKeeper's plain-text admin commands, in ZooKeeper's output formats.
 //!
-//! Built from a read-only view the executor hands over, so the text is consistent with one point in time.
-//! The view holds no lock: a copy of the state (O(1), its maps are persistent) and of what the word needs of
-//! the watch table, both taken together, so a word's text (`wchp` on a large table, `dump` of many sessions)
-//! is made while reads, writes and the watches they set or fire go on.
+//! Built from a read-only view taken at one point in time, so the text is consistent with it. The view holds
+//! no lock: a copy of the state (O(1), its maps are persistent) and of what the word needs of the watch
+//! table, both taken together, so a word's text (`wchp` on a large table, `dump` of many sessions) is made
+//! while reads, writes and the watches they set or fire go on.
+//!
+//! The connection's reader answers a word itself (`answer`), without the executor, so that `ruok`, `mntr`
+//! and `srvr` answer while the apply thread waits on the disk (`crate::apply_thread`); only the words that
+//! list the connections the executor serves (`lists_connections`) are answered by the executor.
 
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use oxkeeper_core::state::StateMachine;
@@ -15,13 +20,69 @@ use oxkeeper_core::tracker::SessionTracker;
 use oxkeeper_core::watches::WatchTable;
 
 use crate::config::Config;
-use crate::connection::ConnId;
-use crate::executor::Shared;
+use crate::connection::{ConnId, Outbound};
+use crate::executor::{answer_four_letter, Shared};
 use crate::stats::{fmt_addr, ConnStats, Counter, LiveConnView, ServerStats};
 
 /// The ZooKeeper release whose feature set we implement; clients parse it from `srvr` and `envi`.
 pub const ZK_VERSION: &str = concat!("3.9.3-oxkeeper-", env!("CARGO_PKG_VERSION"));
 pub const BUILT_ON: &str = "2026-11-21 00:00 UTC";
+
+/// Whether `word` lists the connections the executor serves (with the requests waiting there for each), so
+/// that the executor, which alone knows them, must answer it.
+pub fn lists_connections(word: &str) -> bool {
+    matches!(word, "stat" | "cons" | "wchc" | "wchp")
+}
+
+/// Answers `word` on its connection and closes it: refused unless whitelisted; otherwise a view taken now
+/// (the state's lock, then the watch table's, as everywhere; `conns`: the executor's connections, for the
+/// words that list them, else empty), and the text made and written on a blocking thread of the
+/// connections' runtime, with no lock held.
+pub fn answer(
+    shared: &Arc<Shared>,
+    word: &'static str,
+    self_conn: (ConnId, SocketAddr),
+    out: Outbound,
+    conns: Vec<ConnView>,
+) {
+    if !shared.config.four_letter_allowed(word) {
+        let text = format!("{word} is not executed because it is not in the whitelist.\n");
+        answer_four_letter(shared, self_conn.0, &out, text);
+        return;
+    }
+    // `crst` resets the connections' figures in `run` (one set per connection, shared by its reader and the
+    // executor).
+    if word == "srst" {
+        shared.stats.reset();
+    }
+    let view = {
+        let state = shared.state();
+        let watches = WatchFacts::of(word, &shared.watches());
+        View {
+            shared: Arc::clone(shared),
+            sm: state.clone(),
+            watches,
+            conns,
+            self_conn,
+            last_zxid: shared.last_zxid(),
+            outstanding: shared.outstanding(),
+            clock: (shared.now_ms(), crate::executor::wall_ms()),
+            stalls: shared.clock.stall_stats(),
+            wal: (
+                shared.replicator.wal_health(),
+                shared.replicator.wal_stats(),
+            ),
+            snapshot_failures: shared.replicator.snapshot_failures(),
+            since_snapshot: shared.since_snapshot.load(Ordering::Relaxed),
+            expiry_backlog: shared.expiry_backlog.load(Ordering::Relaxed),
+        }
+    };
+    // `wchp` of a large table or `dump` of many sessions takes tens of milliseconds, which nothing waits for.
+    shared.runtime.spawn_blocking(move || {
+        let text = run(word, &view);
+        answer_four_letter(&view.shared, self_conn.0, &out, text);
+    });
+}
 
 /// A connection the executor serves (it sent a ConnectRequest).
 pub struct ConnView {
@@ -486,6 +547,10 @@ fn monitor(v: &View) -> String {
     );
     // Group commit at work: log entries and fdatasyncs (one per batch) so far.
     kv("oxkeeper_log_syncs", v.wal.1.batches.to_string());
+    kv(
+        "oxkeeper_log_syncs_on_apply_thread",
+        v.wal.1.caller_batches.to_string(),
+    );
     kv("oxkeeper_log_entries", v.wal.1.entries.to_string());
     kv("oxkeeper_log_write_us", v.wal.1.write_us.to_string());
     kv("oxkeeper_log_entry_bytes", v.wal.1.entry_bytes.to_string());

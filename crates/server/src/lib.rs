@@ -2,6 +2,7 @@
 //! commands and serves reads, replication through openraft (a one-member cluster when standalone),
 //! four-letter words and configuration.
 
+pub mod apply_thread;
 pub mod clock;
 mod cold;
 pub mod committed;

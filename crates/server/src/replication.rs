@@ -13,7 +13,7 @@ use std::io;
 use std::io::Cursor;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -269,9 +269,6 @@ pub struct LogStore {
     vote_path: PathBuf,
     /// How far the log is known committed and durable, kept in a file beside it (`committed.rs`).
     committed: Arc<crate::committed::CommittedRecord>,
-    /// Set by the executor (`Replicator::set_light_load`): the entry being proposed is the only request
-    /// waiting on this member, so `append` may write it on the runtime's thread.
-    light_load: Arc<AtomicBool>,
     /// Counts the normal entries made durable, for the executor's `ProposalGate`.
     gate: Arc<ProposalGate>,
 }
@@ -398,7 +395,6 @@ impl LogStore {
             wal,
             vote_path,
             committed,
-            light_load: Arc::new(AtomicBool::new(false)),
             gate: Arc::new(ProposalGate::default()),
         })
     }
@@ -572,28 +568,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             callback.io_completed(r.map_err(io_err))
         });
-        // When the log's thread has nothing to do and this entry is the only request waiting on the member
-        // (a lone client), write it here, on this runtime worker: handing the batch to that thread and
-        // its completion back to the runtime costs two wake-ups of sleeping threads (~30 µs each on a VM)
-        // around a ~150 µs fdatasync; measured with one session, set ~3.0-3.2k/s -> ~3.3-3.6k/s. Under
-        // load the hand-off is cheap (threads are awake) and blocking a worker is not (session
-        // establishment at 16 connections lost ~6% when every idle moment wrote here). First yield,
-        // so that what openraft's core just woke (the state machine's apply, in this worker's LIFO slot,
-        // which other workers cannot steal) runs before this worker blocks; and above all the executor:
-        // it yielded right after proposing, and tokio keeps a yielded task in its worker's deferred list
-        // until that worker parks, with no waker left on the executor's queue, so without this yield a
-        // request arriving during the fdatasync wakes nobody (tests/group_commit.rs deadlocks; session 27:
-        // the yield costs ~25 us per write at 1 session, see bench/RESULTS.md). Only on a multi-threaded
-        // runtime with another worker to go on meanwhile (pings must never wait for a disk), and only
-        // while the disk is quick (`is_idle_and_quick`).
-        let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
-            h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-                && h.metrics().num_workers() >= 2
-        });
-        if multi_thread
-            && self.light_load.swap(false, Ordering::Relaxed)
-            && self.wal.is_idle_and_quick()
-        {
+        // On the apply thread (`crate::apply_thread`), with the log idle and its disk quick, the entry is
+        // written and synced here, on this thread: the hand-off to the log's thread and the completion's
+        // way back were each a wake-up of a sleeping thread. First yield, so that what is already runnable on
+        // this thread (the state machine's apply of the entry before, the executor's replies) runs before it
+        // blocks, not one fdatasync later. Anywhere else (tests of this module on a runtime's workers) or
+        // with a disk that has turned slow (`is_idle_and_quick`: the executor must not wait on it long), the
+        // log's thread writes it.
+        if crate::apply_thread::on_apply_thread() && self.wal.is_idle_and_quick() {
             tokio::task::yield_now().await;
             self.wal.submit_now(encoded, done);
         } else {
@@ -941,7 +923,6 @@ impl RaftNetworkV2<TypeConfig> for NoPeer {
 pub struct Replicator {
     raft: Raft,
     wal: Arc<WalWriter>,
-    light_load: Arc<AtomicBool>,
     gate: Arc<ProposalGate>,
     snapshots: Arc<SnapshotDir>,
     pub member_id: u64,
@@ -1057,7 +1038,6 @@ impl Replicator {
         )?;
         let recovered_index = log.last_index();
         let wal = log.wal.clone();
-        let light_load = log.light_load.clone();
         let gate = log.gate.clone();
         let (tx, committed) = mpsc::unbounded_channel();
         let applied = match &snapshot {
@@ -1121,7 +1101,6 @@ impl Replicator {
             replicator: Replicator {
                 raft,
                 wal,
-                light_load,
                 gate,
                 snapshots,
                 member_id,
@@ -1146,11 +1125,6 @@ impl Replicator {
     /// The count of proposed entries not yet durable, and its signal.
     pub fn gate(&self) -> &Arc<ProposalGate> {
         &self.gate
-    }
-
-    /// Says whether the next proposal is the only request waiting on this member (see `LogStore::append`).
-    pub fn set_light_load(&self, light: bool) {
-        self.light_load.store(light, Ordering::Relaxed);
     }
 
     /// The openraft handle, for benchmarks and tests of this module.

@@ -12,6 +12,7 @@ use rand::RngCore;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::apply_thread::ApplyThread;
 use crate::config::Config;
 use crate::executor::{Executor, Shared};
 use crate::replication::{LogOptions, Replicator};
@@ -20,6 +21,8 @@ use crate::replication::{LogOptions, Replicator};
 pub enum ServerError {
     #[error("{0}")]
     Replication(#[from] crate::replication::ReplicationError),
+    #[error("cannot start the apply thread: {0}")]
+    Thread(std::io::Error),
     #[error("recovery: {0}")]
     Recovery(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -68,12 +71,19 @@ pub async fn start_on<D: Disk>(
         force_sync: config.force_sync,
         lazy_sync_after: Duration::from_millis(config.lazy_sync_ms),
     };
-    let started = Replicator::start_standalone_on(disk, &opts, 1).await?;
+    // openraft's tasks are spawned where `Raft::new` runs: on the apply thread, with the executor below.
+    let apply =
+        ApplyThread::start(tokio::runtime::Handle::current()).map_err(ServerError::Thread)?;
+    let started = apply
+        .handle()
+        .spawn(async move { Replicator::start_standalone_on(disk, &opts, 1).await })
+        .await
+        .map_err(|e| ServerError::Recovery(format!("starting replication: {e}")))??;
     let (exec_tx, exec_rx) = mpsc::unbounded_channel();
     let settings = ApplySettings {
         extended_types_enabled: config.extended_types_enabled,
     };
-    let shared = Arc::new(Shared::new(config, exec_tx));
+    let shared = Arc::new(Shared::new(config, exec_tx, started.replicator.clone()));
     let mut executor = Executor::new(shared.clone(), started.replicator.clone());
     let mut committed = started.committed;
     // The snapshot's bytes go as soon as the state is built from them.
@@ -115,7 +125,12 @@ pub async fn start_on<D: Disk>(
     let local_addr = listener
         .local_addr()
         .map_err(|source| ServerError::Bind { addr, source })?;
-    tokio::spawn(executor.run(exec_rx, committed));
+    apply.handle().spawn(executor.run(exec_rx, committed));
+    // The apply thread lives as long as this runtime: dropping the task (the runtime shutting down) stops it.
+    tokio::spawn(async move {
+        let _apply = apply;
+        std::future::pending::<()>().await
+    });
     let accept = accept_loop(listener, shared.clone());
     Ok((Running { local_addr, shared }, accept))
 }

@@ -438,6 +438,10 @@ async fn ephemerals_still_in_the_log_when_their_session_expires_are_deleted() {
     for _ in 0..SESSIONS {
         clients.push(Client::connect(server.addr, SHORT_TIMEOUT_MS).await);
     }
+    // The creates must wait on the log while the executor's expiry passes go on: on a quick disk the apply
+    // thread would write them itself, and no pass would run until that write ended.
+    disk.leave_next_write_to_the_logs_thread(&mut admin, "/slow")
+        .await;
     let gate = disk.stall();
     for (i, c) in clients.iter_mut().enumerate() {
         let mut frames = Vec::new();

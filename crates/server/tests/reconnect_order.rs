@@ -67,6 +67,10 @@ async fn an_older_attempt_read_while_the_newer_one_is_in_the_log_is_closed() {
     let (sid, pw) = (owner.session_id, owner.passwd.clone());
     let older = TcpStream::connect(server.addr).await.expect("connect");
     let newer = TcpStream::connect(server.addr).await.expect("connect");
+    // The newer attempt's Revalidate must wait on the log while the executor goes on: on a quick disk the
+    // apply thread would write it itself, and the older attempt would wait for that write's end.
+    disk.leave_next_write_to_the_logs_thread(&mut owner, "/slow")
+        .await;
     let gate = disk.stall();
     let pw2 = pw.clone();
     let newer = tokio::spawn(async move { Client::handshake(newer, sid, &pw2, TIMEOUT_MS).await });

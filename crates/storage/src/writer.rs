@@ -46,6 +46,8 @@ pub struct WalWriterStats {
     pub write_us: u64,
     /// Attempts that failed for lack of space and were retried (or given up at shutdown).
     pub no_space_retries: u64,
+    /// Of `batches`, those written on a caller's thread (`submit_now`) rather than the writer's.
+    pub caller_batches: u64,
 }
 
 /// Whether the log is writing, as `WalWriter::health` reports it.
@@ -175,6 +177,7 @@ struct Shared {
     entries: AtomicU64,
     entry_bytes: AtomicU64,
     no_space_retries: AtomicU64,
+    caller_batches: AtomicU64,
     /// `Wal::synced_index` + 1 (0: none) after the latest write, sync or truncation.
     synced: AtomicU64,
     /// `WalOptions::sync_each_batch` is off: the thread syncs what is written lazily, so it must hear of
@@ -318,6 +321,7 @@ impl WalWriter {
             entries: AtomicU64::new(0),
             entry_bytes: AtomicU64::new(0),
             no_space_retries: AtomicU64::new(0),
+            caller_batches: AtomicU64::new(0),
             synced: AtomicU64::new(0),
             lazy_sync,
             health_kind: AtomicU8::new(HEALTH_OK),
@@ -396,6 +400,9 @@ impl WalWriter {
             }
             return;
         }
+        if result.is_ok() {
+            self.shared.caller_batches.fetch_add(1, Ordering::Relaxed);
+        }
         work.complete(result);
     }
 
@@ -431,6 +438,7 @@ impl WalWriter {
             entries: load(&self.shared.entries),
             entry_bytes: load(&self.shared.entry_bytes),
             no_space_retries: load(&self.shared.no_space_retries),
+            caller_batches: load(&self.shared.caller_batches),
         }
     }
 

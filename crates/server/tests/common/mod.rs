@@ -2,7 +2,8 @@
 //! a minimal raw ZooKeeper client over the proto crate's encoders and decoders, and `GateDisk`, a
 //! `RealDisk` whose fdatasync a test can stall.
 //!
-//! Every wait here is on a condition with a deadline (`tokio::time::timeout`), never a sleep.
+//! Every wait here is on a condition with a deadline (`tokio::time::timeout`), never a sleep. (The one sleep,
+//! in a slow `GateDisk`'s sync, makes a write slow on purpose; nothing waits on it.)
 
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
@@ -227,7 +228,12 @@ struct Gate {
     waiting: Mutex<usize>,
     /// While set, writes fail with ENOSPC (a full device).
     full: std::sync::atomic::AtomicBool,
+    /// While set, every sync takes `SLOW_SYNC` longer (a slow device).
+    slow: std::sync::atomic::AtomicBool,
 }
+
+/// How much longer a sync of a slow `GateDisk` takes: well beyond what the log counts as a quick write (1 ms).
+const SLOW_SYNC: Duration = Duration::from_millis(5);
 
 impl GateDisk {
     /// Closes the gate; the returned guard opens it again when dropped (also when a test panics, so the WAL
@@ -244,6 +250,23 @@ impl GateDisk {
         self.gate
             .full
             .store(full, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Makes the next write go to the log's own thread instead of the apply thread, so that the executor goes
+    /// on while that write waits at a closed gate (`stall`): `client` makes one write (a create of `path`)
+    /// while every sync takes longer than the log counts as quick, and the log leaves its next write to its
+    /// thread. Nothing else may write in between.
+    pub async fn leave_next_write_to_the_logs_thread(&self, client: &mut Client, path: &str) {
+        self.gate
+            .slow
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let reply = client
+            .call(i32::MAX, &create_req(path, CreateMode::Persistent))
+            .await;
+        self.gate
+            .slow
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(reply.err(), 0, "the slow write of {path}");
     }
 
     /// Syncs blocked at the gate right now.
@@ -277,6 +300,10 @@ impl Drop for GateGuard {
 
 impl Gate {
     fn pass(&self) {
+        if self.slow.load(std::sync::atomic::Ordering::SeqCst) {
+            // A slow device, deliberately: this write takes at least this long.
+            std::thread::sleep(SLOW_SYNC);
+        }
         let mut closed = self.closed.lock().unwrap_or_else(|p| p.into_inner());
         if !*closed {
             return;

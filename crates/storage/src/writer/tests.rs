@@ -129,6 +129,8 @@ fn submit_now_writes_on_the_caller_when_idle_and_keeps_order_with_the_thread() {
     assert_eq!(thread, caller);
     assert!(result.is_ok(), "{result:?}");
     assert!(writer.is_idle());
+    let stats = writer.stats();
+    assert_eq!((stats.batches, stats.caller_batches), (1, 1));
 
     // Many submitters, each way in at random: one order, every entry once, no lost wake-up.
     const THREADS: u64 = 8;
@@ -208,6 +210,8 @@ fn submit_now_out_of_space_leaves_the_batch_to_the_thread() {
         .collect();
     assert_eq!(done, [1, 2, 3]);
     wait_until("the writer is idle again", || writer.is_idle());
+    // All three were written by the writer's thread, none by the callers.
+    assert_eq!(writer.stats().caller_batches, 0);
     writer.shutdown();
     let (_, recovered) = Wal::open(disk.clone(), Path::new("/wal"), opts).unwrap();
     assert_eq!(

@@ -1,0 +1,174 @@
+//! The apply thread: the executor, openraft's core and state machine tasks, and the log's writes, on one
+//! thread of their own (`oxkeeper-apply`, a current-thread tokio runtime), while the connections' readers and
+//! writers stay on the multi-threaded runtime.
+//!
+//! Why: a write at 32 sessions used to cross five threads (reader -> executor -> openraft's core -> the
+//! log's thread for the write and fdatasync -> back to the core, the state machine task and the executor ->
+//! the flushers), each crossing a wake-up of a sleeping thread, which on the VMs we measure on costs more
+//! than the work it hands over (bench/RESULTS.md, sessions 26-28: no single crossing was worth removing on
+//! its own). Here the executor proposes, openraft appends, the log writes and syncs on this same thread
+//! (`LogStore::append` calls `WalWriter::submit_now`), and the completion, the commit and the apply follow
+//! on it without a wake-up; what arrives during the fdatasync is read by the readers meanwhile and goes out
+//! as the next entry. Measured (session 29, create at 32 sessions, alternating rounds): +10-20% throughput,
+//! p99 -10-15%; one session unchanged. Standalone is still an ensemble of one through openraft: only where
+//! its tasks run changed.
+//!
+//! What it costs: while this thread is in an fdatasync, the executor waits for it too, so requests that
+//! need the executor (writes, reads queued behind a write of the same connection, handshakes, four-letter
+//! words) wait up to one fdatasync more. A disk that turns slow is left to the log's own thread again
+//! (`WalWriter::is_idle_and_quick`), so only the write that found it slow holds this thread. Pings and the
+//! common reads are answered by the readers and never wait for it.
+//!
+//! The thread lives as long as the runtime that started it: `ApplyThread` is held by a task of that runtime,
+//! and dropping it (the runtime shutting down) stops this thread's runtime, dropping its tasks (the executor,
+//! openraft, the log), and waits until it has: a server restarted on the same data directory in the same
+//! process (tests) never finds the old one still writing.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::thread::JoinHandle;
+
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+thread_local! {
+    /// Set on the apply thread: blocking on the disk here holds up only this server's writes.
+    static ON_APPLY_THREAD: Cell<bool> = const { Cell::new(false) };
+    /// On the apply thread: the runtime serving the connections, where their tasks belong.
+    static CONNECTION_RUNTIME: RefCell<Option<Handle>> = const { RefCell::new(None) };
+}
+
+/// Whether the caller runs on an apply thread (where the log's writes may block: see the module doc).
+pub fn on_apply_thread() -> bool {
+    ON_APPLY_THREAD.with(Cell::get)
+}
+
+/// Spawns a connection's task (a backlog writer, say) on the runtime that serves the connections, also when
+/// called from the apply thread: its socket is registered with that runtime's reactor, and its work must
+/// not take turns with apply.
+pub fn spawn_on_connection_runtime<F>(task: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let handle = CONNECTION_RUNTIME.with(|h| h.borrow().clone());
+    match handle {
+        Some(handle) => drop(handle.spawn(task)),
+        None => drop(tokio::spawn(task)),
+    }
+}
+
+/// The apply thread and its runtime; dropping it stops both and waits for the thread to end.
+pub struct ApplyThread {
+    handle: Handle,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ApplyThread {
+    /// Starts the thread; `connections` is the runtime serving the connections (see
+    /// `spawn_on_connection_runtime`).
+    pub fn start(connections: Handle) -> std::io::Result<ApplyThread> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("oxkeeper-apply-io")
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("oxkeeper-apply".into())
+            .spawn(move || {
+                ON_APPLY_THREAD.with(|on| on.set(true));
+                CONNECTION_RUNTIME.with(|h| *h.borrow_mut() = Some(connections));
+                // Either a stop or the sender dropped without one: both mean stop.
+                let _ = runtime.block_on(stopped);
+                // Drops every task here and now (the executor, openraft, the log and its thread); does not
+                // wait for blocking-pool work (a four-letter word's text, a read of older log entries).
+                runtime.shutdown_background();
+            })?;
+        Ok(ApplyThread {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The apply thread's runtime, to spawn the executor and openraft's tasks on.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+impl Drop for ApplyThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            if thread.thread().id() != std::thread::current().id() {
+                // A panic there has been reported by the panic hook already.
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tasks_run_on_the_apply_thread_and_connection_tasks_on_the_connection_runtime() {
+        let apply = ApplyThread::start(Handle::current()).expect("start");
+        let (name, on, spawned_on) = apply
+            .handle()
+            .spawn(async {
+                let name = std::thread::current().name().map(str::to_owned);
+                let (tx, rx) = oneshot::channel();
+                spawn_on_connection_runtime(async move {
+                    let _ = tx.send((
+                        std::thread::current().name().map(str::to_owned),
+                        on_apply_thread(),
+                    ));
+                });
+                (name, on_apply_thread(), rx.await.expect("the task ran"))
+            })
+            .await
+            .expect("the apply task ran");
+        assert_eq!(name.as_deref(), Some("oxkeeper-apply"));
+        assert!(on);
+        assert_ne!(spawned_on.0.as_deref(), Some("oxkeeper-apply"));
+        assert!(!spawned_on.1, "the connection task ran on the apply thread");
+        assert!(!on_apply_thread(), "set on a runtime worker");
+    }
+
+    /// Dropping the `ApplyThread` drops its tasks and ends the thread before `drop` returns.
+    #[test]
+    fn dropping_it_stops_its_tasks_and_ends_the_thread() {
+        struct Flag(Arc<AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let apply = ApplyThread::start(rt.handle().clone()).expect("start");
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = Flag(dropped.clone());
+        let (started_tx, started) = std::sync::mpsc::channel();
+        apply.handle().spawn(async move {
+            let _flag = flag;
+            let _ = started_tx.send(());
+            std::future::pending::<()>().await;
+        });
+        started
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the task started");
+        drop(apply);
+        assert!(dropped.load(Ordering::SeqCst), "the task outlived the drop");
+    }
+}
