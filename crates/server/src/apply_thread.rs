@@ -9,9 +9,10 @@
 //! its own). Here the executor proposes, openraft appends, the log writes and syncs on this same thread
 //! (`LogStore::append` calls `WalWriter::submit_now`), and the completion, the commit and the apply follow
 //! on it without a wake-up; what arrives during the fdatasync is read by the readers meanwhile and goes out
-//! as the next entry. Measured (session 29, create at 32 sessions, alternating rounds): +10-20% throughput,
-//! p99 -10-15%; one session unchanged. Standalone is still an ensemble of one through openraft: only where
-//! its tasks run changed.
+//! as the next entry. Measured (session 29, alternating rounds against the build before, bench/RESULTS.md):
+//! set at 32 sessions +10% and its p99 -10% (5 of 5 rounds), create at 32 sessions +9% (median; noisy), the
+//! mix's p99 -17% (5 of 5); one session 2-4% slower (the reader now wakes this thread for each request).
+//! Standalone is still an ensemble of one through openraft: only where its tasks run changed.
 //!
 //! What it costs: while this thread is in an fdatasync, the executor waits for it too, so requests that
 //! need the executor (writes, reads queued behind a write of the same connection, handshakes, four-letter
