@@ -2,10 +2,10 @@
 //! thread of their own (`oxkeeper-apply`, a current-thread tokio runtime), while the connections' readers and
 //! writers stay on the multi-threaded runtime.
 //!
-//! Why: a write at 32 sessions used to cross five threads (reader -> executor -> openraft's core -> the
-//! log's thread for the write and fdatasync -> back to the core, the state machine task and the executor ->
-//! the flushers), each crossing a wake-up of a sleeping thread, which on the VMs we measure on costs more
-//! than the work it hands over (bench/RESULTS.md, sessions 26-28: no single crossing was worth removing on
+//! Why: a write at 32 sessions used to be handed on seven times between tasks on the runtime's two workers
+//! and the log's thread (reader -> executor -> openraft's core -> the log's thread for the write and
+//! fdatasync -> back to the core, the state machine task and the executor -> the flushers), many of them a
+//! wake-up of a sleeping thread, which on the VMs we measure on costs more than the work it hands over (bench/RESULTS.md, sessions 26-28: no single crossing was worth removing on
 //! its own). Here the executor proposes, openraft appends, the log writes and syncs on this same thread
 //! (`LogStore::append` calls `WalWriter::submit_now`), and the completion, the commit and the apply follow
 //! on it without a wake-up; what arrives during the fdatasync is read by the readers meanwhile and goes out
@@ -15,15 +15,16 @@
 //! Standalone is still an ensemble of one through openraft: only where its tasks run changed.
 //!
 //! What it costs: while this thread is in an fdatasync, the executor waits for it too, so requests that
-//! need the executor (writes, reads queued behind a write of the same connection, handshakes, four-letter
-//! words) wait up to one fdatasync more. A disk that turns slow is left to the log's own thread again
+//! need the executor (writes, reads queued behind a write of the same connection, handshakes, the
+//! four-letter words that list connections; the other words are answered by the readers, `fourlw::answer`)
+//! wait up to one fdatasync more. A disk that turns slow is left to the log's own thread again
 //! (`WalWriter::is_idle_and_quick`), so only the write that found it slow holds this thread. Pings and the
 //! common reads are answered by the readers and never wait for it.
 //!
 //! The thread lives as long as the runtime that started it: `ApplyThread` is held by a task of that runtime,
-//! and dropping it (the runtime shutting down) stops this thread's runtime, dropping its tasks (the executor,
-//! openraft, the log), and waits until it has: a server restarted on the same data directory in the same
-//! process (tests) never finds the old one still writing.
+//! and dropping it (the runtime shutting down) stops this thread's runtime, dropping its tasks (the executor
+//! and openraft: nothing writes to the log after them), and waits until it has: a server restarted on the
+//! same data directory in the same process (tests) never finds the old one still writing.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
