@@ -174,6 +174,13 @@ fn run_server(config: Config) -> std::process::ExitCode {
             // file, which the next one overwrites.
             std::process::exit(0)
         }
+        Err(e @ oxkeeper_server::server::ServerError::Failed(_)) => {
+            // Exit at once, as `Ok` does: dropping the runtime would wait for whatever stopped (the apply
+            // thread may be inside an fdatasync that never returns). Status 2 (a failed start is 1), as a
+            // failed log has exited since the log was built.
+            eprintln!("oxkeeper: {e}");
+            std::process::exit(2)
+        }
         Err(e) => {
             eprintln!("oxkeeper: {e}");
             std::process::ExitCode::from(1)

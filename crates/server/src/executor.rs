@@ -198,6 +198,8 @@ pub struct Shared {
     /// applied since the last snapshot was asked for, and expired sessions whose close waits for the pacer.
     pub(crate) since_snapshot: AtomicU64,
     pub(crate) expiry_backlog: std::sync::atomic::AtomicUsize,
+    /// Why this member can no longer serve, once it cannot (`crate::server::watch_member`): the first reason.
+    failure: tokio::sync::watch::Sender<Option<Arc<str>>>,
 }
 
 impl Shared {
@@ -231,6 +233,38 @@ impl Shared {
             replicator,
             since_snapshot: AtomicU64::new(0),
             expiry_backlog: std::sync::atomic::AtomicUsize::new(0),
+            failure: tokio::sync::watch::Sender::new(None),
+        }
+    }
+
+    /// The log and the replication core.
+    pub fn replicator(&self) -> &Replicator {
+        &self.replicator
+    }
+
+    /// Records why this member can no longer serve; the first reason stays.
+    pub(crate) fn fail(&self, reason: String) {
+        self.failure.send_if_modified(|r| {
+            let first = r.is_none();
+            if first {
+                *r = Some(reason.into());
+            }
+            first
+        });
+    }
+
+    /// Completes once this member can no longer serve (its log or its replication core stopped, or its
+    /// executor ended), with the reason. `server::run` exits the process then (fail-stop).
+    pub async fn failed(&self) -> Arc<str> {
+        let mut rx = self.failure.subscribe();
+        loop {
+            if let Some(reason) = rx.borrow_and_update().clone() {
+                return reason;
+            }
+            if rx.changed().await.is_err() {
+                // `self` holds the sender: unreachable while borrowed.
+                return std::future::pending().await;
+            }
         }
     }
     /// The tracker's clock: monotonic milliseconds that stand still while the member is stalled.
@@ -1400,12 +1434,6 @@ impl Executor {
     /// off together — never floods the log and the executor ahead of live sessions' requests. An expired
     /// session's ephemerals are therefore gone within T + tick + backlog / rate of its last touch.
     async fn expire_sessions(&mut self) {
-        if let oxkeeper_storage::WalHealth::Failed(e) = self.replicator.wal_health() {
-            // Nothing more can be made durable: stop, so clients move on (their acknowledged writes are safe;
-            // at restart recovery cuts off whatever was not synced, none of which was acknowledged).
-            tracing::error!("the write-ahead log has stopped, this member exits: {e}");
-            std::process::exit(2);
-        }
         let Some(leadership) = self.replicator.leadership() else {
             return;
         };

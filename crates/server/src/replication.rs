@@ -1147,6 +1147,20 @@ impl Replicator {
         self.wal.health()
     }
 
+    /// Why this member can no longer commit anything, if it cannot: its log has failed (an fdatasync or a
+    /// write the disk refused: nothing more can be made durable), or openraft's core has stopped (a storage
+    /// error outside the log, such as the vote file, or a panic; openraft never restarts it).
+    pub fn stopped(&self) -> Option<String> {
+        if let oxkeeper_storage::WalHealth::Failed(e) = self.wal_health() {
+            return Some(format!("the write-ahead log has stopped: {e}"));
+        }
+        use openraft::async_runtime::WatchReceiver;
+        match &self.raft.metrics().borrow_watched().running_state {
+            Ok(()) => None,
+            Err(fatal) => Some(format!("the replication core has stopped: {fatal}")),
+        }
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raft.is_leader()
     }

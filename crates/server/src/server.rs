@@ -30,6 +30,9 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The member can no longer serve (`Shared::failed`): it stops, so that clients move to another.
+    #[error("this member can no longer serve: {0}")]
+    Failed(Arc<str>),
 }
 
 /// A member that is serving clients.
@@ -48,9 +51,59 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let accept = tokio::spawn(accept);
     tokio::select! {
         _ = accept => {}
+        reason = running.shared.failed() => {
+            // Fail-stop: acknowledged writes are durable, and recovery at the next start cuts off whatever
+            // was not synced (none of it acknowledged); clients reconnect elsewhere (or here, restarted).
+            tracing::error!("this member exits: {reason}");
+            return Err(ServerError::Failed(reason));
+        }
         _ = shutdown => tracing::info!("shutting down (sessions stay open: clients reconnect within their timeout)"),
     }
     Ok(())
+}
+
+/// How often `watch_member` looks at the log's and openraft's health.
+const MEMBER_CHECK: Duration = Duration::from_millis(200);
+
+/// Completes when this member can no longer serve, with the reason: its executor ended (it runs for the
+/// member's life; a panic ends it, and so does openraft's state machine going away), its log failed, or
+/// openraft's core stopped. Nothing restarts any of them, and a member without them would go on accepting
+/// connections and reads while every write and handshake waited forever: it must stop instead.
+async fn watch_member(executor: tokio::task::JoinHandle<()>, shared: &Shared) -> String {
+    let mut check = tokio::time::interval(MEMBER_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(executor);
+    loop {
+        tokio::select! {
+            ended = &mut executor => {
+                // The replication core's own reason, if it stopped first, says more.
+                if let Some(reason) = shared.replicator.stopped() {
+                    return reason;
+                }
+                return match ended {
+                    Ok(()) => "the executor stopped".to_string(),
+                    Err(e) if e.is_panic() => {
+                        format!("the executor panicked: {}", panic_message(e.into_panic()))
+                    }
+                    Err(e) => format!("the executor ended: {e}"),
+                };
+            }
+            _ = check.tick() => {
+                if let Some(reason) = shared.replicator.stopped() {
+                    return reason;
+                }
+            }
+        }
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(payload) => payload
+            .downcast_ref::<&str>()
+            .map_or_else(|| "(no message)".to_string(), |s| s.to_string()),
+    }
 }
 
 /// Recovers and binds; returns the running member and its accept loop.
@@ -125,10 +178,14 @@ pub async fn start_on<D: Disk>(
     let local_addr = listener
         .local_addr()
         .map_err(|source| ServerError::Bind { addr, source })?;
-    apply.handle().spawn(executor.run(exec_rx, committed));
+    let executor = apply.handle().spawn(executor.run(exec_rx, committed));
     // The apply thread lives as long as this runtime: dropping the task (the runtime shutting down) stops it.
+    // Meanwhile the task watches the member's health.
+    let watched = shared.clone();
     tokio::spawn(async move {
         let _apply = apply;
+        let reason = watch_member(executor, &watched).await;
+        watched.fail(reason);
         std::future::pending::<()>().await
     });
     let accept = accept_loop(listener, shared.clone());

@@ -230,6 +230,8 @@ struct Gate {
     full: std::sync::atomic::AtomicBool,
     /// While set, every sync takes `SLOW_SYNC` longer (a slow device).
     slow: std::sync::atomic::AtomicBool,
+    /// While set, syncs fail with EIO (a device that lost the written pages).
+    broken: std::sync::atomic::AtomicBool,
 }
 
 /// How much longer a sync of a slow `GateDisk` takes: well beyond what the log counts as a quick write (1 ms).
@@ -250,6 +252,13 @@ impl GateDisk {
         self.gate
             .full
             .store(full, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Makes every sync from now on fail with EIO (after the gate, if it is closed).
+    pub fn break_syncs(&self) {
+        self.gate
+            .broken
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Makes the next write go to the log's own thread instead of the apply thread, so that the executor goes
@@ -364,6 +373,9 @@ impl DiskFile for GateFile {
     }
     fn sync_data(&mut self) -> io::Result<()> {
         self.gate.pass();
+        if self.gate.broken.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
         self.file.sync_data()
     }
     fn allocate(&mut self, len: u64) -> io::Result<()> {
