@@ -840,7 +840,7 @@ mod tests {
             session_id: 0,
             cxid: 0,
             time_ms: 0,
-            auth: vec![],
+            auth: vec![].into(),
             op: CommandOp::CreateSession { timeout_ms: 4000 },
         });
         match applied.session {

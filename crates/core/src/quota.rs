@@ -951,7 +951,7 @@ mod tests {
             session_id,
             cxid: 0,
             time_ms: 1,
-            auth: vec![],
+            auth: vec![].into(),
             op,
         }
     }

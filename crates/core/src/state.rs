@@ -32,7 +32,8 @@ pub struct Command {
     /// The leader's wall clock when it proposed the command; becomes ctime/mtime.
     pub time_ms: i64,
     /// The authenticated ids of the connection that sent the command (ACL checks use them).
-    pub auth: Vec<Id>,
+    /// Shared with the connection's own list: a command copies no identity.
+    pub auth: Arc<[Id]>,
     pub op: CommandOp,
 }
 
@@ -722,12 +723,15 @@ impl StateMachine {
             req.path.clone()
         };
         validate_path(&path)?;
-        if self.tree.contains(&path) {
-            return Err(ErrorCode::NodeExists);
-        }
         if matches!(parent.kind(), NodeKind::Ephemeral(_)) {
+            // A node that exists is reported first (ZooKeeper's order); otherwise the tree's create
+            // finds it, in the lookup it makes anyway.
+            if self.tree.contains(&path) {
+                return Err(ErrorCode::NodeExists);
+            }
             return Err(ErrorCode::NoChildrenForEphemerals);
         }
+        let parent_at = parent.at();
         // The node's kind follows the opcode for containers and TTL nodes and the flags for ephemerals,
         // as ZooKeeper's CreateTxn / CreateContainerTxn / CreateTTLTxn do.
         let owner = match op {
@@ -738,13 +742,14 @@ impl StateMachine {
         };
         // The tree keeps each distinct ACL list once (ZooKeeper's ACL cache).
         let parent_path: Arc<str> = Arc::from(parent_path);
-        let created = self.tree.create(
+        let created = self.tree.create_under(
             &path,
             to_data(&req.data),
             Arc::new(acl),
             owner,
             zxid,
             cmd.time_ms,
+            Some(parent_at),
         )?;
         let shared: Arc<str> = Arc::from(path.as_str());
         if let NodeKind::Ephemeral(id) = NodeKind::from_owner(owner) {

@@ -103,7 +103,16 @@ impl std::fmt::Debug for NodeRef<'_> {
     }
 }
 
+/// A node's place in the store, taken from a `NodeRef` so that a change can name the node without looking
+/// its path up again. Valid until the tree next changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct NodeAt(Id);
+
 impl<'a> NodeRef<'a> {
+    pub(crate) fn at(&self) -> NodeAt {
+        NodeAt(self.id)
+    }
+
     pub fn stat(&self) -> NodeStat {
         self.stat
     }
@@ -324,12 +333,12 @@ impl DataTree {
 
     /// Is `path` the path of node `id`? Compares names from the node up to the root.
     fn has_path(&self, mut id: Id, path: &str) -> bool {
-        let mut rest = path;
+        let mut rest = path.as_bytes();
         loop {
-            let Some((name, links)) = self.store.name_and_links(id) else {
+            let Some((name, links)) = self.store.name_bytes_and_links(id) else {
                 return false;
             };
-            let Some(above) = rest.strip_suffix(name).and_then(|r| r.strip_suffix('/')) else {
+            let Some(above) = rest.strip_suffix(name).and_then(|r| r.strip_suffix(b"/")) else {
                 return false;
             };
             if links.parent == ROOT {
@@ -653,6 +662,22 @@ impl DataTree {
         zxid: i64,
         time_ms: i64,
     ) -> Result<Created, ErrorCode> {
+        self.create_under(path, data, acl, ephemeral_owner, zxid, time_ms, None)
+    }
+
+    /// `create`, with the parent's place if the caller has already looked it up (it must be the parent of
+    /// `path`, looked up since the tree last changed).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn create_under(
+        &mut self,
+        path: &str,
+        data: Option<Arc<[u8]>>,
+        acl: Arc<Vec<Acl>>,
+        ephemeral_owner: i64,
+        zxid: i64,
+        time_ms: i64,
+        parent: Option<NodeAt>,
+    ) -> Result<Created, ErrorCode> {
         if path == path::ROOT {
             return Err(ErrorCode::NodeExists);
         }
@@ -663,7 +688,8 @@ impl DataTree {
         };
         let data_len = data.as_ref().map_or(0, |d| d.len());
         let acl = self.acls.intern(acl);
-        let (id, parent) = self.link(path, data, acl, stat, Some(&bump), None)?;
+        let parent = parent.map(|p| p.0);
+        let (id, parent) = self.link(path, data, acl, stat, Some(&bump), parent)?;
         let (node, parent) = self
             .node(id)
             .zip(self.node(parent))

@@ -694,7 +694,7 @@ mod tests {
                 session_id,
                 cxid: 0,
                 time_ms: 0,
-                auth: vec![],
+                auth: vec![].into(),
                 op,
             })
         };

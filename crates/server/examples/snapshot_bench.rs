@@ -21,7 +21,7 @@ fn cmd_as(session_id: i64, op: CommandOp) -> Command {
         session_id,
         cxid: 0,
         time_ms: 1_700_000_000_000,
-        auth: vec![],
+        auth: vec![].into(),
         op,
     }
 }

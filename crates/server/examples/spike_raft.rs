@@ -60,7 +60,7 @@ async fn main() {
     let payload = |n: u64| {
         let mut v = n.to_be_bytes().to_vec();
         v.extend(std::iter::repeat_n(7u8, 100 * n as usize));
-        Payload(v)
+        Payload(v.into())
     };
     let stop = Instant::now() + Duration::from_secs(seconds);
     let cpu0 = cpu_seconds();

@@ -42,9 +42,11 @@ use oxkeeper_storage::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-/// An opaque replicated payload: one batch of commands, encoded by the executor.
+/// An opaque replicated payload: one batch of commands, encoded by the executor. Shared, not copied: the
+/// log's memory, openraft and the apply hold the same bytes, and the executor knows its own proposals
+/// again at apply by their address (`executor::Proposed`). Encoded as a byte sequence, as a `Vec<u8>`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Payload(pub Vec<u8>);
+pub struct Payload(pub Arc<[u8]>);
 
 impl fmt::Debug for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1211,7 +1213,7 @@ mod tests {
     fn entry(index: u64, payload_bytes: usize) -> Entry {
         let mut payload = format!("payload {index} ").into_bytes();
         payload.resize(payload_bytes.max(payload.len()), b'.');
-        Entry::new_normal(log_id(index), Payload(payload))
+        Entry::new_normal(log_id(index), Payload(payload.into()))
     }
 
     /// Appends and waits until the entries are durable.
@@ -1296,7 +1298,7 @@ mod tests {
 
     fn payload(e: &Entry) -> Vec<u8> {
         match &e.payload {
-            EntryPayload::Normal(p) => p.0.clone(),
+            EntryPayload::Normal(p) => p.0.to_vec(),
             _ => panic!("not a normal entry: {e:?}"),
         }
     }

@@ -40,10 +40,14 @@ async fn writes_are_synced_on_the_apply_thread_until_the_disk_turns_slow() {
     }
     let (all, apply) = syncs(&server).await;
     assert!(all - all_before >= WRITES, "{all_before} -> {all} syncs");
-    assert_eq!(
-        apply - apply_before,
-        all - all_before,
-        "a write on a quick disk was synced off the apply thread"
+    // Each sync slower than the log counts as quick (1 ms: a machine busy with something else, as when
+    // cargo builds beside the tests) rightly sends the write after it to the log's thread; most stay here.
+    // (With the inline write switched off, none do.)
+    assert!(
+        (apply - apply_before) * 4 >= (all - all_before) * 3,
+        "writes on a quick disk were synced off the apply thread: {} of {}",
+        (all - all_before) - (apply - apply_before),
+        all - all_before
     );
 
     // The apply thread waits in a held fdatasync: pings, a read of a connection with nothing queued and

@@ -43,7 +43,8 @@ fn cmd(session_id: i64, op: CommandOp) -> Command {
         auth: vec![Id {
             scheme: "digest".into(),
             id: "u:x".into(),
-        }],
+        }]
+        .into(),
         op,
     }
 }

@@ -13,7 +13,7 @@ pub fn command(session_id: i64, op: CommandOp) -> Command {
         session_id,
         cxid: 1,
         time_ms: TIME_MS,
-        auth: Vec::new(),
+        auth: Vec::new().into(),
         op,
     }
 }

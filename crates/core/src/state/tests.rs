@@ -138,7 +138,7 @@ impl H {
                 session_id,
                 cxid: 1,
                 time_ms: self.time_ms,
-                auth: auth.to_vec(),
+                auth: auth.into(),
                 op: op.clone(),
             },
             origin,
@@ -258,7 +258,7 @@ fn bootstrap_refuses_reserved_member_ids_and_empty_secrets() {
             session_id: 0,
             cxid: 0,
             time_ms: 0,
-            auth: vec![],
+            auth: vec![].into(),
             op: CommandOp::Bootstrap {
                 secret,
                 member_id,
@@ -278,7 +278,7 @@ fn create_session_before_bootstrap_fails_but_uses_a_zxid() {
         session_id: 0,
         cxid: 0,
         time_ms: 5,
-        auth: vec![],
+        auth: vec![].into(),
         op: CommandOp::CreateSession { timeout_ms: 1000 },
     });
     assert_eq!(a.err, ErrorCode::SystemError as i32);
@@ -295,7 +295,7 @@ fn session_ids_come_from_the_bootstrap_time_and_member() {
             session_id: 0,
             cxid: 0,
             time_ms: 123_456_789,
-            auth: vec![],
+            auth: vec![].into(),
             op,
         })
     };
@@ -1669,7 +1669,7 @@ fn snapshot_round_trips_and_hides_the_secret() {
         session_id: s,
         cxid: 9,
         time_ms: 5,
-        auth: vec![],
+        auth: vec![].into(),
         op: CommandOp::CloseSession,
     };
     assert_eq!(a.apply(&cmd), b.apply(&cmd));
@@ -1887,7 +1887,7 @@ mod properties {
                     session_id: 0,
                     cxid,
                     time_ms,
-                    auth,
+                    auth: auth.into(),
                     op,
                 };
                 (session, cmd, origin)
@@ -1920,7 +1920,7 @@ mod properties {
                 session_id: 0,
                 cxid: 0,
                 time_ms: boot_time,
-                auth: vec![],
+                auth: vec![].into(),
                 op: CommandOp::Bootstrap {
                     secret: vec![1, 2, 3],
                     member_id: 1,
@@ -1932,7 +1932,7 @@ mod properties {
                     session_id: 0,
                     cxid: 0,
                     time_ms: 0,
-                    auth: vec![],
+                    auth: vec![].into(),
                     op: CommandOp::CreateSession { timeout_ms: 1000 },
                 });
             }
@@ -2186,7 +2186,7 @@ fn update_settings_before_bootstrap_is_refused() {
         session_id: 0,
         cxid: 0,
         time_ms: 1,
-        auth: vec![],
+        auth: vec![].into(),
         op: CommandOp::UpdateSettings {
             settings: ApplySettings {
                 extended_types_enabled: true,

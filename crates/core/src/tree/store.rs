@@ -75,15 +75,16 @@ impl Links {
         }
     }
 
-    /// The links of a record and its name, and where the varint part goes on.
-    fn read(b: &[u8]) -> Option<(Links, &str, usize)> {
+    /// The links of a record and its name's bytes (UTF-8, as written: callers that hand the name out as a
+    /// `&str` check it), and where the varint part goes on.
+    fn read(b: &[u8]) -> Option<(Links, &[u8], usize)> {
         let word = |i: usize| -> Option<u32> {
             Some(u32::from_le_bytes(
                 b.get(i * 4..i * 4 + 4)?.try_into().ok()?,
             ))
         };
         let mut r = Reader { b, at: FIXED_LEN };
-        let name = r.name()?;
+        let name = r.name_bytes()?;
         let first_child = u32::try_from(r.varint()?).ok()?.wrapping_sub(1);
         let children = u32::try_from(r.varint()?).ok()?;
         let links = Links {
@@ -229,15 +230,16 @@ impl<'a> Reader<'a> {
         Some(out)
     }
 
-    fn name(&mut self) -> Option<&'a str> {
+    fn name_bytes(&mut self) -> Option<&'a [u8]> {
         let n = usize::try_from(self.varint()?).ok()?;
-        std::str::from_utf8(self.bytes(n)?).ok()
+        self.bytes(n)
     }
 }
 
 /// A decoded record and its length in bytes. Shared data comes back as `DataAt::Shared`.
 fn decode(b: &[u8], base: Base) -> Option<(Links, &str, u32, NodeStat, DataAt<'_>, usize)> {
     let (links, name, at) = Links::read(b)?;
+    let name = std::str::from_utf8(name).ok()?;
     let mut r = Reader { b, at };
     let flags = r.varint()?;
     let acl = u32::try_from(r.varint()?).ok()?;
@@ -460,13 +462,20 @@ impl Store {
 
     /// The name and links alone (what walks of the tree read).
     pub(super) fn name_and_links(&self, id: Id) -> Option<(&str, Links)> {
+        let (name, links) = self.name_bytes_and_links(id)?;
+        Some((std::str::from_utf8(name).ok()?, links))
+    }
+
+    /// `name_and_links` with the name's bytes, unchecked: for walks that only compare or hash names (a
+    /// path lookup reads a record per level; checking each name's UTF-8 there was measurable).
+    pub(super) fn name_bytes_and_links(&self, id: Id) -> Option<(&[u8], Links)> {
         let (chunk, slot) = self.chunk(id)?;
         let (links, name, _) = Links::read(chunk.record(slot)?)?;
         Some((name, links))
     }
 
     pub(super) fn links(&self, id: Id) -> Option<Links> {
-        self.name_and_links(id).map(|(_, links)| links)
+        self.name_bytes_and_links(id).map(|(_, links)| links)
     }
 
     /// The data of `id` as a shared allocation, if it is stored as one.
@@ -637,10 +646,10 @@ pub(super) struct PathIndex {
 pub(super) struct PathHasher(foldhash::quality::RandomState);
 
 impl PathHasher {
-    fn of_names<'a>(&self, names: impl Iterator<Item = &'a str>) -> u64 {
+    fn of_names<'a>(&self, names: impl Iterator<Item = &'a [u8]>) -> u64 {
         let mut h = self.0.build_hasher();
         for name in names {
-            h.write(name.as_bytes());
+            h.write(name);
             // Never in UTF-8: names "ab" + "c" and "a" + "bc" hash apart.
             h.write_u8(0xff);
         }
@@ -648,20 +657,31 @@ impl PathHasher {
     }
 
     pub(super) fn of_path(&self, path: &str) -> u64 {
-        self.of_names(path.split('/').skip(1))
+        self.of_names(path.split('/').skip(1).map(str::as_bytes))
     }
 
-    /// The hash of the path of node `id`, from its names up to the root.
+    /// The hash of the path of node `id`, from its names up to the root. A growing index table calls it
+    /// for every id it holds, so the names of a path of up to `NEAR` levels stay on the stack.
     pub(super) fn of_node(&self, store: &Store, mut id: Id) -> u64 {
-        let mut names: Vec<&str> = Vec::with_capacity(8);
+        const NEAR: usize = 16;
+        // Deepest first: `near` takes the names nearest the node, `far` any above them.
+        let mut near: [&[u8]; NEAR] = [&[]; NEAR];
+        let mut n = 0;
+        let mut far: Vec<&[u8]> = Vec::new();
         while id != ROOT {
-            let Some((name, links)) = store.name_and_links(id) else {
+            let Some((name, links)) = store.name_bytes_and_links(id) else {
                 break;
             };
-            names.push(name);
+            match near.get_mut(n) {
+                Some(slot) => {
+                    *slot = name;
+                    n += 1;
+                }
+                None => far.push(name),
+            }
             id = links.parent;
         }
-        self.of_names(names.into_iter().rev())
+        self.of_names(far.iter().rev().chain(near[..n].iter().rev()).copied())
     }
 }
 
