@@ -16,11 +16,18 @@ const TICK_MS: u64 = 100;
 struct TestServer {
     addr: String,
     _dir: Option<tempfile::TempDir>,
+    /// Ends the process if the in-process server is held far too long (a deadlock no timeout in the
+    /// runtime can see).
+    _watchdog: Option<oxkeeper_server::testing::Watchdog>,
 }
 
 async fn server() -> TestServer {
     if let Ok(addr) = std::env::var("OXK_BENCH_TEST_SERVER") {
-        return TestServer { addr, _dir: None };
+        return TestServer {
+            addr,
+            _dir: None,
+            _watchdog: None,
+        };
     }
     let dir = tempfile::tempdir().expect("a temporary data directory");
     let config = oxkeeper_server::Config {
@@ -40,6 +47,7 @@ async fn server() -> TestServer {
     TestServer {
         addr: running.local_addr.to_string(),
         _dir: Some(dir),
+        _watchdog: Some(oxkeeper_server::testing::Watchdog::arm()),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod replication;
 pub mod server;
 mod slots;
 pub mod stats;
+pub mod testing;
 
 pub use config::Config;
 pub use server::{run, start, Running, ServerError};

@@ -32,12 +32,19 @@ pub async fn within<T>(d: Duration, what: &str, f: impl Future<Output = T>) -> T
 pub struct TestServer {
     pub addr: String,
     _dir: Option<tempfile::TempDir>,
+    /// Ends the process if the in-process server is held far too long (a deadlock no timeout in the
+    /// runtime can see).
+    _watchdog: Option<oxkeeper_server::testing::Watchdog>,
 }
 
 impl TestServer {
     pub async fn start() -> TestServer {
         if let Ok(addr) = std::env::var("OXK_CLIENT_TEST_SERVER") {
-            return TestServer { addr, _dir: None };
+            return TestServer {
+                addr,
+                _dir: None,
+                _watchdog: None,
+            };
         }
         let dir = tempfile::tempdir().expect("create a temporary data directory");
         let config = oxkeeper_server::Config {
@@ -63,6 +70,7 @@ impl TestServer {
         TestServer {
             addr: running.local_addr.to_string(),
             _dir: Some(dir),
+            _watchdog: Some(oxkeeper_server::testing::Watchdog::arm()),
         }
     }
 
