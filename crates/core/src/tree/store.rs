@@ -944,6 +944,28 @@ mod tests {
     }
 
     #[test]
+    fn a_nodes_path_hash_from_its_records_is_its_paths_at_every_depth() {
+        // A chain /d0/d1/.../d39: deeper than the names `of_node` keeps on the stack (16).
+        let mut store = Store::new();
+        let hasher = PathHasher::default();
+        store.insert(&Links::leaf(NONE, NONE), "", 0, &stat(0), None);
+        let (mut parent, mut path) = (ROOT, String::new());
+        for depth in 0..40 {
+            let name = format!("d{depth}");
+            parent = store
+                .insert(&Links::leaf(parent, NONE), &name, 0, &stat(depth), None)
+                .unwrap();
+            path = format!("{path}/{name}");
+            assert_eq!(
+                hasher.of_node(&store, parent),
+                hasher.of_path(&path),
+                "{path}"
+            );
+        }
+        assert_ne!(hasher.of_path("/d0/d1"), hasher.of_path("/d1/d0"));
+    }
+
+    #[test]
     fn the_index_finds_by_hash_and_check_grows_and_forgets_removed_ids() {
         // Nodes /n0 .. /n2999 under the root: the index rehashes them from their records as it grows.
         let mut store = Store::new();
