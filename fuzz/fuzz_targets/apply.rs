@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         session_id: 0,
         cxid: 0,
         time_ms: 1,
-        auth: vec![],
+        auth: vec![].into(),
         op: CommandOp::Bootstrap {
             secret: vec![7; 32],
             member_id: 1,
@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         };
-        let applied = sm.apply(&Command { session_id, cxid: 1, time_ms: time, auth, op });
+        let applied = sm.apply(&Command { session_id, cxid: 1, time_ms: time, auth: auth.into(), op });
         assert_eq!(applied.zxid, before + 1, "every command uses exactly one zxid");
         if let Some(oxkeeper_core::SessionChange::Created { id, .. }) = applied.session {
             sessions.push(id);
