@@ -20,6 +20,14 @@ async fn healthy(server: &TestServer, client: &mut Client, path: &str) {
     );
 }
 
+/// The member reports (within `SOON`) that it can no longer serve, for a reason that says `why`.
+async fn reports_failure(server: &TestServer, why: &str) {
+    let reason = tokio::time::timeout(SOON, server.shared.failed())
+        .await
+        .expect("the member reports that it can no longer serve");
+    assert!(reason.contains(why), "the reason says {why:?}: {reason}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fdatasync_stops_the_member() {
     let disk = GateDisk::default();
@@ -36,13 +44,7 @@ async fn a_failed_fdatasync_stops_the_member() {
                 .await;
         c
     });
-    let reason = tokio::time::timeout(SOON, server.shared.failed())
-        .await
-        .expect("the member reports that it can no longer serve");
-    assert!(
-        reason.contains("write-ahead log has stopped"),
-        "the reason names the log: {reason}"
-    );
+    reports_failure(&server, "write-ahead log has stopped").await;
     let _ = write.await;
 }
 
@@ -58,11 +60,5 @@ async fn a_stopped_replication_core_stops_the_member() {
     // leader ignores an election trigger, so the vote is never written again while it leads.
     server.shared.replicator().shutdown().await;
 
-    let reason = tokio::time::timeout(SOON, server.shared.failed())
-        .await
-        .expect("the member reports that it can no longer serve");
-    assert!(
-        reason.contains("replication core has stopped"),
-        "the reason names openraft's core: {reason}"
-    );
+    reports_failure(&server, "replication core has stopped").await;
 }
