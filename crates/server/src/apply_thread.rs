@@ -7,7 +7,7 @@
 //! fdatasync -> back to the core, the state machine task and the executor -> the flushers), many of them a
 //! wake-up of a sleeping thread, which on the VMs we measure on costs more than the work it hands over (bench/RESULTS.md, sessions 26-28: no single crossing was worth removing on
 //! its own). Here the executor proposes, openraft appends, the log writes and syncs on this same thread
-//! (`LogStore::append` calls `WalWriter::write_now`, and syncs once the apply before it has run), and the completion, the commit and the apply follow
+//! (`LogStore::append` calls `WalWriter::submit_now`), and the completion, the commit and the apply follow
 //! on it without a wake-up; what arrives during the fdatasync is read by the readers meanwhile and goes out
 //! as the next entry. Measured (session 29, alternating rounds against the build before, bench/RESULTS.md):
 //! set at 32 sessions +10% and its p99 -10% (5 of 5 rounds), create at 32 sessions +9% (median; noisy), the

@@ -688,15 +688,9 @@ impl Executor {
                 c = committed.recv() => match c {
                     Some(ToExecutor::Committed(c)) => {
                         oxkeeper_storage::hoptrace::hop("exec_apply");
-                        // What gathered while these were in the log (requests still queued included)
-                        // goes out first, and openraft's core gets the turn to write it
-                        // (`LogStore::append`: the write starts the device, then it yields back here)
-                        // before these are applied and answered: the device writes the next entry
-                        // during this apply, and its fdatasync waits only for the rest.
-                        self.handle_queued(&mut rx);
-                        if self.flush_proposals().await {
-                            yield_to_queued().await;
-                        }
+                        // What gathered while these were in the log goes out first, before their replies
+                        // are written: the next fdatasync need not wait for this apply.
+                        self.flush_proposals().await;
                         self.apply_committed(c);
                         self.outbox.flush();
                     }
@@ -711,7 +705,13 @@ impl Executor {
                     Some(m) => {
                         oxkeeper_storage::hoptrace::hop("exec_in");
                         self.handle(m);
-                        self.handle_queued(&mut rx);
+                        // Take everything already queued so that one log entry carries many commands.
+                        for _ in 0..4096 {
+                            match rx.try_recv() {
+                                Ok(m) => self.handle(m),
+                                Err(_) => break,
+                            }
+                        }
                     }
                     None => break,
                 },
@@ -723,22 +723,11 @@ impl Executor {
         }
     }
 
-    /// Handles what is already queued (up to a bound), so that one log entry carries many commands.
-    fn handle_queued(&mut self, rx: &mut mpsc::UnboundedReceiver<ExecMsg>) {
-        for _ in 0..4096 {
-            match rx.try_recv() {
-                Ok(m) => self.handle(m),
-                Err(_) => break,
-            }
-        }
-    }
-
-    /// Proposes what gathered, if the log takes a proposal now. Whether it proposed.
-    async fn flush_proposals(&mut self) -> bool {
+    async fn flush_proposals(&mut self) {
         if self.proposals.is_empty()
             || self.replicator.gate().undurable() >= MAX_UNDURABLE_PROPOSALS
         {
-            return false;
+            return;
         }
         let mut batch = std::mem::take(&mut self.proposals);
         // A handshake whose connection is already gone (a client that gave up on it: after a stall the
@@ -752,15 +741,16 @@ impl Executor {
             _ => true,
         });
         if batch.is_empty() {
-            return false;
+            return;
         }
         oxkeeper_storage::hoptrace::hop("propose");
         let payload = encode_batch(&batch);
         // Kept before it is proposed: nothing of it can be applied before this returns anyway.
         self.proposed.keep(&payload, batch);
         match self.replicator.propose(payload).await {
-            // openraft's core, woken by the proposal, runs on this thread once this pass awaits.
-            Ok(()) => true,
+            // openraft's core, woken by the proposal, runs on this thread once this pass awaits; the log
+            // writes the entry after that pass's apply and replies (see `LogStore::append`).
+            Ok(()) => {}
             Err(e) => {
                 // The outcome of these writes is unknown: close their connections (clients see CONNECTION_LOSS).
                 tracing::error!("proposal failed: {e}");
@@ -770,7 +760,6 @@ impl Executor {
                         self.close_conn(o.conn);
                     }
                 }
-                false
             }
         }
     }
@@ -1690,23 +1679,6 @@ fn authenticate(
         }]),
         _ => None,
     }
-}
-
-/// Lets the tasks already queued on this thread run first, and then this one, without waiting for the
-/// runtime's next look at its I/O driver: the task goes to the back of the run queue. `tokio::task::yield_now`
-/// instead defers it until that look, and wakes the deferred last-in first-out, so a task that yields
-/// with it after this one (openraft's core in `LogStore::append`) would run before it.
-async fn yield_to_queued() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            return std::task::Poll::Ready(());
-        }
-        yielded = true;
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
-    })
-    .await
 }
 
 #[cfg(test)]

@@ -572,17 +572,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         });
         // On the apply thread (`crate::apply_thread`), with the log idle and its disk quick, the entry is
         // written and synced here, on this thread: the hand-off to the log's thread and the completion's
-        // way back were each a wake-up of a sleeping thread. The write comes first and starts the device
-        // on it; then a yield, so that what is already runnable on this thread (the state machine's apply
-        // of the entry before, the executor's replies) runs while the device writes, not one fdatasync
-        // later; then the fdatasync, which by then has about only the device's cache flush to wait for.
-        // Anywhere else (tests of this module on a runtime's workers) or with a disk that has turned slow
-        // (`is_idle_and_quick`: the executor must not wait on it long), the log's thread writes it.
+        // way back were each a wake-up of a sleeping thread. First yield, so that what is already runnable on
+        // this thread (the state machine's apply of the entry before, the executor's replies) runs before it
+        // blocks, not one fdatasync later. Anywhere else (tests of this module on a runtime's workers) or
+        // with a disk that has turned slow (`is_idle_and_quick`: the executor must not wait on it long), the
+        // log's thread writes it.
         if crate::apply_thread::on_apply_thread() && self.wal.is_idle_and_quick() {
-            if let Some(unsynced) = self.wal.write_now(encoded, done) {
-                tokio::task::yield_now().await;
-                unsynced.sync();
-            }
+            tokio::task::yield_now().await;
+            self.wal.submit_now(encoded, done);
         } else {
             self.wal.submit(encoded, done);
         }

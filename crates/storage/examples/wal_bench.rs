@@ -131,9 +131,6 @@ impl DiskFile for TimedFile {
         self.sync_ns.lock().expect("not poisoned").push(ns);
         result
     }
-    fn start_writeback(&mut self, offset: u64, len: u64) -> io::Result<()> {
-        self.file.start_writeback(offset, len)
-    }
     fn allocate(&mut self, len: u64) -> io::Result<()> {
         if !self.zero_fill {
             return self.file.allocate(len);

@@ -53,12 +53,6 @@ pub trait DiskFile: Send + 'static {
     fn write_behind(&mut self, _offset: u64, _len: u64) -> io::Result<()> {
         Ok(())
     }
-    /// Starts writing `[offset, offset + len)` to the device and returns without waiting, so that a
-    /// `sync_data` soon after has only the device's cache flush left to wait for. A hint: nothing is
-    /// durable before `sync_data`, which reports the write's errors. The default does nothing.
-    fn start_writeback(&mut self, _offset: u64, _len: u64) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// The real file system, through `std::fs` (and `posix_fallocate` for `allocate`).
@@ -136,36 +130,21 @@ impl DiskFile for RealFile {
                 libc::off64_t::try_from(len).map_err(|_| too_large())?,
             ))
         };
-        self.start_writeback(offset, len)?;
+        let fd = self.file.as_raw_fd();
+        let (start, count) = range(offset, len)?;
+        // SAFETY: the descriptor is open for as long as `self.file` lives; the call only reads its args.
+        if unsafe { libc::sync_file_range(fd, start, count, libc::SYNC_FILE_RANGE_WRITE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
         if offset > 0 {
             let (start, count) = range(0, offset)?;
             let wait = libc::SYNC_FILE_RANGE_WAIT_BEFORE
                 | libc::SYNC_FILE_RANGE_WRITE
                 | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-            // SAFETY: the descriptor is open for as long as `self.file` lives; the call only reads its args.
-            if unsafe { libc::sync_file_range(self.file.as_raw_fd(), start, count, wait) } != 0 {
+            // SAFETY: as above.
+            if unsafe { libc::sync_file_range(fd, start, count, wait) } != 0 {
                 return Err(io::Error::last_os_error());
             }
-        }
-        Ok(())
-    }
-
-    fn start_writeback(&mut self, offset: u64, len: u64) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
-        let start = libc::off64_t::try_from(offset).map_err(|_| too_large())?;
-        let count = libc::off64_t::try_from(len).map_err(|_| too_large())?;
-        // SAFETY: the descriptor is open for as long as `self.file` lives; the call only reads its args.
-        // Without a WAIT flag the call neither waits nor consumes a writeback error: `sync_data` sees it.
-        let rc = unsafe {
-            libc::sync_file_range(
-                self.file.as_raw_fd(),
-                start,
-                count,
-                libc::SYNC_FILE_RANGE_WRITE,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
         }
         Ok(())
     }

@@ -80,8 +80,6 @@ struct State {
     /// Bumped at each power loss; a file handle from an older generation fails.
     generation: u64,
     sync_data_calls: u64,
-    /// `start_writeback` calls (a hint: they make nothing durable here).
-    writeback_starts: u64,
     /// `sync_data` calls that made a change of the file's block map durable.
     block_map_syncs: u64,
     sync_dir_calls: u64,
@@ -336,11 +334,6 @@ impl SimDisk {
     /// How many `sync_data` calls succeeded so far.
     pub fn sync_data_calls(&self) -> u64 {
         self.lock().sync_data_calls
-    }
-
-    /// How many `start_writeback` calls succeeded so far.
-    pub fn writeback_starts(&self) -> u64 {
-        self.lock().writeback_starts
     }
 
     /// How many successful `sync_data` calls made a change of the file's block map durable (a write had
@@ -626,13 +619,6 @@ impl DiskFile for SimFile {
         let block_map_changed = std::mem::take(&mut node.block_map_changed);
         state.sync_data_calls += 1;
         state.block_map_syncs += u64::from(block_map_changed);
-        Ok(())
-    }
-
-    fn start_writeback(&mut self, _offset: u64, _len: u64) -> io::Result<()> {
-        let mut state = self.lock()?;
-        state.alive()?;
-        state.writeback_starts += 1;
         Ok(())
     }
 

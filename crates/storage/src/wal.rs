@@ -129,17 +129,6 @@ pub(crate) struct Segment<F> {
     pub readers: Arc<()>,
 }
 
-/// What `write_batch` does after writing a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Durability {
-    /// fdatasync: durable when the write returns.
-    Synced,
-    /// The batch's writeback is started; `Wal::sync_written` makes it durable.
-    Started,
-    /// Nothing (`WalOptions::sync_each_batch` off: the writer thread syncs lazily).
-    Later,
-}
-
 /// The write-ahead log. See the module docs.
 pub struct Wal<D: Disk> {
     disk: D,
@@ -246,24 +235,6 @@ impl<D: Disk> Wal<D> {
         &mut self,
         entries: impl IntoIterator<Item = (u64, &'a [u8])>,
     ) -> Result<Option<u64>, WalError> {
-        self.append_batch(entries, true)
-    }
-
-    /// As `append_iter`, but with `WalOptions::sync_each_batch` on, the batch is only written and its
-    /// writeback started: `sync_written` makes it durable, with less left to wait for by then. Nothing
-    /// else may be written before that sync (the next batch would be acknowledged with it unsynced).
-    pub(crate) fn write_iter<'a>(
-        &mut self,
-        entries: impl IntoIterator<Item = (u64, &'a [u8])>,
-    ) -> Result<Option<u64>, WalError> {
-        self.append_batch(entries, false)
-    }
-
-    fn append_batch<'a>(
-        &mut self,
-        entries: impl IntoIterator<Item = (u64, &'a [u8])>,
-        sync: bool,
-    ) -> Result<Option<u64>, WalError> {
         self.check_running()?;
         let expected = self.next_index()?;
         let Some(encoded) = format::encode_entries(&mut self.buf, expected, entries)? else {
@@ -271,12 +242,7 @@ impl<D: Disk> Wal<D> {
         };
         let last_before = self.last_index();
         let synced_before = self.synced_index;
-        let durability = match (self.opts.sync_each_batch, sync) {
-            (true, true) => Durability::Synced,
-            (true, false) => Durability::Started,
-            (false, _) => Durability::Later,
-        };
-        match self.write_entries(encoded.first_index, encoded.last_index, durability) {
+        match self.write_entries(encoded.first_index, encoded.last_index) {
             Ok(()) => Ok(Some(encoded.last_index)),
             Err(error) if error.is_no_space() => {
                 // Out of space, nothing may have moved: a retry must find the log where it was.
@@ -290,13 +256,9 @@ impl<D: Disk> Wal<D> {
         }
     }
 
-    fn write_entries(
-        &mut self,
-        first_index: u64,
-        last_index: u64,
-        durability: Durability,
-    ) -> Result<(), WalError> {
+    fn write_entries(&mut self, first_index: u64, last_index: u64) -> Result<(), WalError> {
         let len = self.buf.len() as u64;
+        let sync = self.opts.sync_each_batch;
         let roll = match self.segments.last() {
             None => true,
             Some(segment) => segment.end + len > self.opts.segment_bytes,
@@ -315,7 +277,7 @@ impl<D: Disk> Wal<D> {
             let mut segment = self.create_segment(first_index, len)?;
             let ahead = self.opts.zero_ahead_bytes;
             if let Err(error) =
-                Self::write_batch(&self.disk, &mut segment, &mut self.buf, durability, ahead)
+                Self::write_batch(&self.disk, &mut segment, &mut self.buf, sync, ahead)
             {
                 let path = segment.path.clone();
                 drop(segment);
@@ -332,10 +294,10 @@ impl<D: Disk> Wal<D> {
                 .last_mut()
                 .expect("not rolling: there is a segment");
             let ahead = self.opts.zero_ahead_bytes;
-            Self::write_batch(&self.disk, segment, &mut self.buf, durability, ahead)?;
+            Self::write_batch(&self.disk, segment, &mut self.buf, sync, ahead)?;
             segment.last_index = last_index;
         }
-        if durability == Durability::Synced {
+        if sync {
             self.synced_index = Some(last_index);
         }
         Ok(())
@@ -454,14 +416,14 @@ impl<D: Disk> Wal<D> {
         }
     }
 
-    /// Seals the encoded batch in `buf` for `segment`, writes it at the segment's end, and syncs it or
-    /// starts its writeback as `durability` says. Zeroes the segment `zero_ahead` bytes ahead of the
-    /// batch first when the zeroed part ends less than half that past it.
+    /// Seals the encoded batch in `buf` for `segment`, writes it at the segment's end, fdatasyncs if
+    /// `sync`. Zeroes the segment `zero_ahead` bytes ahead of the batch first when the zeroed part
+    /// ends less than half that past it.
     fn write_batch(
         disk: &D,
         segment: &mut Segment<D::File>,
         buf: &mut [u8],
-        durability: Durability,
+        sync: bool,
         zero_ahead: u64,
     ) -> Result<(), WalError> {
         format::seal(buf, segment.salt);
@@ -471,21 +433,8 @@ impl<D: Disk> Wal<D> {
         Self::zero_debris(disk, segment)?;
         Self::zero_ahead(disk, segment, buf.len() as u64, zero_ahead)?;
         Self::write_at_end(disk, segment, buf)?;
-        match durability {
-            Durability::Synced => Self::sync(disk, segment)?,
-            Durability::Started => {
-                let end = segment.end;
-                if let Err(error) =
-                    Self::file(disk, segment)?.start_writeback(end, buf.len() as u64)
-                {
-                    // Written but maybe not whole on the device: the bytes are debris until synced.
-                    segment.dirty_end = segment.dirty_end.max(end + buf.len() as u64);
-                    return Err(WalError::fatal_at("starting the write of", &segment.path)(
-                        error,
-                    ));
-                }
-            }
-            Durability::Later => {}
+        if sync {
+            Self::sync(disk, segment)?;
         }
         segment.end += buf.len() as u64;
         segment.dirty_end = segment.end;
@@ -618,13 +567,7 @@ impl<D: Disk> Wal<D> {
         if segment.last_index > index {
             format::encode_truncate(&mut self.buf, index + 1);
             let ahead = self.opts.zero_ahead_bytes;
-            Self::write_batch(
-                &self.disk,
-                segment,
-                &mut self.buf,
-                Durability::Synced,
-                ahead,
-            )?;
+            Self::write_batch(&self.disk, segment, &mut self.buf, true, ahead)?;
             segment.last_index = index;
         }
         self.synced_index = Some(index);

@@ -132,66 +132,19 @@ impl<D: Disk> Log<D> {
 }
 
 trait WriteNow: Send + Sync {
-    /// One attempt at writing `appends` as one batch, synced or not (`write_batch`), recording a final
-    /// failure in `shared`'s health.
-    fn write_once(
-        &self,
-        shared: &Shared,
-        appends: &[(Entries, Completion)],
-        sync: bool,
-    ) -> Result<Option<u64>, WalError>;
-    /// Syncs what `write_once` wrote if that is pending, checks and counts it (`acknowledge`), and runs
-    /// the completions. Returns the outcome they were given.
-    fn sync_once(&self, shared: &Shared, work: WrittenWork) -> Result<(), WalError>;
+    /// One attempt at `work` (see `attempt`), recording a final failure in `shared`'s health.
+    fn attempt_once(&self, shared: &Shared, work: &Work) -> Result<(), WalError>;
     /// `WalWriter::read`.
     fn read(&self, from: u64, to: u64) -> Result<Entries, WalError>;
 }
 
 impl<D: Disk> WriteNow for Log<D> {
-    fn write_once(
-        &self,
-        shared: &Shared,
-        appends: &[(Entries, Completion)],
-        sync: bool,
-    ) -> Result<Option<u64>, WalError> {
+    fn attempt_once(&self, shared: &Shared, work: &Work) -> Result<(), WalError> {
         let mut wal = self.wal();
-        let written = write_batch(&mut wal, appends, sync);
+        let result = attempt(&mut wal, shared, work);
         shared.publish_synced(&wal);
         if let Some(cause) = wal.stopped() {
             shared.set_health(WalHealth::Failed(cause.clone()));
-        }
-        written
-    }
-
-    fn sync_once(&self, shared: &Shared, work: WrittenWork) -> Result<(), WalError> {
-        let WrittenWork {
-            appends,
-            written,
-            sync_pending,
-            mut took,
-        } = work;
-        let result = {
-            let mut wal = self.wal();
-            let synced = match written {
-                Ok(last) if sync_pending => {
-                    crate::hoptrace::hop("wal_sync");
-                    let started = Instant::now();
-                    let synced = wal.sync_written().map(|()| last);
-                    took += started.elapsed();
-                    synced
-                }
-                written => written,
-            };
-            let result = acknowledge(&mut wal, shared, &appends, synced, took);
-            shared.publish_synced(&wal);
-            if let Some(cause) = wal.stopped() {
-                shared.set_health(WalHealth::Failed(cause.clone()));
-            }
-            result
-        };
-        crate::hoptrace::hop("wal_done");
-        for (_, done) in appends {
-            done(result.clone());
         }
         result
     }
@@ -414,26 +367,6 @@ impl WalWriter {
     /// on a lightly loaded machine costs more than the write (each is a wake-up of a sleeping thread).
     /// Otherwise, or if this one attempt runs out of space (the thread then retries it), it queues.
     pub fn submit_now(&self, entries: Vec<(u64, Vec<u8>)>, done: Completion) {
-        if let Some(written) = self.write_on_caller(entries, done, true) {
-            written.sync();
-        }
-    }
-
-    /// `submit_now` in two steps, for a caller with other work to do while the device writes: the
-    /// entries are written on the calling thread and their writeback is started, and the returned
-    /// `Unsynced`'s `sync` (or its drop) makes them durable and then runs `done`. Until then the log is
-    /// the caller's: the thread takes no other work. When `submit_now` would queue instead, this does
-    /// too (or completes `done` with the write's error) and returns `None`.
-    pub fn write_now(&self, entries: Vec<(u64, Vec<u8>)>, done: Completion) -> Option<Unsynced> {
-        self.write_on_caller(entries, done, false)
-    }
-
-    fn write_on_caller(
-        &self,
-        entries: Vec<(u64, Vec<u8>)>,
-        done: Completion,
-        sync: bool,
-    ) -> Option<Unsynced> {
         self.shared.submissions.fetch_add(1, Ordering::Relaxed);
         let request = Request::Append(entries, done);
         {
@@ -442,46 +375,35 @@ impl WalWriter {
             if queue.closed || !idle || !self.shared.health().is_ok() {
                 drop(queue);
                 self.shared.push(request);
-                return None;
+                return;
             }
             queue.busy = true;
         }
         // Gives the turn back (to the thread, if anything queued meanwhile), even if a completion panics.
-        let turn = Turn(Arc::clone(&self.shared));
+        let _turn = Turn(&self.shared);
         let Request::Append(entries, done) = request else {
             unreachable!("built as an append above");
         };
-        let appends = vec![(entries, done)];
+        let work = Work::Appends(vec![(entries, done)]);
         crate::hoptrace::hop("wal_start");
-        let started = Instant::now();
-        let written = self.log.write_once(&self.shared, &appends, sync);
-        let took = started.elapsed();
-        crate::hoptrace::hop("wal_written");
-        if matches!(&written, Err(error) if error.is_no_space()) {
+        let result = self.log.attempt_once(&self.shared, &work);
+        crate::hoptrace::hop("wal_done");
+        if matches!(&result, Err(error) if error.is_no_space()) {
             // The thread owns out-of-space episodes (retries, health, logging): hand it the batch,
             // ahead of anything queued since.
+            let Work::Appends(appends) = work else {
+                unreachable!("built as appends above");
+            };
             let mut queue = self.shared.lock();
             for (entries, done) in appends.into_iter().rev() {
                 queue.requests.push_front(Request::Append(entries, done));
             }
-            return None;
+            return;
         }
-        let unsynced = Unsynced {
-            log: Arc::clone(&self.log),
-            work: Some(WrittenWork {
-                appends,
-                written,
-                sync_pending: !sync && !self.shared.lazy_sync,
-                took,
-            }),
-            turn,
-        };
-        if unsynced.is_done() {
-            // Failed, or already durable: nothing is left for the caller to wait on.
-            unsynced.sync();
-            return None;
+        if result.is_ok() {
+            self.shared.caller_batches.fetch_add(1, Ordering::Relaxed);
         }
-        Some(unsynced)
+        work.complete(result);
     }
 
     /// Reads entries `from..=to` back from the files, on the calling thread (blocking: file reads of
@@ -553,11 +475,10 @@ impl Drop for WalWriter {
     }
 }
 
-/// A caller's turn at writing (`WalWriter::write_now`): ends it, and wakes the thread if work queued
-/// meanwhile.
-struct Turn(Arc<Shared>);
+/// `submit_now`'s turn at writing: ends it, and wakes the thread if work queued meanwhile.
+struct Turn<'a>(&'a Shared);
 
-impl Drop for Turn {
+impl Drop for Turn<'_> {
     fn drop(&mut self) {
         let mut queue = self.0.lock();
         queue.busy = false;
@@ -566,57 +487,6 @@ impl Drop for Turn {
         if more {
             self.0.wake.notify_one();
         }
-    }
-}
-
-/// A batch `WalWriter::write_now` wrote on the caller's thread: `sync` (or dropping it) makes it durable
-/// and runs its completions, and ends the caller's turn at the log.
-#[must_use = "the entries are acknowledged only once synced"]
-pub struct Unsynced {
-    log: Arc<dyn WriteNow>,
-    /// None once synced.
-    work: Option<WrittenWork>,
-    turn: Turn,
-}
-
-struct WrittenWork {
-    appends: Vec<(Entries, Completion)>,
-    /// `write_batch`'s result.
-    written: Result<Option<u64>, WalError>,
-    /// Written but not yet synced (`sync_each_batch` on).
-    sync_pending: bool,
-    /// The time spent writing (and syncing) so far.
-    took: Duration,
-}
-
-impl Unsynced {
-    /// Whether only the completions are left: the write failed, or it was synced already.
-    fn is_done(&self) -> bool {
-        self.work
-            .as_ref()
-            .is_none_or(|w| w.written.is_err() || !w.sync_pending)
-    }
-
-    /// Makes the batch durable (an fdatasync, of which the device's write has had time to progress),
-    /// then runs its completions with the outcome.
-    pub fn sync(mut self) {
-        self.finish();
-    }
-
-    fn finish(&mut self) {
-        let Some(work) = self.work.take() else {
-            return;
-        };
-        let result = self.log.sync_once(&self.turn.0, work);
-        if result.is_ok() {
-            self.turn.0.caller_batches.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-impl Drop for Unsynced {
-    fn drop(&mut self) {
-        self.finish();
     }
 }
 
@@ -910,46 +780,20 @@ fn size(entries: &[(u64, Vec<u8>)]) -> (usize, usize) {
     (bytes, entries.len())
 }
 
-/// Writes `appends` as one batch, synced (`sync`) or only written (`Wal::write_iter`), and returns the
-/// index of its last entry (none: no entries).
-fn write_batch<D: Disk>(
-    wal: &mut Wal<D>,
-    appends: &[(Entries, Completion)],
-    sync: bool,
-) -> Result<Option<u64>, WalError> {
-    let all = appends.iter().flat_map(|(entries, _)| {
-        entries
-            .iter()
-            .map(|(index, bytes)| (*index, bytes.as_slice()))
-    });
-    if sync {
-        wal.append_iter(all)
-    } else {
-        wal.write_iter(all)
-    }
-}
-
 fn write_appends<D: Disk>(
     wal: &mut Wal<D>,
     shared: &Shared,
     appends: &[(Entries, Completion)],
 ) -> Result<(), WalError> {
-    let started = Instant::now();
-    let result = write_batch(wal, appends, true);
-    acknowledge(wal, shared, appends, result, started.elapsed())
-}
-
-/// After `appends` were written as one batch (`result`, from `write_batch`), and synced, in `took`:
-/// counts them and checks that they may be acknowledged.
-fn acknowledge<D: Disk>(
-    wal: &mut Wal<D>,
-    shared: &Shared,
-    appends: &[(Entries, Completion)],
-    mut result: Result<Option<u64>, WalError>,
-    took: Duration,
-) -> Result<(), WalError> {
+    let all = appends.iter().flat_map(|(entries, _)| {
+        entries
+            .iter()
+            .map(|(index, bytes)| (*index, bytes.as_slice()))
+    });
+    let started = std::time::Instant::now();
+    let mut result = wal.append_iter(all);
     if let Ok(Some(_)) = result {
-        let took = took.as_micros() as u64;
+        let took = started.elapsed().as_micros() as u64;
         shared.write_us.fetch_add(took, Ordering::Relaxed);
         shared.last_write_us.store(took, Ordering::Relaxed);
         let (bytes, count) = appends.iter().fold((0, 0), |(bytes, count), (entries, _)| {

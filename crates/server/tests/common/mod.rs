@@ -342,9 +342,6 @@ impl DiskFile for GateFile {
     fn allocate(&mut self, len: u64) -> io::Result<()> {
         self.file.allocate(len)
     }
-    fn start_writeback(&mut self, offset: u64, len: u64) -> io::Result<()> {
-        self.file.start_writeback(offset, len)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -1202,37 +1202,3 @@ fn shrinking_gently_frees_a_file_step_by_step_and_stops_in_a_hurry() {
     shrink_gently(&disk, &path, &AtomicBool::new(false)).unwrap();
     assert_eq!(file.len().unwrap(), 0);
 }
-
-#[test]
-fn a_batch_written_unsynced_is_durable_and_acknowledgeable_only_after_its_sync() {
-    let disk = SimDisk::new();
-    let opts = small(4096);
-    let (mut wal, _) = open(&disk, &opts);
-    append_range(&mut wal, 1..=1);
-    let (starts, syncs) = (disk.writeback_starts(), disk.sync_data_calls());
-    let two = entry(2);
-    assert_eq!(wal.write_iter([(2, two.as_slice())]).unwrap(), Some(2));
-    // Written with its writeback started, not synced: not to be acknowledged yet.
-    assert_eq!(disk.writeback_starts(), starts + 1);
-    assert_eq!(disk.sync_data_calls(), syncs);
-    assert_eq!(wal.last_index(), Some(2));
-    assert_eq!(wal.synced_index(), Some(1));
-    assert_eq!(wal.acknowledgeable_index(), Some(1));
-    assert!(wal.has_unsynced());
-    wal.sync_written().unwrap();
-    assert_eq!(disk.sync_data_calls(), syncs + 1);
-    assert_eq!(
-        (wal.synced_index(), wal.acknowledgeable_index()),
-        (Some(2), Some(2))
-    );
-    assert!(!wal.has_unsynced());
-
-    // Power lost between the write and its sync: what was synced is there, the rest at most.
-    let three = entry(3);
-    wal.write_iter([(3, three.as_slice())]).unwrap();
-    drop(wal);
-    disk.power_loss(&mut StdRng::seed_from_u64(3));
-    let recovered = reopen(&disk, &opts);
-    assert_eq!(recovered.entries[..2], expected(1..=2)[..]);
-    assert!(recovered.last_index() <= Some(3));
-}

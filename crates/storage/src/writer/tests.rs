@@ -53,12 +53,6 @@ fn report(tx: &mpsc::Sender<(u64, Result<(), WalError>)>, tag: u64) -> Completio
     })
 }
 
-/// The tag of a successful completion `report` sent; panics on a failed one.
-fn acked((tag, result): (u64, Result<(), WalError>)) -> u64 {
-    assert!(result.is_ok(), "completion {tag}: {result:?}");
-    tag
-}
-
 #[test]
 fn concurrent_submitters_share_fdatasyncs_and_complete_in_order() {
     const THREADS: u64 = 16;
@@ -185,116 +179,6 @@ fn submit_now_writes_on_the_caller_when_idle_and_keeps_order_with_the_thread() {
     let (_, recovered) = Wal::open(disk.clone(), Path::new("/wal"), small()).unwrap();
     let expected: Vec<(u64, Vec<u8>)> = (1..=total).map(|i| (i, entry(i))).collect();
     assert_eq!(recovered.entries, expected);
-}
-
-#[test]
-fn write_now_acknowledges_at_its_sync_and_holds_the_log_until_then() {
-    let disk = SimDisk::new();
-    let writer = WalWriter::spawn(open(&disk, small()));
-    let (tx, rx) = mpsc::channel();
-    // The first batch creates the segment (its header is synced on its own).
-    writer.submit_now(vec![(1, entry(1))], report(&tx, 1));
-    assert_eq!(acked(rx.try_recv().expect("synced on the caller")), 1);
-    let syncs = disk.sync_data_calls();
-    let unsynced = writer
-        .write_now(vec![(2, entry(2))], report(&tx, 2))
-        .expect("an idle log is written on the caller's thread");
-    // Written, its writeback started, and nothing acknowledged or synced yet.
-    assert_eq!(disk.writeback_starts(), 1);
-    assert_eq!(disk.sync_data_calls(), syncs);
-    assert_eq!(writer.synced_index(), Some(1));
-    assert!(rx.try_recv().is_err());
-    assert!(!writer.is_idle());
-    // Queued meanwhile, the thread may not take it: written now, it would be acknowledged (synced
-    // with entry 2 or not) ahead of entry 2. A while for a wrong writer to do so.
-    writer.submit(vec![(3, entry(3))], report(&tx, 3));
-    std::thread::sleep(Duration::from_millis(50));
-    assert!(
-        rx.try_recv().is_err(),
-        "acknowledged before the caller's sync"
-    );
-    assert_eq!(writer.stats().batches, 1);
-
-    unsynced.sync();
-    // Synced and acknowledged on this thread, before `sync` returned; then the thread's turn.
-    assert_eq!(acked(rx.try_recv().expect("acknowledged by sync")), 2);
-    assert_eq!(
-        acked(
-            rx.recv_timeout(PATIENCE)
-                .expect("the thread writes entry 3")
-        ),
-        3
-    );
-    // One fdatasync for entry 2 (its `sync`), one for entry 3 (the thread's).
-    assert_eq!(disk.sync_data_calls(), syncs + 2);
-    let stats = writer.stats();
-    assert_eq!((stats.batches, stats.caller_batches), (3, 2));
-    wait_until("the log is idle again", || writer.is_idle());
-
-    // Dropped instead of synced: synced and acknowledged all the same.
-    let unsynced = writer
-        .write_now(vec![(4, entry(4))], report(&tx, 4))
-        .expect("idle again");
-    drop(unsynced);
-    assert_eq!(acked(rx.try_recv().expect("acknowledged by the drop")), 4);
-    assert_eq!(writer.synced_index(), Some(4));
-    writer.shutdown();
-
-    // Power lost right after: every acknowledged entry is there.
-    disk.power_loss(&mut StdRng::seed_from_u64(1));
-    let (_, recovered) = Wal::open(disk.clone(), Path::new("/wal"), small()).unwrap();
-    let expected: Vec<(u64, Vec<u8>)> = (1..=4).map(|i| (i, entry(i))).collect();
-    assert_eq!(recovered.entries, expected);
-}
-
-#[test]
-fn write_now_acknowledges_nothing_when_its_sync_fails_and_the_log_stops() {
-    let disk = SimDisk::new();
-    let writer = WalWriter::spawn(open(&disk, small()));
-    let (tx, rx) = mpsc::channel();
-    writer.submit_now(vec![(1, entry(1))], report(&tx, 1));
-    assert_eq!(acked(rx.try_recv().expect("synced on the caller")), 1);
-    let unsynced = writer
-        .write_now(vec![(2, entry(2))], report(&tx, 2))
-        .expect("idle");
-    disk.set_fault(Some(SimFault::SyncIo));
-    unsynced.sync();
-    let (tag, result) = rx.try_recv().expect("completed by sync");
-    assert_eq!(tag, 2);
-    let error = result.expect_err("a failed fdatasync acknowledges nothing");
-    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
-    assert!(writer.health().is_failed(), "{}", writer.health());
-    assert_eq!(writer.synced_index(), Some(1));
-    // Nothing more is written: not on the caller, not by the thread.
-    disk.set_fault(None);
-    assert!(writer
-        .write_now(vec![(3, entry(3))], report(&tx, 3))
-        .is_none());
-    let (tag, result) = rx.recv_timeout(PATIENCE).expect("refused");
-    assert_eq!(tag, 3);
-    assert!(result.is_err(), "{result:?}");
-    writer.shutdown();
-    let (_, recovered) = Wal::open(disk.clone(), Path::new("/wal"), small()).unwrap();
-    assert_eq!(recovered.entries[0], (1, entry(1)));
-}
-
-#[test]
-fn write_now_on_a_busy_log_queues_for_the_thread() {
-    let disk = SimDisk::new();
-    let writer = WalWriter::spawn(open(&disk, small()));
-    let (tx, rx) = mpsc::channel();
-    let first = writer
-        .write_now(vec![(1, entry(1))], report(&tx, 1))
-        .expect("idle");
-    // The caller holds the log: a second caller's batch goes to the thread, behind it.
-    assert!(writer
-        .write_now(vec![(2, entry(2))], report(&tx, 2))
-        .is_none());
-    assert_eq!(disk.writeback_starts(), 1);
-    first.sync();
-    assert_eq!(acked(rx.recv_timeout(PATIENCE).unwrap()), 1);
-    assert_eq!(acked(rx.recv_timeout(PATIENCE).unwrap()), 2);
-    assert_eq!(writer.stats().caller_batches, 1);
 }
 
 #[test]
