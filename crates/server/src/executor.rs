@@ -14,7 +14,7 @@
 //! The executor runs on the apply thread (`crate::apply_thread`), beside openraft's tasks and the log's
 //! writes; the connections' readers hand it requests from the runtime's workers.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -42,7 +42,9 @@ use tokio::sync::mpsc;
 use crate::clock::SessionClock;
 use crate::config::Config;
 use crate::connection::{ConnId, Outbound, Outbox};
-use crate::replication::{Committed, Payload, Replicator, SnapshotSource, ToExecutor};
+use crate::replication::{
+    Committed, Payload, Replicator, Settled, SnapshotSource, StateCopy, ToExecutor,
+};
 use crate::slots::Slots;
 use crate::stats::ServerStats;
 
@@ -448,8 +450,13 @@ pub struct Executor {
     expiry_backlog: VecDeque<i64>,
     /// Paces expiry (`sessionExpiryRate` nodes per second, see `expire_sessions`).
     expiry_pacer: Pacer,
-    /// The log index of the snapshot the state was restored from.
+    /// The index of the last log entry the state restored from a snapshot holds.
     restored_index: Option<u64>,
+    /// One past the last log entry applied (0: none).
+    applied_end: u64,
+    /// Appends the log made durable that are not applied yet (`replication::Settled`), by first index:
+    /// one applies as soon as everything before it is applied.
+    settled: BTreeMap<u64, Settled>,
     /// Per session, the newest of this member's connections (by accept order) whose Revalidate is in the
     /// log and not applied yet; see `older_than_a_claim`.
     reconnecting: HashMap<i64, ConnId>,
@@ -545,6 +552,8 @@ impl Executor {
             expiry_backlog: VecDeque::new(),
             expiry_pacer,
             restored_index: None,
+            applied_end: 0,
+            settled: BTreeMap::new(),
         }
     }
 
@@ -562,6 +571,8 @@ impl Executor {
         *self.shared.state_mut() = sm;
         self.shared.last_zxid.store(zxid, Ordering::Release);
         self.restored_index = Some(index);
+        self.applied_end = index + 1;
+        self.replicator.gate().executor_applied(self.applied_end);
         Ok(())
     }
 
@@ -597,7 +608,11 @@ impl Executor {
                 let started = Instant::now();
                 let sm = self.shared.state().clone();
                 let source: SnapshotSource = Box::new(move |out| write_state(&sm, out));
-                let _ = reply.send(source);
+                let _ = reply.send(StateCopy {
+                    source,
+                    through: self.applied_end.checked_sub(1),
+                    asked: self.replicator.snapshots_asked(),
+                });
                 tracing::debug!(
                     took_us = started.elapsed().as_micros() as u64,
                     "state copied for a snapshot"
@@ -699,8 +714,13 @@ impl Executor {
                     }
                     None => break,
                 },
-                // The entry proposed last is durable: what gathered meanwhile goes out below.
-                _ = gate.made_durable() => oxkeeper_storage::hoptrace::hop("exec_durable"),
+                // The entry proposed last is durable: what gathered meanwhile goes out first, then the
+                // durable entries are applied (in an ensemble of one, durable is committed).
+                _ = gate.made_durable() => {
+                    oxkeeper_storage::hoptrace::hop("exec_durable");
+                    self.flush_proposals().await;
+                    self.apply_settled();
+                }
                 m = rx.recv() => match m {
                     Some(m) => {
                         oxkeeper_storage::hoptrace::hop("exec_in");
@@ -1112,8 +1132,45 @@ impl Executor {
         });
     }
 
+    /// Applies what the log made durable (`replication::Settled`), in log order: an append applies once
+    /// everything before it is applied; what openraft delivered first is skipped.
+    fn apply_settled(&mut self) {
+        for s in self.replicator.gate().take_settled() {
+            self.settled.insert(s.first, s);
+        }
+        while let Some(entry) = self.settled.first_entry() {
+            if entry.get().last < self.applied_end {
+                entry.remove();
+                continue;
+            }
+            if *entry.key() > self.applied_end {
+                // A gap: an append before it was not reported (the report dropped, see `ProposalGate`),
+                // or not yet: openraft delivers it.
+                break;
+            }
+            let s = entry.remove();
+            oxkeeper_storage::hoptrace::hop("exec_apply");
+            self.apply_entries(&s.entries, s.last);
+        }
+        self.outbox.flush();
+    }
+
+    /// Applies what openraft committed, but what the executor applied already (`apply_settled`).
     fn apply_committed(&mut self, c: Committed) {
-        for (index, payload) in &c.entries {
+        self.apply_entries(&c.entries, c.last_index);
+        let _ = c.applied.send(());
+        // An append reported durable after openraft delivered part of it can follow on at once.
+        if !self.settled.is_empty() {
+            self.apply_settled();
+        }
+    }
+
+    /// Applies the normal entries (`entries`) of the log up to `last` (its index), those not applied yet.
+    fn apply_entries(&mut self, entries: &[(u64, Payload)], last: u64) {
+        for (index, payload) in entries {
+            if *index < self.applied_end {
+                continue;
+            }
             let batch = match self.proposed.take(payload) {
                 Some(batch) => Ok(batch),
                 None => decode_batch(payload),
@@ -1132,19 +1189,16 @@ impl Executor {
                 }
             }
         }
-        let _ = c.applied.send(());
+        self.applied_end = self.applied_end.max(last + 1);
+        self.replicator.gate().executor_applied(self.applied_end);
         self.shared
             .since_snapshot
             .store(self.since_snapshot, Ordering::Relaxed);
         if self.since_snapshot >= self.shared.config.snap_count {
             self.since_snapshot = 0;
             self.shared.since_snapshot.store(0, Ordering::Relaxed);
-            let raft = self.replicator.raft().clone();
-            tokio::spawn(async move {
-                if let Err(e) = raft.trigger().snapshot().await {
-                    tracing::warn!("snapshot not started: {e}");
-                }
-            });
+            self.replicator
+                .ask_snapshot(self.applied_end.checked_sub(1));
         }
     }
 

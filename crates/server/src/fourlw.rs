@@ -74,6 +74,7 @@ pub fn answer(
             ),
             snapshot_failures: shared.replicator.snapshot_failures(),
             since_snapshot: shared.since_snapshot.load(Ordering::Relaxed),
+            snapshot_pending: shared.replicator.snapshot_pending(),
             expiry_backlog: shared.expiry_backlog.load(Ordering::Relaxed),
         }
     };
@@ -124,6 +125,8 @@ pub struct View {
     pub snapshot_failures: u64,
     /// Transactions applied since the last snapshot was asked for (one is asked for at `snapCount`).
     pub since_snapshot: u64,
+    /// A snapshot was asked for that no written snapshot covers yet.
+    pub snapshot_pending: bool,
 }
 
 impl View {
@@ -563,6 +566,10 @@ fn monitor(v: &View) -> String {
     kv(
         "oxkeeper_transactions_since_snapshot",
         v.since_snapshot.to_string(),
+    );
+    kv(
+        "oxkeeper_snapshot_pending",
+        u8::from(v.snapshot_pending).to_string(),
     );
     s
 }

@@ -146,8 +146,10 @@ async fn a_snapshot_on_a_full_device_is_tried_again_and_the_member_goes_on() {
     );
     // Settled before the device fills: a snapshot holds /before; the log, purged up to the newest
     // snapshot, has moved to a new segment (64 MiB, preallocated; it moves at the next write) and is down
-    // to that one; no snapshot is being written or due (the last write asked for none: a snapshot written
-    // after the fill took its room would let the log move on, into a segment there is no room for), and
+    // to that one; no snapshot is being written or due (the last write asked for none, and every one asked
+    // for before it is written: a snapshot written after the fill took its room would let the log move on,
+    // into a segment there is no room for; the reply to a write goes out before openraft's state machine
+    // task even sees it, so a snapshot asked for one write earlier may not have begun yet), and
     // no removed one is being freed. Snapshots are `snapshot.<decimal index>`, segments `log.<hex first
     // index>`; a temporary or removed snapshot has a second suffix. Small writes move things on until all
     // of that holds at once.
@@ -168,13 +170,17 @@ async fn a_snapshot_on_a_full_device_is_tried_again_and_the_member_goes_on() {
     loop {
         // What the last write set going (a snapshot, a removed file being freed) finishes: polled, for
         // up to half a second.
+        let pending = || async { mntr(server.addr, "oxkeeper_snapshot_pending").await == 1 };
         let _ = tokio::time::timeout(Duration::from_millis(500), async {
-            while !settled() {
+            while pending().await || !settled() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
         .await;
-        if settled() && mntr(server.addr, "oxkeeper_transactions_since_snapshot").await > 0 {
+        if !pending().await
+            && settled()
+            && mntr(server.addr, "oxkeeper_transactions_since_snapshot").await > 0
+        {
             break;
         }
         assert!(
