@@ -303,7 +303,7 @@ const SETTLED_KEPT: usize = 1024;
 /// Entries of one append that the log made durable. In an ensemble of one that is their commit (the only
 /// voter has them, and no other leader can ever truncate them), so the executor applies them at once
 /// instead of one hop through openraft's core and another through its state machine task later (session
-/// 33: those two hops were ~20 us of a ~370 us write at 1 session). openraft still commits and applies
+/// 33: durable -> applied 21 -> 4 us p50 at 1 session, of a ~370 us write). openraft still commits and applies
 /// them as before; the executor then skips what it applied (`Executor::apply_committed`).
 #[derive(Debug)]
 pub struct Settled {
@@ -677,9 +677,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         };
         if let Some((result, callback)) = finished {
-            // Written and synced on this thread. With the entries `Settled`, yield once more before
-            // openraft's core hears of it: the executor, woken by the gate, applies them and replies
-            // first, instead of after the core's commit (session 33: ~10 us of a write at 1 session).
+            // Durable before the submit returned (written and synced on this thread, or the log's
+            // thread was that quick). With the entries `Settled`, yield once more before openraft's core
+            // hears of it: the executor, woken by the gate, applies them and replies first, instead of
+            // after the core's commit (session 33: ~10 us of a write at 1 session).
             if settles {
                 tokio::task::yield_now().await;
             }
