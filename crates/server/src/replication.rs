@@ -1309,9 +1309,9 @@ impl Replicator {
 
     /// Asks openraft for a snapshot once it applied everything up to `applied` (the executor's last
     /// applied entry: it runs ahead of openraft's state machine task, see `Settled`), so that the
-    /// snapshot's own index covers it and the log is purged up to it. Returns how many were asked for.
-    pub fn ask_snapshot(&self, applied: Option<u64>) -> u64 {
-        let asked = self.snapshots.asked.fetch_add(1, Ordering::AcqRel) + 1;
+    /// snapshot's own index covers it and the log is purged up to it.
+    pub fn ask_snapshot(&self, applied: Option<u64>) {
+        self.snapshots.asked.fetch_add(1, Ordering::AcqRel);
         let raft = self.raft.clone();
         tokio::spawn(async move {
             if applied.is_some() {
@@ -1324,7 +1324,6 @@ impl Replicator {
                 tracing::warn!("snapshot not started: {e}");
             }
         });
-        asked
     }
 
     /// How many snapshots were asked for so far.
