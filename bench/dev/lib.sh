@@ -44,6 +44,7 @@ PY
         sleep 0.1
     done
     echo "$bin not serving after 30 s: $DEV_DIR/server.log" >&2
+    kill -KILL "$DEV_PID" 2>/dev/null
     return 1
 }
 
