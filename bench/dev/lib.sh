@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Shared by the scripts in bench/dev (sourced): a server on a free port with compare.sh's zoo.cfg settings.
+# Shared by the scripts in bench/dev (sourced): a server on a free port with compare.sh's zoo.cfg settings
+# (its TICK_MS, LISTEN_BACKLOG and write_cfg: keep the two in step).
 # Data under ${OXK_DEV_DATA:-${TMPDIR:-/tmp}/oxk-dev}, one directory per server, removed when it stops.
 
 OXK_DEV_DATA=${OXK_DEV_DATA:-${TMPDIR:-/tmp}/oxk-dev}

@@ -20,6 +20,7 @@ before=$(snap)
 json=$("$gen" bench --server "127.0.0.1:$DEV_PORT" --server-pid "$DEV_PID" --json --quiet ops "$@" || true)
 after=$(snap)
 dev_stop
+[[ -n $json ]] || { echo "threads.sh: the workload produced no report" >&2; exit 1; }
 python3 - "$before" "$after" "$json" "$(getconf CLK_TCK)" <<'PY'
 import collections, json, sys
 def load(text):
