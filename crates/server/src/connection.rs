@@ -30,7 +30,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 
 use crate::executor::{ExecMsg, Shared};
+use crate::home::Home;
 use crate::stats::{ConnInfo, Counter};
+use tokio::runtime::Handle;
 
 pub type ConnId = u64;
 
@@ -64,6 +66,9 @@ pub(crate) struct OutInner {
     parked: Mutex<Option<Parked>>,
     /// This record itself, for the cancel of a parked connection (which must start its task).
     me: std::sync::Weak<OutInner>,
+    /// In the apply thread's set of parked connections (`Homes::remember`): only such a connection takes
+    /// that set's lock when its reader starts.
+    pub(crate) remembered: AtomicBool,
 }
 
 // Every connection holds one: with the reference counts (16 B) it must stay within jemalloc's 192-byte class.
@@ -78,8 +83,9 @@ impl crate::stats::Keyed for OutInner {
 /// Where a connection's socket is.
 #[derive(Debug)]
 enum Io {
-    /// Registered with tokio's reactor. The reader's task and a backlog writer hold clones while they run.
-    Warm(Arc<TcpStream>),
+    /// Registered with the reactor of one of the server's runtimes (`crate::home`). The reader's task and a
+    /// backlog writer hold clones while they run.
+    Warm(Arc<TcpStream>, Home),
     /// Idle, out of the reactor, in the server's set of cold connections (`crate::cold`): a parked
     /// connection whose client only pings. Replies are written to it directly (non-blocking); a reply that
     /// does not fit in the send buffer, or anything from the client, warms it again (`OutInner::warm`).
@@ -254,7 +260,7 @@ impl OutInner {
     /// write readiness (a backlog writer then waits for the next).
     fn write_vectored(&self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
         match &*self.io() {
-            Io::Warm(sock) => sock.try_write_vectored(bufs),
+            Io::Warm(sock, _) => sock.try_write_vectored(bufs),
             Io::Cold { sock, .. } => std::io::Write::write_vectored(&mut &*sock, bufs),
             Io::Gone => Err(std::io::ErrorKind::NotConnected.into()),
         }
@@ -263,17 +269,20 @@ impl OutInner {
     /// Shuts the socket's write side down (the client reads the end of the stream after our last bytes).
     fn shutdown_write(&self) {
         let _ = match &*self.io() {
-            Io::Warm(sock) => socket2::SockRef::from(&**sock).shutdown(std::net::Shutdown::Write),
+            Io::Warm(sock, _) => {
+                socket2::SockRef::from(&**sock).shutdown(std::net::Shutdown::Write)
+            }
             Io::Cold { sock, .. } => sock.shutdown(std::net::Shutdown::Write),
             Io::Gone => Ok(()),
         };
     }
 
-    /// The socket, registered with the runtime (taken out of the cold set first if it is there). An error
-    /// if it cannot be registered: the connection is then closing (its socket is closed).
+    /// The socket, registered with a runtime's reactor: where it is if it is, else (taken out of the cold
+    /// set) with the calling thread's. An error if it cannot be registered: the connection is then closing
+    /// (its socket is closed).
     fn warm(&self) -> std::io::Result<Arc<TcpStream>> {
         let mut io = self.io();
-        if let Io::Warm(sock) = &*io {
+        if let Io::Warm(sock, _) = &*io {
             return Ok(Arc::clone(sock));
         }
         let Io::Cold { sock, set } = std::mem::replace(&mut *io, Io::Gone) else {
@@ -283,22 +292,69 @@ impl OutInner {
         // caller holds one).
         let _set_ref = set.remove(self.info.id, std::os::fd::AsRawFd::as_raw_fd(&sock));
         let sock = Arc::new(TcpStream::from_std(sock)?);
-        *io = Io::Warm(Arc::clone(&sock));
+        *io = Io::Warm(Arc::clone(&sock), Home::here());
         Ok(sock)
+    }
+
+    /// As `warm`, but with the socket registered at `home` (whose runtime is `to`, given when the socket
+    /// may be elsewhere): moved there if it is elsewhere and nobody else holds it (a backlog writer waiting
+    /// on it keeps it where it is). Without `to`, it stays where it is.
+    fn warm_at(&self, home: Home, to: Option<&Handle>) -> std::io::Result<Arc<TcpStream>> {
+        let Some(to) = to else {
+            return self.warm();
+        };
+        let mut io = self.io();
+        match std::mem::replace(&mut *io, Io::Gone) {
+            Io::Warm(sock, at) if at == home => {
+                *io = Io::Warm(Arc::clone(&sock), at);
+                Ok(sock)
+            }
+            Io::Warm(sock, at) => match Arc::try_unwrap(sock) {
+                Err(sock) => {
+                    *io = Io::Warm(Arc::clone(&sock), at);
+                    Ok(sock)
+                }
+                Ok(sock) => {
+                    // Out of one reactor, into the other's (`from_std` registers with the entered one).
+                    let sock = sock.into_std()?;
+                    let _at = to.enter();
+                    let sock = Arc::new(TcpStream::from_std(sock)?);
+                    *io = Io::Warm(Arc::clone(&sock), home);
+                    Ok(sock)
+                }
+            },
+            Io::Cold { sock, set } => {
+                let _set_ref = set.remove(self.info.id, std::os::fd::AsRawFd::as_raw_fd(&sock));
+                let _at = to.enter();
+                let sock = Arc::new(TcpStream::from_std(sock)?);
+                *io = Io::Warm(Arc::clone(&sock), home);
+                Ok(sock)
+            }
+            Io::Gone => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// Where the socket is registered (the workers' for one that is not: a cold one's reader is started
+    /// there).
+    fn home(&self) -> Home {
+        match &*self.io() {
+            Io::Warm(_, home) => *home,
+            _ => Home::Workers,
+        }
     }
 
     /// Moves an idle connection's socket out of the reactor into `set` (see `crate::cold`); false if it
     /// stays warm (someone else is using the socket, or the set refused it).
     fn make_cold(self: &Arc<Self>, set: &Arc<crate::cold::ColdSet>) -> bool {
         let mut io = self.io();
-        let Io::Warm(sock) = std::mem::replace(&mut *io, Io::Gone) else {
+        let Io::Warm(sock, home) = std::mem::replace(&mut *io, Io::Gone) else {
             return false;
         };
         let sock = match Arc::try_unwrap(sock) {
             Ok(sock) => sock,
             Err(sock) => {
                 // A backlog writer is waiting on it.
-                *io = Io::Warm(sock);
+                *io = Io::Warm(sock, home);
                 return false;
             }
         };
@@ -321,7 +377,7 @@ impl OutInner {
             return true;
         }
         match TcpStream::from_std(sock) {
-            Ok(sock) => *io = Io::Warm(Arc::new(sock)),
+            Ok(sock) => *io = Io::Warm(Arc::new(sock), Home::here()),
             Err(e) => {
                 tracing::debug!(
                     conn = self.info.id,
@@ -334,15 +390,22 @@ impl OutInner {
         false
     }
 
+    /// The parked reader's state, if it is parked: whoever takes it runs the reader (or parks it again).
     fn take_parked(&self) -> Option<Parked> {
-        self.parked.lock().unwrap_or_else(|p| p.into_inner()).take()
+        let parked = self.parked.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(p) = &parked {
+            p.shared.homes.forget(self);
+        }
+        parked
     }
 
     /// Starts a task for the parked reader, if it is parked (whoever takes the parked state starts it:
-    /// a readiness wake-up and a cancel may race, and a stale wake-up finds nothing).
+    /// a readiness wake-up and a cancel may race, and a stale wake-up finds nothing). On the runtime whose
+    /// reactor has its socket (the workers while the apply thread is held: `crate::home`).
     pub(crate) fn unpark(self: &Arc<Self>) {
         if let Some(parked) = self.take_parked() {
-            let runtime = parked.shared.runtime.clone();
+            let homes = &parked.shared.homes;
+            let runtime = homes.handle(homes.choose(self.home())).clone();
             runtime.spawn(drive(
                 Outbound {
                     inner: Arc::clone(self),
@@ -370,7 +433,7 @@ impl Outbound {
     fn new(sock: TcpStream, info: Arc<ConnInfo>, max_queued: u32) -> Outbound {
         Outbound {
             inner: Arc::new_cyclic(|me| OutInner {
-                io: Mutex::new(Io::Warm(Arc::new(sock))),
+                io: Mutex::new(Io::Warm(Arc::new(sock), Home::Workers)),
                 info,
                 state: Mutex::new(OutState::default()),
                 max_queued,
@@ -379,6 +442,7 @@ impl Outbound {
                 changed: Notify::new(),
                 parked: Mutex::new(None),
                 me: me.clone(),
+                remembered: AtomicBool::new(false),
             }),
         }
     }
@@ -772,8 +836,13 @@ enum Ended {
 /// An idle connection, as its last run left it.
 #[derive(Clone, Copy)]
 enum Idle {
-    /// It read requests (or its handshake): its client is at work, the socket stays registered.
-    Busy,
+    /// It read nothing (it was woken for no frame): that says nothing of the client, and the socket stays
+    /// where it is.
+    Unchanged,
+    /// It read requests (or its handshake): its client is at work, and the socket stays registered, at
+    /// `Home::Apply` if the run handed something to the executor, else at `Home::Workers` (see
+    /// `crate::home`).
+    Busy(Home),
     /// It read only pings: its client is idle, and the socket leaves the reactor (see `crate::cold`).
     Pinging,
 }
@@ -792,7 +861,11 @@ fn drive(
     } = parked;
     let (conn, remote) = (out.info().id, out.info().remote());
     async move {
-        let mut rd = match out.inner.warm() {
+        // Read from this thread's reactor (the socket is moved here if it is elsewhere: a new connection
+        // accepted on the workers, or one whose home was held, `crate::home`).
+        let here = Home::here();
+        let to = (out.inner.home() != here).then(|| shared.homes.handle(here).clone());
+        let mut rd = match out.inner.warm_at(here, to.as_ref()) {
             Ok(sock) => FrameReader::new(sock),
             Err(e) => {
                 tracing::debug!(conn, %remote, "connection closed: {e}");
@@ -836,16 +909,12 @@ fn drive(
         let closed_by_us = match outcome {
             Outcome::Parked(idle) => {
                 drop(rd);
-                let cold = match idle {
-                    Idle::Pinging => Some(Arc::clone(&shared.cold)),
-                    Idle::Busy => None,
-                };
                 let parked = Parked {
                     shared,
                     handoff,
                     slot,
                 };
-                park(&out, parked, cold);
+                park(&out.inner, parked, idle);
                 return;
             }
             Outcome::Closed(by_us) => by_us,
@@ -862,34 +931,75 @@ fn drive(
 /// Leaves an idle connection without a task: its reader's state goes into the connection's record, and
 /// the record itself is the waker given to the socket's read readiness. Whatever comes first of readiness
 /// and a cancel takes the state back and starts a task (`OutInner::unpark`). An idle connection then costs
-/// no task (~500 B) and no future. With `cold` (its client only pings), the socket leaves the reactor too,
-/// for that set (`crate::cold`), which starts the task when something arrives.
+/// no task (~500 B) and no future. A client that only pings has its socket leave the reactors too, for the
+/// cold set (`crate::cold`), which starts the task when something arrives; any other stays registered, with
+/// the apply thread's reactor if its last run handed something to the executor, else the workers'
+/// (`crate::home`).
 ///
 /// Ordering: the state is stored before the readiness is polled (or the socket added to the cold set,
 /// which reports data already there) and before the cancel flag is checked, so a wake-up or a cancel that
-/// happens at any point after finds it; one that happened before is seen here.
-fn park(out: &Outbound, parked: Parked, cold: Option<Arc<crate::cold::ColdSet>>) {
-    *out.inner.parked.lock().unwrap_or_else(|p| p.into_inner()) = Some(parked);
-    if let Some(set) = cold {
-        if out.inner.make_cold(&set) {
-            if out.is_cancelled() {
-                out.inner.unpark();
+/// happens at any point after finds it; one that happened before is seen here. A connection that parks on
+/// the apply thread is remembered there before its state is stored, so that whoever takes the state
+/// forgets it.
+fn park(conn: &Arc<OutInner>, parked: Parked, idle: Idle) {
+    let homes = &parked.shared.homes;
+    let home = match idle {
+        Idle::Pinging => {
+            let cold = Arc::clone(&parked.shared.cold);
+            *conn.parked.lock().unwrap_or_else(|p| p.into_inner()) = Some(parked);
+            if conn.make_cold(&cold) {
+                if conn.cancelled.load(Ordering::Acquire) {
+                    conn.unpark();
+                }
+                return;
             }
+            // Stays warm where it is (a backlog writer holds the socket).
+            watch_readiness(conn, None);
             return;
         }
+        Idle::Busy(wants) => homes.choose(wants),
+        Idle::Unchanged => homes.choose(conn.home()),
+    };
+    if home == Home::Apply {
+        homes.remember(conn);
     }
-    let ready = match out.inner.warm() {
+    // A move needs the other runtime's handle, taken while this reader still holds the server's state.
+    let to = (conn.home() != home).then(|| homes.handle(home).clone());
+    *conn.parked.lock().unwrap_or_else(|p| p.into_inner()) = Some(parked);
+    watch_readiness(conn, to.map(|to| (home, to)));
+}
+
+/// A parked connection's socket registered (at `to`'s home, moved there if it is elsewhere), with the
+/// connection as the waker of its read readiness (started at once if it is ready already, or cancelled).
+fn watch_readiness(conn: &Arc<OutInner>, to: Option<(Home, Handle)>) {
+    let sock = match &to {
+        Some((home, handle)) => conn.warm_at(*home, Some(handle)),
+        None => conn.warm(),
+    };
+    let ready = match sock {
         Ok(sock) => {
-            let waker = std::task::Waker::from(out.inner.clone());
+            let waker = std::task::Waker::from(Arc::clone(conn));
             let mut cx = std::task::Context::from_waker(&waker);
             sock.poll_read_ready(&mut cx).is_ready()
         }
-        // Closing: the cancel below starts the task that closes it.
+        // Closing: the task started below closes it.
         Err(_) => true,
     };
-    if ready || out.is_cancelled() {
-        out.inner.unpark();
+    if ready || conn.cancelled.load(Ordering::Acquire) {
+        conn.unpark();
     }
+}
+
+/// Moves a parked connection's socket to `home`'s reactor, still parked (`crate::home`: the apply thread
+/// is held); false if it was not parked (its reader runs, and parks where it chooses).
+pub(crate) fn repark(conn: &Arc<OutInner>, home: Home) -> bool {
+    let Some(parked) = conn.take_parked() else {
+        return false;
+    };
+    let to = parked.shared.homes.handle(home).clone();
+    *conn.parked.lock().unwrap_or_else(|p| p.into_inner()) = Some(parked);
+    watch_readiness(conn, Some((home, to)));
+    true
 }
 
 /// After the reader stopped: tells the executor, lets queued replies out, shuts the socket down.
@@ -1276,8 +1386,13 @@ fn read_loop<'a>(
             return Ok(Ended::FourLetterWord);
         }
         // Until a frame other than a ping is read (a run that reads nothing was woken for no frame: it
-        // says nothing of the client, and keeps the socket where it is cheapest to wake again).
-        let mut idle = if handshake { Idle::Busy } else { Idle::Pinging };
+        // says nothing of the client, and keeps the socket where it is). The handshake went to the
+        // executor.
+        let mut idle = if handshake {
+            Idle::Busy(Home::Apply)
+        } else {
+            Idle::Pinging
+        };
         let mut frames = 0u32;
         let max = shared.config.max_buffer_bytes;
         let stats = &shared.stats;
@@ -1294,7 +1409,11 @@ fn read_loop<'a>(
             let wait = {
                 // Nothing more has arrived: the task ends and the connection parks (see `park`).
                 let Some(payload) = rd.frame_or_idle(max).await? else {
-                    return Ok(Ended::Idle(if frames == 0 { Idle::Busy } else { idle }));
+                    return Ok(Ended::Idle(if frames == 0 && !handshake {
+                        Idle::Unchanged
+                    } else {
+                        idle
+                    }));
                 };
                 frames = frames.saturating_add(1);
                 stats.cnxn_touched(info, shared.now_ms());
@@ -1359,7 +1478,11 @@ fn read_loop<'a>(
                         }
                     }
                 };
-                idle = Idle::Busy;
+                // A run that handed anything to the executor parks on the apply thread (`crate::home`).
+                idle = match (&msg, idle) {
+                    (Some(_), _) | (_, Idle::Busy(Home::Apply)) => Idle::Busy(Home::Apply),
+                    _ => Idle::Busy(Home::Workers),
+                };
                 oxkeeper_storage::hoptrace::hop("recv");
                 match msg {
                     // At the outstanding limit only, the message waits in a boxed future (see

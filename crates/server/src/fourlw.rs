@@ -554,6 +554,11 @@ fn monitor(v: &View) -> String {
         "oxkeeper_log_syncs_on_apply_thread",
         v.wal.1.caller_batches.to_string(),
     );
+    // Connections moved off the apply thread while it was held in an fdatasync (`crate::home`).
+    kv(
+        "oxkeeper_connections_moved_off_apply",
+        v.shared.homes.moved().to_string(),
+    );
     kv("oxkeeper_log_entries", v.wal.1.entries.to_string());
     kv("oxkeeper_log_write_us", v.wal.1.write_us.to_string());
     kv("oxkeeper_log_entry_bytes", v.wal.1.entry_bytes.to_string());

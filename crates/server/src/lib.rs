@@ -10,6 +10,7 @@ pub mod config;
 pub mod connection;
 pub mod executor;
 pub mod fourlw;
+pub mod home;
 pub mod import;
 pub mod replication;
 pub mod server;

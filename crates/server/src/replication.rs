@@ -13,7 +13,7 @@ use std::io;
 use std::io::Cursor;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -295,6 +295,8 @@ pub struct ProposalGate {
     /// One past the last entry the executor applied (`executor_applied`): openraft's state machine task
     /// does not hand it entries it already applied.
     executor_applied_end: AtomicU64,
+    /// One past the last entry openraft's state machine task applied (`openraft_lag`).
+    openraft_applied_end: AtomicU64,
 }
 
 /// `Settled` reports kept at most until the executor takes them.
@@ -352,6 +354,14 @@ impl ProposalGate {
 
     fn settles(&self) -> bool {
         self.settles.load(Ordering::Acquire)
+    }
+
+    /// How many entries the executor applied that openraft's state machine task has not: see
+    /// `Executor::flush_proposals`, which keeps it small.
+    pub fn openraft_lag(&self) -> u64 {
+        self.executor_applied_end
+            .load(Ordering::Acquire)
+            .saturating_sub(self.openraft_applied_end.load(Ordering::Acquire))
     }
 
     fn durable(&self, entries: u64, settled: Option<Settled>) {
@@ -664,7 +674,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let inline = crate::apply_thread::on_apply_thread() && self.wal.is_idle_and_quick();
         if inline {
             tokio::task::yield_now().await;
-            self.wal.submit_now(encoded, done);
+            // Marked: a disk that hangs here has the connections moved off this thread (`crate::home`).
+            crate::apply_thread::blocking(|| self.wal.submit_now(encoded, done));
         } else {
             self.wal.submit(encoded, done);
         }
@@ -797,6 +808,8 @@ struct SnapshotDir {
     asked: AtomicU64,
     /// Of those, how many a written snapshot covers (its copy was taken after them).
     covered: AtomicU64,
+    /// An ask is waiting for openraft to apply its entry: asks meanwhile are not made (see `ask_snapshot`).
+    waiting: AtomicBool,
 }
 
 /// Raft's part of a snapshot file (`meta` in the storage crate's terms); the state is `data`. Version 2:
@@ -970,6 +983,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineProxy {
                     .map_err(|_| io_err("executor stopped before applying"))?;
             }
             self.applied_end.fetch_max(last_index + 1, Ordering::AcqRel);
+            self.gate
+                .openraft_applied_end
+                .fetch_max(last_index + 1, Ordering::AcqRel);
         }
         {
             let mut a = self.lock();
@@ -1226,6 +1242,7 @@ impl Replicator {
                 failures: AtomicU64::new(0),
                 asked: AtomicU64::new(0),
                 covered: AtomicU64::new(0),
+                waiting: AtomicBool::new(false),
             }),
             pending: None,
         };
@@ -1310,9 +1327,17 @@ impl Replicator {
     /// Asks openraft for a snapshot once it applied everything up to `applied` (the executor's last
     /// applied entry: it runs ahead of openraft's state machine task, see `Settled`), so that the
     /// snapshot's own index covers it and the log is purged up to it.
+    ///
+    /// While an earlier ask still waits, this one is not made: the next comes `snapCount` transactions
+    /// later. (With a small `snapCount` under load, an ask per log entry, each a task woken by every change
+    /// of openraft's figures, held the apply thread enough to leave snapshots ever further behind.)
     pub fn ask_snapshot(&self, applied: Option<u64>) {
+        if self.snapshots.waiting.swap(true, Ordering::AcqRel) {
+            return;
+        }
         self.snapshots.asked.fetch_add(1, Ordering::AcqRel);
         let raft = self.raft.clone();
+        let snapshots = Arc::clone(&self.snapshots);
         tokio::spawn(async move {
             if applied.is_some() {
                 let wait = raft.wait(Some(Duration::from_secs(10)));
@@ -1320,6 +1345,7 @@ impl Replicator {
                     tracing::warn!("asking for a snapshot before entry {applied:?} applied: {e}");
                 }
             }
+            snapshots.waiting.store(false, Ordering::Release);
             if let Err(e) = raft.trigger().snapshot().await {
                 tracing::warn!("snapshot not started: {e}");
             }

@@ -62,6 +62,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
+/// Lets go of the connections parked on the apply thread when dropped (after it).
+struct LetGo(Arc<Shared>);
+
+impl Drop for LetGo {
+    fn drop(&mut self) {
+        self.0.homes.close();
+    }
+}
+
 /// How often `watch_member` looks at the log's and openraft's health.
 const MEMBER_CHECK: Duration = Duration::from_millis(200);
 
@@ -179,10 +188,18 @@ pub async fn start_on<D: Disk>(
         .local_addr()
         .map_err(|source| ServerError::Bind { addr, source })?;
     let executor = apply.handle().spawn(executor.run(exec_rx, committed));
+    // The readers of clients that write live on the apply thread from now on, and a watchdog moves them
+    // off it while it is held in an fdatasync (`crate::home`).
+    shared.homes.set_apply(apply.handle().clone());
+    crate::home::start_watchdog(Arc::clone(apply.mark()), Arc::downgrade(&shared))
+        .map_err(ServerError::Thread)?;
     // The apply thread lives as long as this runtime: dropping the task (the runtime shutting down) stops it.
     // Meanwhile the task watches the member's health.
     let watched = shared.clone();
     tokio::spawn(async move {
+        // Dropped in reverse order: the apply thread stops first, then the connections parked on it are
+        // let go (`Homes::close`).
+        let _let_go = LetGo(watched.clone());
         let _apply = apply;
         let reason = watch_member(executor, &watched).await;
         watched.fail(reason);
@@ -263,6 +280,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         };
         let shared = shared.clone();
         let conn = shared.next_conn_id();
+        // Read first here, on the workers: a new connection's task started on the apply thread while that
+        // thread is held in an fdatasync would wait for the disk (a four-letter word, a handshake), and only
+        // parked connections are moved off it (`crate::home`). After its handshake it parks there.
         tokio::spawn(crate::connection::serve(stream, conn, remote, shared, slot));
     }
 }

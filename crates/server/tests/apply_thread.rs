@@ -1,7 +1,8 @@
 //! The apply thread (`server::apply_thread`): while the disk is quick, the log's writes and fdatasyncs are
 //! made on it, beside the executor and openraft; a disk that turns slow is left to the log's own thread; and
 //! what does not need the executor (pings, reads of a connection with nothing queued, most four-letter
-//! words) is answered while the apply thread waits on the disk.
+//! words) is answered while the apply thread waits on the disk: the connections whose readers live there
+//! are moved off it meanwhile (`server::home`).
 
 mod common;
 
@@ -61,6 +62,11 @@ async fn writes_are_synced_on_the_apply_thread_until_the_disk_turns_slow() {
     reader.tx.ping().await.expect("send a ping");
     let pong = reader.rx.recv_within(SOON).await.expect("the ping's reply");
     assert!(pong.is_ping());
+    // The reader's connection, parked on the apply thread since its handshake, was moved off it to be read.
+    assert!(
+        mntr(server.addr, "oxkeeper_connections_moved_off_apply").await >= 1,
+        "the held apply thread's connections were not moved"
+    );
     let read = reader.call(2, &exists_req("/quick0")).await;
     assert_eq!(
         read.err(),
