@@ -1669,15 +1669,15 @@ impl Executor {
     }
 }
 
+/// Entries openraft's state machine task may fall behind the executor before a proposal waits for it
+/// (`Executor::flush_proposals`).
+const OPENRAFT_LAG_MAX: u64 = 32;
+
 /// Proposed log entries the executor lets wait for the disk (see `ProposalGate`): one. While it is being
 /// made durable, new commands gather in `proposals` and go out as one entry the moment it is (group commit
 /// one level up: one entry for many commands costs openraft and the log far less than one each, and a
 /// second entry waiting behind the fdatasync in progress would carry only what arrived before it was
 /// proposed, leaving the rest for a third).
-/// Entries openraft's state machine task may fall behind the executor before a proposal waits for it
-/// (`Executor::flush_proposals`).
-const OPENRAFT_LAG_MAX: u64 = 32;
-
 const MAX_UNDURABLE_PROPOSALS: u64 = 1;
 
 /// How often the expiry pass runs: a tenth of a tick, between 10 and 50 ms, so a bucket is expired at most

@@ -1328,9 +1328,9 @@ impl Replicator {
     /// applied entry: it runs ahead of openraft's state machine task, see `Settled`), so that the
     /// snapshot's own index covers it and the log is purged up to it.
     ///
-    /// While an earlier ask still waits, this one is not made: the next comes `snapCount` transactions
-    /// later. (With a small `snapCount` under load, an ask per log entry, each a task woken by every change
-    /// of openraft's figures, held the apply thread enough to leave snapshots ever further behind.)
+    /// While an earlier ask still waits, this one is not made (the next comes `snapCount` transactions
+    /// later): one waiting task at a time, where a small `snapCount` under load made one per log entry, each
+    /// woken by every change of openraft's figures.
     pub fn ask_snapshot(&self, applied: Option<u64>) {
         if self.snapshots.waiting.swap(true, Ordering::AcqRel) {
             return;
