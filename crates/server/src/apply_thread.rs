@@ -32,7 +32,6 @@
 //! same data directory in the same process (tests) never finds the old one still writing.
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -44,8 +43,6 @@ use crate::home::BlockingMark;
 thread_local! {
     /// Set on the apply thread: blocking on the disk here holds up only this server's writes.
     static ON_APPLY_THREAD: Cell<bool> = const { Cell::new(false) };
-    /// On the apply thread: the runtime serving the connections, where their tasks belong.
-    static CONNECTION_RUNTIME: RefCell<Option<Handle>> = const { RefCell::new(None) };
     /// On the apply thread: its mark around calls that may block it (`blocking`).
     static MARK: RefCell<Option<Arc<BlockingMark>>> = const { RefCell::new(None) };
 }
@@ -64,20 +61,6 @@ pub fn on_apply_thread() -> bool {
     ON_APPLY_THREAD.with(Cell::get)
 }
 
-/// Spawns a connection's task (a backlog writer, say) on the runtime that serves the connections, also when
-/// called from the apply thread: its socket is registered with that runtime's reactor, and its work must
-/// not take turns with apply.
-pub fn spawn_on_connection_runtime<F>(task: F)
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    let handle = CONNECTION_RUNTIME.with(|h| h.borrow().clone());
-    match handle {
-        Some(handle) => drop(handle.spawn(task)),
-        None => drop(tokio::spawn(task)),
-    }
-}
-
 /// The apply thread and its runtime; dropping it stops both and waits for the thread to end.
 pub struct ApplyThread {
     handle: Handle,
@@ -87,9 +70,8 @@ pub struct ApplyThread {
 }
 
 impl ApplyThread {
-    /// Starts the thread; `connections` is the runtime serving the connections (see
-    /// `spawn_on_connection_runtime`).
-    pub fn start(connections: Handle) -> std::io::Result<ApplyThread> {
+    /// Starts the thread, which runs `on_start` first (thread-locals of its own).
+    pub fn start(on_start: impl FnOnce() + Send + 'static) -> std::io::Result<ApplyThread> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .thread_name("oxkeeper-apply-io")
@@ -102,7 +84,7 @@ impl ApplyThread {
             .name("oxkeeper-apply".into())
             .spawn(move || {
                 ON_APPLY_THREAD.with(|on| on.set(true));
-                CONNECTION_RUNTIME.with(|h| *h.borrow_mut() = Some(connections));
+                on_start();
                 MARK.with(|m| *m.borrow_mut() = Some(thread_mark));
                 // Either a stop or the sender dropped without one: both mean stop.
                 let _ = runtime.block_on(stopped);
@@ -149,27 +131,26 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn tasks_run_on_the_apply_thread_and_connection_tasks_on_the_connection_runtime() {
-        let apply = ApplyThread::start(Handle::current()).expect("start");
-        let (name, on, spawned_on) = apply
+    async fn tasks_run_on_the_apply_thread_after_its_start_hook() {
+        let (hook_tx, hook_rx) = std::sync::mpsc::channel();
+        let apply = ApplyThread::start(move || {
+            let _ = hook_tx.send(std::thread::current().name().map(str::to_owned));
+        })
+        .expect("start");
+        let (name, on) = apply
             .handle()
             .spawn(async {
                 let name = std::thread::current().name().map(str::to_owned);
-                let (tx, rx) = oneshot::channel();
-                spawn_on_connection_runtime(async move {
-                    let _ = tx.send((
-                        std::thread::current().name().map(str::to_owned),
-                        on_apply_thread(),
-                    ));
-                });
-                (name, on_apply_thread(), rx.await.expect("the task ran"))
+                (name, on_apply_thread())
             })
             .await
             .expect("the apply task ran");
         assert_eq!(name.as_deref(), Some("oxkeeper-apply"));
         assert!(on);
-        assert_ne!(spawned_on.0.as_deref(), Some("oxkeeper-apply"));
-        assert!(!spawned_on.1, "the connection task ran on the apply thread");
+        let hooked = hook_rx
+            .try_recv()
+            .expect("the start hook ran before the task");
+        assert_eq!(hooked.as_deref(), Some("oxkeeper-apply"));
         assert!(!on_apply_thread(), "set on a runtime worker");
     }
 
@@ -182,11 +163,7 @@ mod tests {
                 self.0.store(true, Ordering::SeqCst);
             }
         }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let apply = ApplyThread::start(rt.handle().clone()).expect("start");
+        let apply = ApplyThread::start(|| {}).expect("start");
         let dropped = Arc::new(AtomicBool::new(false));
         let flag = Flag(dropped.clone());
         let (started_tx, started) = std::sync::mpsc::channel();

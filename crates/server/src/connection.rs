@@ -281,35 +281,24 @@ impl OutInner {
     /// set) with the calling thread's. An error if it cannot be registered: the connection is then closing
     /// (its socket is closed).
     fn warm(&self) -> std::io::Result<Arc<TcpStream>> {
-        let mut io = self.io();
-        if let Io::Warm(sock, _) = &*io {
-            return Ok(Arc::clone(sock));
-        }
-        let Io::Cold { sock, set } = std::mem::replace(&mut *io, Io::Gone) else {
-            return Err(std::io::ErrorKind::NotConnected.into());
-        };
-        // The set's reference to this record: dropped after the lock (it is never the last one: the
-        // caller holds one).
-        let _set_ref = set.remove(self.info.id, std::os::fd::AsRawFd::as_raw_fd(&sock));
-        let sock = Arc::new(TcpStream::from_std(sock)?);
-        *io = Io::Warm(Arc::clone(&sock), Home::here());
-        Ok(sock)
+        self.warm_at(Home::here(), None)
     }
 
-    /// As `warm`, but with the socket registered at `home` (whose runtime is `to`, given when the socket
-    /// may be elsewhere): moved there if it is elsewhere and nobody else holds it (a backlog writer waiting
-    /// on it keeps it where it is). Without `to`, it stays where it is.
+    /// As `warm`, but with the socket registered at `home`, whose runtime is `to`: moved there if it is
+    /// elsewhere and nobody else holds it (a backlog writer waiting on it keeps it where it is). Without
+    /// `to` (`home` is the calling thread's), a warm socket stays where it is.
     fn warm_at(&self, home: Home, to: Option<&Handle>) -> std::io::Result<Arc<TcpStream>> {
-        let Some(to) = to else {
-            return self.warm();
-        };
         let mut io = self.io();
-        match std::mem::replace(&mut *io, Io::Gone) {
-            Io::Warm(sock, at) if at == home => {
+        match (std::mem::replace(&mut *io, Io::Gone), to) {
+            (Io::Warm(sock, at), None) => {
                 *io = Io::Warm(Arc::clone(&sock), at);
                 Ok(sock)
             }
-            Io::Warm(sock, at) => match Arc::try_unwrap(sock) {
+            (Io::Warm(sock, at), Some(_)) if at == home => {
+                *io = Io::Warm(Arc::clone(&sock), at);
+                Ok(sock)
+            }
+            (Io::Warm(sock, at), Some(to)) => match Arc::try_unwrap(sock) {
                 Err(sock) => {
                     *io = Io::Warm(Arc::clone(&sock), at);
                     Ok(sock)
@@ -323,14 +312,16 @@ impl OutInner {
                     Ok(sock)
                 }
             },
-            Io::Cold { sock, set } => {
+            (Io::Cold { sock, set }, to) => {
+                // The set's reference to this record: dropped after the lock (it is never the last one:
+                // the caller holds one).
                 let _set_ref = set.remove(self.info.id, std::os::fd::AsRawFd::as_raw_fd(&sock));
-                let _at = to.enter();
+                let _at = to.map(Handle::enter);
                 let sock = Arc::new(TcpStream::from_std(sock)?);
                 *io = Io::Warm(Arc::clone(&sock), home);
                 Ok(sock)
             }
-            Io::Gone => Err(std::io::ErrorKind::NotConnected.into()),
+            (Io::Gone, _) => Err(std::io::ErrorKind::NotConnected.into()),
         }
     }
 
@@ -546,7 +537,7 @@ impl Outbound {
         if let Progress::Blocked = st.write_queued(&self.inner) {
             st.writer = true;
             drop(st);
-            crate::apply_thread::spawn_on_connection_runtime(write_backlog(self.clone()));
+            crate::home::spawn_on_workers(write_backlog(self.clone()));
             return;
         }
         let wake = st.done || st.resumes();
@@ -834,7 +825,7 @@ enum Ended {
 }
 
 /// An idle connection, as its last run left it.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Idle {
     /// It read nothing (it was woken for no frame): that says nothing of the client, and the socket stays
     /// where it is.
@@ -845,6 +836,17 @@ enum Idle {
     Busy(Home),
     /// It read only pings: its client is idle, and the socket leaves the reactor (see `crate::cold`).
     Pinging,
+}
+
+impl Idle {
+    /// The run so far, after one more request (not a ping), which went `to_executor` or was answered by
+    /// the reader: a run that handed anything to the executor parks on the apply thread (`crate::home`).
+    fn after_request(self, to_executor: bool) -> Idle {
+        match (to_executor, self) {
+            (true, _) | (_, Idle::Busy(Home::Apply)) => Idle::Busy(Home::Apply),
+            _ => Idle::Busy(Home::Workers),
+        }
+    }
 }
 
 /// The reader's task: the handshake first (`handshake`), then frames until the connection goes idle (the
@@ -1478,11 +1480,7 @@ fn read_loop<'a>(
                         }
                     }
                 };
-                // A run that handed anything to the executor parks on the apply thread (`crate::home`).
-                idle = match (&msg, idle) {
-                    (Some(_), _) | (_, Idle::Busy(Home::Apply)) => Idle::Busy(Home::Apply),
-                    _ => Idle::Busy(Home::Workers),
-                };
+                idle = idle.after_request(msg.is_some());
                 oxkeeper_storage::hoptrace::hop("recv");
                 match msg {
                     // At the outstanding limit only, the message waits in a boxed future (see
@@ -1649,6 +1647,24 @@ async fn handshake(
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
+
+    /// The home a run asks for: the apply thread once it handed anything to the executor, else the workers
+    /// (a run of reads the reader answered); a run of pings only stays `Pinging`, the handshake's `Apply`.
+    #[test]
+    fn a_run_asks_for_the_apply_thread_once_it_hands_anything_to_the_executor() {
+        use Home::{Apply, Workers};
+        let run = |start: Idle, to_executor: &[bool]| {
+            to_executor
+                .iter()
+                .fold(start, |idle, &handed| idle.after_request(handed))
+        };
+        assert_eq!(run(Idle::Pinging, &[]), Idle::Pinging);
+        assert_eq!(run(Idle::Pinging, &[false, false]), Idle::Busy(Workers));
+        assert_eq!(run(Idle::Pinging, &[true]), Idle::Busy(Apply));
+        assert_eq!(run(Idle::Pinging, &[false, true, false]), Idle::Busy(Apply));
+        // After a handshake (handed to the executor), reads the reader answers still park it there.
+        assert_eq!(run(Idle::Busy(Apply), &[false]), Idle::Busy(Apply));
+    }
 
     /// A connected pair: the server side as an `Outbound`, the client side as a plain stream.
     async fn pair() -> (Outbound, TcpStream) {

@@ -190,10 +190,9 @@ pub struct Shared {
     outstanding: std::sync::atomic::AtomicUsize,
     outstanding_changed: tokio::sync::Notify,
     pub clock: Arc<SessionClock>,
-    /// The multi-threaded runtime: the accept loop, the flushers, the cold set's watcher, the readers of
-    /// connections whose clients only read (`crate::home`), and blocking work (four-letter words' text).
-    pub runtime: tokio::runtime::Handle,
-    /// Where each connection's reader lives: the apply thread or the workers (`crate::home`).
+    /// Where each connection's reader lives: the apply thread or the workers (`crate::home`); the
+    /// multi-threaded runtime (`Homes::workers`: the accept loop, the flushers, the cold set's watcher, the
+    /// readers of connections whose clients only read, blocking work such as four-letter words' text).
     pub(crate) homes: crate::home::Homes,
     /// Idle connections out of the runtime's reactor (`crate::cold`).
     pub(crate) cold: Arc<crate::cold::ColdSet>,
@@ -233,8 +232,7 @@ impl Shared {
             outstanding: std::sync::atomic::AtomicUsize::new(0),
             outstanding_changed: tokio::sync::Notify::new(),
             clock,
-            homes: crate::home::Homes::new(runtime.clone()),
-            runtime,
+            homes: crate::home::Homes::new(runtime),
             cold,
             replicator,
             since_snapshot: AtomicU64::new(0),
@@ -771,9 +769,11 @@ impl Executor {
         // the snapshot that waits for it fell behind. Past `OPENRAFT_LAG_MAX` entries, let it catch up
         // first (a few turns of this thread; bounded, so a core busy elsewhere holds nothing up).
         for _ in 0..8 {
-            if self.replicator.gate().openraft_lag() <= OPENRAFT_LAG_MAX {
+            let gate = self.replicator.gate();
+            if gate.openraft_lag() <= OPENRAFT_LAG_MAX {
                 break;
             }
+            gate.note_lag_yield();
             tokio::task::yield_now().await;
         }
         let mut batch = std::mem::take(&mut self.proposals);

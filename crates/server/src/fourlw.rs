@@ -79,7 +79,7 @@ pub fn answer(
         }
     };
     // `wchp` of a large table or `dump` of many sessions takes tens of milliseconds, which nothing waits for.
-    shared.runtime.spawn_blocking(move || {
+    shared.homes.workers().spawn_blocking(move || {
         let text = run(word, &view);
         answer_four_letter(&view.shared, self_conn.0, &out, text);
     });
@@ -554,10 +554,20 @@ fn monitor(v: &View) -> String {
         "oxkeeper_log_syncs_on_apply_thread",
         v.wal.1.caller_batches.to_string(),
     );
-    // Connections moved off the apply thread while it was held in an fdatasync (`crate::home`).
+    // Connections moved off the apply thread while it was held in an fdatasync, and those idle there now
+    // (`crate::home`: the readers of clients that write).
     kv(
         "oxkeeper_connections_moved_off_apply",
         v.shared.homes.moved().to_string(),
+    );
+    kv(
+        "oxkeeper_connections_parked_on_apply",
+        v.shared.homes.parked().to_string(),
+    );
+    // Turns the executor let openraft's tasks catch up before proposing (`Executor::flush_proposals`).
+    kv(
+        "oxkeeper_openraft_lag_yields",
+        v.shared.replicator.gate().lag_yields().to_string(),
     );
     kv("oxkeeper_log_entries", v.wal.1.entries.to_string());
     kv("oxkeeper_log_write_us", v.wal.1.write_us.to_string());

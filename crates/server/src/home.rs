@@ -30,7 +30,9 @@
 // The set's keys hash and compare by the connection's id, which never changes (`ById`).
 #![allow(clippy::mutable_key_type)]
 
+use std::cell::RefCell;
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -44,6 +46,30 @@ use crate::stats::ById;
 /// How often the watchdog looks at the apply thread: a ping that comes in while the apply thread is held
 /// in an fdatasync is answered after at most about twice this (ZooKeeper answers it after the fsync).
 pub const WATCH_PERIOD: Duration = Duration::from_millis(20);
+
+thread_local! {
+    /// On the apply thread: the workers' runtime (`Homes::workers`), for tasks spawned there that belong
+    /// on the workers (`spawn_on_workers`).
+    static WORKERS: RefCell<Option<Handle>> = const { RefCell::new(None) };
+}
+
+/// Makes `workers` the runtime `spawn_on_workers` uses on the calling thread (the apply thread, at its
+/// start: it runs a current-thread runtime of its own).
+pub(crate) fn set_workers_here(workers: Handle) {
+    WORKERS.with(|w| *w.borrow_mut() = Some(workers));
+}
+
+/// Spawns a connection's task that must not take turns with apply (a backlog writer) on the workers, also
+/// when called from the apply thread.
+pub(crate) fn spawn_on_workers<F>(task: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    match WORKERS.with(|w| w.borrow().clone()) {
+        Some(workers) => drop(workers.spawn(task)),
+        None => drop(tokio::spawn(task)),
+    }
+}
 
 /// The runtime a connection's socket is registered with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +140,11 @@ impl Homes {
         }
     }
 
+    /// The workers' runtime (connections, the flushers, four-letter words' text).
+    pub(crate) fn workers(&self) -> &Handle {
+        &self.workers
+    }
+
     pub(crate) fn handle(&self, home: Home) -> &Handle {
         match (home, self.apply.get()) {
             (Home::Apply, Some(apply)) => apply,
@@ -161,6 +192,11 @@ impl Homes {
         &self,
     ) -> std::sync::MutexGuard<'_, HashSet<ById<OutInner>, foldhash::fast::RandomState>> {
         self.parked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Connections parked with their sockets on the apply thread now.
+    pub(crate) fn parked(&self) -> usize {
+        self.lock().len()
     }
 
     /// Connections moved off a held apply thread so far.
@@ -286,6 +322,49 @@ mod tests {
             assert!(!watch.held(mark.read()));
         }
         mark.around(|| assert!(!watch.held(mark.read()), "a new call, first seen"));
+    }
+
+    /// Writers go to the apply thread only while there is one, it is not held, and the server runs.
+    #[tokio::test]
+    async fn the_apply_thread_is_chosen_only_while_it_runs_unheld() {
+        let homes = Homes::new(Handle::current());
+        assert_eq!(homes.choose(Home::Apply), Home::Workers, "no apply thread");
+        homes.set_apply(Handle::current());
+        assert_eq!(homes.choose(Home::Apply), Home::Apply);
+        assert_eq!(homes.choose(Home::Workers), Home::Workers);
+        homes.set_away(true);
+        assert_eq!(homes.choose(Home::Apply), Home::Workers, "held");
+        homes.set_away(false);
+        assert_eq!(homes.choose(Home::Apply), Home::Apply);
+        homes.close();
+        assert_eq!(homes.choose(Home::Apply), Home::Workers, "stopped");
+    }
+
+    /// A task the apply thread spawns on the workers runs there, not on the apply thread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spawn_on_workers_from_the_apply_thread_runs_on_the_workers() {
+        let workers = Handle::current();
+        let apply = crate::apply_thread::ApplyThread::start(move || set_workers_here(workers))
+            .expect("start");
+        let (on_apply, spawned_on_apply) = apply
+            .handle()
+            .spawn(async {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                spawn_on_workers(async move {
+                    let _ = tx.send(crate::apply_thread::on_apply_thread());
+                });
+                (
+                    crate::apply_thread::on_apply_thread(),
+                    rx.await.expect("the task ran"),
+                )
+            })
+            .await
+            .expect("the apply task ran");
+        assert!(on_apply, "spawned from the apply thread");
+        assert!(
+            !spawned_on_apply,
+            "the workers' task ran on the apply thread"
+        );
     }
 
     #[test]

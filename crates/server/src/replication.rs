@@ -297,6 +297,9 @@ pub struct ProposalGate {
     executor_applied_end: AtomicU64,
     /// One past the last entry openraft's state machine task applied (`openraft_lag`).
     openraft_applied_end: AtomicU64,
+    /// Turns the executor gave openraft to catch up before a proposal (`Executor::flush_proposals`), since
+    /// the start (`mntr`).
+    lag_yields: AtomicU64,
 }
 
 /// `Settled` reports kept at most until the executor takes them.
@@ -358,6 +361,16 @@ impl ProposalGate {
 
     /// How many entries the executor applied that openraft's state machine task has not: see
     /// `Executor::flush_proposals`, which keeps it small.
+    /// The executor let openraft's tasks run once before proposing, openraft being behind.
+    pub fn note_lag_yield(&self) {
+        self.lag_yields.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Turns given to openraft to catch up so far (`note_lag_yield`).
+    pub fn lag_yields(&self) -> u64 {
+        self.lag_yields.load(Ordering::Relaxed)
+    }
+
     pub fn openraft_lag(&self) -> u64 {
         self.executor_applied_end
             .load(Ordering::Acquire)

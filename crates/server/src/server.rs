@@ -134,8 +134,10 @@ pub async fn start_on<D: Disk>(
         lazy_sync_after: Duration::from_millis(config.lazy_sync_ms),
     };
     // openraft's tasks are spawned where `Raft::new` runs: on the apply thread, with the executor below.
-    let apply =
-        ApplyThread::start(tokio::runtime::Handle::current()).map_err(ServerError::Thread)?;
+    // The backlog writers it starts go to this runtime's workers (`home::spawn_on_workers`).
+    let workers = tokio::runtime::Handle::current();
+    let apply = ApplyThread::start(move || crate::home::set_workers_here(workers))
+        .map_err(ServerError::Thread)?;
     let started = apply
         .handle()
         .spawn(async move { Replicator::start_standalone_on(disk, &opts, 1).await })

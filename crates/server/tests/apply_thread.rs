@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::{create_req, exists_req, four_letter, mntr, Client, GateDisk, TestServer, SOON};
+use common::{
+    create_req, eventually, exists_req, four_letter, mntr, Client, GateDisk, TestServer, SOON,
+};
 use std::time::{Duration, Instant};
 
 use oxkeeper_proto::CreateMode;
@@ -110,4 +112,56 @@ async fn writes_are_synced_on_the_apply_thread_until_the_disk_turns_slow() {
     assert_eq!(reply.err(), 0);
     let (all_again, apply_again) = syncs(&server).await;
     assert_eq!((all_again - all_after, apply_again - apply_after), (1, 1));
+}
+
+/// Waits (up to `SOON`) until exactly `n` connections are parked on the apply thread.
+async fn parked_on_apply_reaches(server: &TestServer, n: u64, what: &str) {
+    let what = format!("{n} connections parked on the apply thread: {what}");
+    eventually(SOON, &what, || async {
+        (mntr(server.addr, "oxkeeper_connections_parked_on_apply").await == n).then_some(())
+    })
+    .await
+}
+
+/// Two reads, each its own round trip (so the second is read in a run of its own, whatever run the first
+/// shared with the handshake).
+async fn two_reads(c: &mut Client, xid: i32) {
+    for x in [xid, xid + 1] {
+        assert_eq!(c.call(x, &exists_req("/")).await.err(), 0, "read {x}");
+    }
+}
+
+/// A client whose last requests were writes has its socket parked on the apply thread; one whose last
+/// requests were reads the reader answered has it on the workers (`server::home`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writing_clients_park_on_the_apply_thread_and_reading_ones_on_the_workers() {
+    // No fdatasync: no call long enough for the watchdog to move anyone while this counts.
+    let server = TestServer::start(|c| c.force_sync = false).await;
+    let mut reader = Client::connect(server.addr, 30_000).await;
+    two_reads(&mut reader, 1).await;
+    parked_on_apply_reaches(&server, 0, "one client that reads").await;
+    let mut writer = Client::connect(server.addr, 30_000).await;
+    two_reads(&mut writer, 1).await;
+    parked_on_apply_reaches(&server, 0, "two clients that read").await;
+
+    let w = writer
+        .call(3, &create_req("/w", CreateMode::Persistent))
+        .await;
+    assert_eq!(w.err(), 0);
+    parked_on_apply_reaches(&server, 1, "one of them wrote").await;
+    let r = reader
+        .call(3, &create_req("/r", CreateMode::Persistent))
+        .await;
+    assert_eq!(r.err(), 0);
+    parked_on_apply_reaches(&server, 2, "both wrote").await;
+
+    two_reads(&mut writer, 4).await;
+    parked_on_apply_reaches(&server, 1, "one of them reads again").await;
+    two_reads(&mut reader, 4).await;
+    parked_on_apply_reaches(&server, 0, "both read again").await;
+    assert_eq!(
+        mntr(server.addr, "oxkeeper_connections_moved_off_apply").await,
+        0,
+        "the watchdog moved connections: the counts above were not the policy's"
+    );
 }
