@@ -190,6 +190,8 @@ pub struct Shared {
     outstanding: std::sync::atomic::AtomicUsize,
     outstanding_changed: tokio::sync::Notify,
     pub clock: Arc<SessionClock>,
+    /// How the executor's lingering after its replies went (`crate::linger`).
+    pub(crate) lingers: crate::linger::LingerCounts,
     /// Where each connection's reader lives: the apply thread or the workers (`crate::home`); the
     /// multi-threaded runtime (`Homes::workers`: the accept loop, the flushers, the cold set's watcher, the
     /// readers of connections whose clients only read, blocking work such as four-letter words' text).
@@ -233,6 +235,7 @@ impl Shared {
             outstanding_changed: tokio::sync::Notify::new(),
             clock,
             homes: crate::home::Homes::new(runtime),
+            lingers: crate::linger::LingerCounts::default(),
             cold,
             replicator,
             since_snapshot: AtomicU64::new(0),
@@ -464,6 +467,10 @@ pub struct Executor {
     reconnecting: HashMap<i64, ConnId>,
     /// The batches proposed here, until applied.
     proposed: Proposed,
+    /// How quickly the clients come back after their replies (`crate::linger`).
+    linger: crate::linger::Linger,
+    /// Commands in the entry proposed last.
+    last_entry_commands: usize,
 }
 
 /// The batches an executor proposed, oldest first, kept as they were until they are applied: an ensemble
@@ -545,6 +552,8 @@ impl Executor {
             ip_auth: HashMap::new(),
             reconnecting: HashMap::new(),
             proposed: Proposed::default(),
+            linger: crate::linger::Linger::default(),
+            last_entry_commands: 0,
             replicator,
             member,
             proposals: Vec::new(),
@@ -727,16 +736,34 @@ impl Executor {
                     tokio::task::yield_now().await;
                     for _ in 0..4096 {
                         match rx.try_recv() {
-                            Ok(m) => self.handle(m),
+                            Ok(m) => {
+                                self.linger.request(&m, Instant::now);
+                                self.handle(m);
+                            }
                             Err(_) => break,
                         }
                     }
                     self.flush_proposals().await;
                     self.apply_settled();
+                    // Nothing else to do: stay awake for the clients' next requests a moment
+                    // (`crate::linger`), polling this thread's sockets (each yield does).
+                    if self.proposals.is_empty() && gate.undurable() == 0 {
+                        if let Some(mut lingering) =
+                            self.linger.idle(Instant::now(), self.last_entry_commands)
+                        {
+                            while committed.is_empty()
+                                && !lingering.done(Instant::now(), rx.len())
+                            {
+                                tokio::task::yield_now().await;
+                            }
+                            self.shared.lingers.record(!rx.is_empty());
+                        }
+                    }
                 }
                 m = rx.recv() => match m {
                     Some(m) => {
                         oxkeeper_storage::hoptrace::hop("exec_in");
+                        self.linger.request(&m, Instant::now);
                         self.handle(m);
                         // Take everything already queued so that one log entry carries many commands.
                         for _ in 0..4096 {
@@ -791,6 +818,7 @@ impl Executor {
             return;
         }
         oxkeeper_storage::hoptrace::hop("propose");
+        self.last_entry_commands = batch.len();
         let payload = encode_batch(&batch);
         // Kept before it is proposed: nothing of it can be applied before this returns anyway.
         self.proposed.keep(&payload, batch);

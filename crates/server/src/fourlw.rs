@@ -564,6 +564,15 @@ fn monitor(v: &View) -> String {
         "oxkeeper_connections_parked_on_apply",
         v.shared.homes.parked().to_string(),
     );
+    // The apply thread's lingering after its replies (`crate::linger`): with the next request in, or not.
+    kv(
+        "oxkeeper_lingers_caught",
+        v.shared.lingers.caught().to_string(),
+    );
+    kv(
+        "oxkeeper_lingers_missed",
+        v.shared.lingers.missed().to_string(),
+    );
     // Turns the executor let openraft's tasks catch up before proposing (`Executor::flush_proposals`).
     kv(
         "oxkeeper_openraft_lag_yields",

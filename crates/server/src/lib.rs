@@ -12,6 +12,7 @@ pub mod executor;
 pub mod fourlw;
 pub mod home;
 pub mod import;
+mod linger;
 pub mod replication;
 pub mod server;
 mod slots;
