@@ -68,9 +68,7 @@ impl Linger {
     /// A message reached the executor (`now` reads the time): a client's request (or handshake) tells how
     /// quickly the clients come back; anything else (a connection's end, a four-letter word) does not.
     pub(crate) fn request(&mut self, msg: &ExecMsg, now: impl FnOnce() -> Instant) {
-        if self.idle_since.is_none()
-            || !matches!(msg, ExecMsg::Request { .. } | ExecMsg::Connect { .. })
-        {
+        if !matches!(msg, ExecMsg::Request { .. } | ExecMsg::Connect { .. }) {
             return;
         }
         if let Some(since) = self.idle_since.take() {

@@ -359,8 +359,6 @@ impl ProposalGate {
         self.settles.load(Ordering::Acquire)
     }
 
-    /// How many entries the executor applied that openraft's state machine task has not: see
-    /// `Executor::flush_proposals`, which keeps it small.
     /// The executor let openraft's tasks run once before proposing, openraft being behind.
     pub fn note_lag_yield(&self) {
         self.lag_yields.fetch_add(1, Ordering::Relaxed);
@@ -371,6 +369,8 @@ impl ProposalGate {
         self.lag_yields.load(Ordering::Relaxed)
     }
 
+    /// How many entries the executor applied that openraft's state machine task has not: see
+    /// `Executor::flush_proposals`, which keeps it small.
     pub fn openraft_lag(&self) -> u64 {
         self.executor_applied_end
             .load(Ordering::Acquire)
