@@ -714,8 +714,12 @@ impl Executor {
                 c = committed.recv() => match c {
                     Some(ToExecutor::Committed(c)) => {
                         oxkeeper_storage::hoptrace::hop("exec_apply");
-                        // What gathered while these were in the log goes out first, before their replies
-                        // are written: the next fdatasync need not wait for this apply.
+                        // What gathered while these were in the log is proposed, then they are applied
+                        // and replied to. openraft's core appends the proposal only once this pass yields,
+                        // so the order within the pass decides when the replies go out, not when the next
+                        // write starts: the durable arm below, the path of every write in an ensemble of
+                        // one, replies first (session 37); entries reach this arm only when the executor
+                        // did not apply them at durability (read back at start, a dropped report).
                         self.flush_proposals().await;
                         self.apply_committed(c);
                         self.outbox.flush();
