@@ -680,8 +680,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // On the apply thread (`crate::apply_thread`), with the log idle and its disk quick, the entry is
         // written and synced here, on this thread: the hand-off to the log's thread and the completion's
         // way back were each a wake-up of a sleeping thread. First yield, so that what is already runnable on
-        // this thread (the state machine's apply of the entry before, the executor's replies) runs before it
-        // blocks, not one fdatasync later. Anywhere else (tests of this module on a runtime's workers) or
+        // this thread (openraft's state machine task, an executor pass woken meanwhile) runs before it
+        // blocks, not one fdatasync later; the executor applied the entry before and wrote its replies
+        // before it proposed this one (`Executor::run`, the durable arm). Anywhere else (tests of this module on a runtime's workers) or
         // with a disk that has turned slow (`is_idle_and_quick`: the executor must not wait on it long), the
         // log's thread writes it.
         let inline = crate::apply_thread::on_apply_thread() && self.wal.is_idle_and_quick();
