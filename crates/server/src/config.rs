@@ -51,6 +51,10 @@ pub struct Config {
     pub force_sync: bool,
     /// With `forceSync=no`: how long written log entries may stay unsynced (not a zoo.cfg key).
     pub lazy_sync_ms: u64,
+    /// `logDirectWrites` (oxkeeper's own, default yes): the log's segments are written around the page
+    /// cache (O_DIRECT) where the file system allows it, so that each fdatasync only flushes the device's
+    /// cache (`oxkeeper_storage::WalOptions::direct_writes`).
+    pub log_direct_writes: bool,
     /// Outbound messages queued per connection before that connection is closed as too slow.
     pub outbound_queue_max: usize,
     pub container_check_interval_ms: u64,
@@ -86,6 +90,7 @@ impl Default for Config {
             sessionless_cnxn_timeout_ms: 10_000,
             force_sync: true,
             lazy_sync_ms: 1000,
+            log_direct_writes: true,
             outbound_queue_max: 100_000,
             container_check_interval_ms: 60_000,
             container_max_per_minute: 10_000,
@@ -237,6 +242,7 @@ impl Config {
                 "extendedTypesEnabled" => cfg.extended_types_enabled = flag()?,
                 "nio.sessionlessCnxnTimeout" => cfg.sessionless_cnxn_timeout_ms = num()?,
                 "forceSync" => cfg.force_sync = flag()?,
+                "logDirectWrites" => cfg.log_direct_writes = flag()?,
                 "znode.container.checkIntervalMs" => {
                     cfg.container_check_interval_ms = num()?.max(1)
                 }
@@ -323,6 +329,15 @@ mod tests {
     fn bad_values_name_the_line() {
         let err = Config::parse(Path::new("zoo.cfg"), "tickTime=abc\n").expect_err("invalid");
         assert!(err.to_string().contains("zoo.cfg:1"), "{err}");
+    }
+
+    #[test]
+    fn the_log_is_written_around_the_page_cache_unless_told_not_to() {
+        assert!(Config::default().log_direct_writes);
+        let off = Config::parse(Path::new("zoo.cfg"), "logDirectWrites=no\n").expect("valid");
+        assert!(!off.log_direct_writes);
+        let on = Config::parse(Path::new("zoo.cfg"), "logDirectWrites=true\n").expect("valid");
+        assert!(on.log_direct_writes && on.unknown_keys.is_empty());
     }
 
     #[test]

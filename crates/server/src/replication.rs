@@ -1138,6 +1138,8 @@ pub struct LogOptions {
     pub force_sync: bool,
     /// With `force_sync` off: how long written entries may stay unsynced.
     pub lazy_sync_after: Duration,
+    /// `logDirectWrites`: segments written around the page cache (`WalOptions::direct_writes`).
+    pub direct_writes: bool,
 }
 
 /// The newest snapshot in `dir` that reads back whole, with its metadata and the index of the last entry
@@ -1206,6 +1208,7 @@ impl Replicator {
             snap_retain: 3,
             force_sync: true,
             lazy_sync_after: WalOptions::default().lazy_sync_after,
+            direct_writes: WalOptions::default().direct_writes,
         };
         Self::start_standalone_on(RealDisk, &opts, member_id).await
     }
@@ -1229,6 +1232,7 @@ impl Replicator {
             WalOptions {
                 sync_each_batch: opts.force_sync,
                 lazy_sync_after: opts.lazy_sync_after,
+                direct_writes: opts.direct_writes,
                 ..WalOptions::default()
             },
         )?;

@@ -22,6 +22,7 @@ struct Args {
     segment_bytes: u64,
     zero_fill: bool,
     pipeline: bool,
+    buffered: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -33,6 +34,7 @@ fn parse_args() -> Result<Args, String> {
         segment_bytes: WalOptions::default().segment_bytes,
         zero_fill: false,
         pipeline: false,
+        buffered: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -57,10 +59,11 @@ fn parse_args() -> Result<Args, String> {
             }
             "--zero-fill" => args.zero_fill = true,
             "--pipeline" => args.pipeline = true,
+            "--buffered" => args.buffered = true,
             "--help" | "-h" => {
                 return Err(
                     "usage: wal_bench [--writers N] [--seconds S] [--dir DIR] [--entry-bytes B] \
-                            [--segment-bytes B] [--zero-fill] [--pipeline]"
+                            [--segment-bytes B] [--zero-fill] [--pipeline] [--buffered]"
                         .into(),
                 )
             }
@@ -96,6 +99,13 @@ impl Disk for TimedDisk {
     fn open(&self, path: &Path, create: bool) -> io::Result<TimedFile> {
         Ok(TimedFile {
             file: RealDisk.open(path, create)?,
+            sync_ns: Arc::clone(&self.sync_ns),
+            zero_fill: self.zero_fill,
+        })
+    }
+    fn open_log(&self, path: &Path, create: bool) -> io::Result<TimedFile> {
+        Ok(TimedFile {
+            file: RealDisk.open_log(path, create)?,
             sync_ns: Arc::clone(&self.sync_ns),
             zero_fill: self.zero_fill,
         })
@@ -262,6 +272,7 @@ fn main() {
     };
     let opts = WalOptions {
         segment_bytes: args.segment_bytes,
+        direct_writes: !args.buffered,
         ..WalOptions::default()
     };
     let (wal, _) = Wal::open(disk.clone(), &dir, opts).expect("open the log");

@@ -21,6 +21,13 @@ pub trait Disk: Clone + Send + Sync + 'static {
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
     /// Opens `path` for reading and writing; creates it (empty) if missing and `create` is true.
     fn open(&self, path: &Path, create: bool) -> io::Result<Self::File>;
+    /// Opens, as `open` does, a file that is only ever written at or past the end of what it holds, and
+    /// never read past that end: a write may leave zeros in the rest of the last block it touches (up
+    /// to `DIRECT_BLOCK` bytes past its end) instead of what was there. `RealDisk` writes such a file
+    /// around the page cache (O_DIRECT) where the file system allows it. The default is `open`.
+    fn open_log(&self, path: &Path, create: bool) -> io::Result<Self::File> {
+        self.open(path, create)
+    }
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Renames atomically, replacing `to` if it exists. Both must be in the same directory.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
@@ -63,6 +70,126 @@ pub struct RealDisk;
 #[derive(Debug)]
 pub struct RealFile {
     file: fs::File,
+    /// A log's file (`Disk::open_log`) on a file system that takes O_DIRECT: its writes go through it.
+    direct: Option<Box<DirectWrites>>,
+}
+
+/// Offsets, lengths and memory of a write around the page cache are multiples of this: the page size,
+/// and a multiple of every common device's logical block.
+pub const DIRECT_BLOCK: usize = 4096;
+const BLOCK: u64 = DIRECT_BLOCK as u64;
+
+/// The writes of a log's file around the page cache (`Disk::open_log`). An fdatasync after a buffered
+/// write has the kernel find the dirty page, lock it, mark it for writeback, write it and wait for it,
+/// then flush the device's cache; after a direct write, which returns once the device has the block, only
+/// the flush is left. Measured on session 38's machine (ext4, virtio, 1.5 KB batches appended to a
+/// preallocated file, Python): 96-113 us and 30-47 us of CPU per durable batch, against 116-143 us and
+/// 51-54 us through the page cache. Every write covers whole blocks, so the bytes of the first block that
+/// come before the write are kept from the block the last write ended in (`tail`), or read back once
+/// (after an open); the rest of the last block is written as zeros (the contract of `open_log`).
+#[derive(Debug)]
+struct DirectWrites {
+    /// The same file opened write-only with O_DIRECT (the other descriptor serves reads, `set_len`,
+    /// `allocate` and `sync_data`: an fdatasync covers the writes of every descriptor of the file).
+    file: fs::File,
+    /// The file's length: a write that would grow it goes through the page cache (rounded up to whole
+    /// blocks it would grow it by more than it asked).
+    len: u64,
+    /// The offset of the block the last write ended inside, and what the file holds there.
+    tail: Option<(u64, Vec<u8>)>,
+    /// Room for one write, aligned (`aligned`).
+    scratch: Vec<u8>,
+}
+
+impl DirectWrites {
+    /// Writes `buf` at `offset` as whole blocks (see the type's docs); `buffered` serves the reads of a
+    /// first block that is not `tail`. Returns `Ok(false)` when the write would grow the file (the caller
+    /// writes it through the page cache: `written` keeps `tail` right).
+    fn write_at(&mut self, buffered: &fs::File, offset: u64, buf: &[u8]) -> io::Result<bool> {
+        let end = offset.checked_add(buf.len() as u64).ok_or_else(too_large)?;
+        let start = offset - offset % BLOCK;
+        let stop = end.next_multiple_of(BLOCK);
+        if stop > self.len {
+            return Ok(false);
+        }
+        let total = usize::try_from(stop - start).map_err(|_| too_large())?;
+        let head = usize::try_from(offset - start).map_err(|_| too_large())?;
+        let tail = self.tail.take();
+        let block = aligned(&mut self.scratch, total);
+        match &tail {
+            _ if head == 0 => {}
+            Some((at, bytes)) if *at == start => block[..head].copy_from_slice(&bytes[..head]),
+            _ => read_up_to(buffered, start, &mut block[..head])?,
+        }
+        block[head..head + buf.len()].copy_from_slice(buf);
+        block[head + buf.len()..].fill(0);
+        let mut done = 0;
+        while done < total {
+            let at = start + done as u64;
+            match self.file.write_at(&block[done..], at) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) if n % DIRECT_BLOCK != 0 => {
+                    return Err(io::Error::other("a direct write stopped inside a block"))
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // The block the next write starts in, if this one ended inside it; else the one kept before, as
+        // this write left it (a write that ends on a boundary, zeros ahead of the log, may cover it).
+        self.tail = if end % BLOCK != 0 {
+            let last = total - DIRECT_BLOCK;
+            Some((stop - BLOCK, block[last..].to_vec()))
+        } else {
+            tail.map(|(at, mut bytes)| {
+                if at >= start && at < stop {
+                    let from = usize::try_from(at - start).unwrap_or(0);
+                    bytes.copy_from_slice(&block[from..from + DIRECT_BLOCK]);
+                }
+                (at, bytes)
+            })
+        };
+        Ok(true)
+    }
+
+    /// After a write through the page cache: `tail` takes what it wrote, and the file's new length.
+    fn written(&mut self, offset: u64, buf: &[u8]) {
+        let end = offset + buf.len() as u64;
+        self.len = self.len.max(end);
+        if let Some((at, bytes)) = &mut self.tail {
+            let (lo, hi) = (offset.max(*at), end.min(*at + BLOCK));
+            if lo < hi {
+                let (from, to) = ((lo - *at) as usize, (hi - *at) as usize);
+                let src = (lo - offset) as usize;
+                bytes[from..to].copy_from_slice(&buf[src..src + (to - from)]);
+            }
+        }
+    }
+}
+
+/// `len` bytes of `scratch` (grown as needed) starting at a multiple of `DIRECT_BLOCK` in memory.
+fn aligned(scratch: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    if scratch.len() < len + DIRECT_BLOCK {
+        *scratch = vec![0; len + DIRECT_BLOCK];
+    }
+    let skip = scratch.as_ptr().align_offset(DIRECT_BLOCK);
+    &mut scratch[skip..skip + len]
+}
+
+/// Reads `buf.len()` bytes at `offset`; what lies past the end of the file reads as zeros.
+fn read_up_to(file: &fs::File, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf[done..].fill(0);
+    Ok(())
 }
 
 impl Disk for RealDisk {
@@ -85,7 +212,31 @@ impl Disk for RealDisk {
             .create(create)
             .truncate(false)
             .open(path)?;
-        Ok(RealFile { file })
+        Ok(RealFile { file, direct: None })
+    }
+
+    fn open_log(&self, path: &Path, create: bool) -> io::Result<RealFile> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = self.open(path, create)?;
+        match fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+        {
+            Ok(direct) => {
+                file.direct = Some(Box::new(DirectWrites {
+                    file: direct,
+                    len: file.file.metadata()?.len(),
+                    tail: None,
+                    scratch: Vec::new(),
+                }))
+            }
+            // A file system without O_DIRECT (tmpfs before Linux 6.6, some FUSE ones): through the cache.
+            Err(error) => {
+                tracing::debug!(file = %path.display(), %error, "log written through the page cache")
+            }
+        }
+        Ok(file)
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
@@ -107,7 +258,27 @@ impl DiskFile for RealFile {
     }
 
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        self.file.write_all_at(buf, offset)
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if let Some(direct) = &mut self.direct {
+            match direct.write_at(&self.file, offset, buf) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                // The file system takes O_DIRECT but not these blocks (a device with larger ones): this
+                // file is written through the page cache from now on.
+                Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::warn!(%error, "a direct write refused: the log is written through the page cache");
+                    self.direct = None;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        self.file.write_all_at(buf, offset)?;
+        if let Some(direct) = &mut self.direct {
+            direct.written(offset, buf);
+        }
+        Ok(())
     }
 
     fn len(&self) -> io::Result<u64> {
@@ -115,6 +286,11 @@ impl DiskFile for RealFile {
     }
 
     fn set_len(&mut self, len: u64) -> io::Result<()> {
+        if let Some(direct) = &mut self.direct {
+            // What it held past `len` is gone (a later growth reads as zeros): forget the block kept.
+            direct.tail = None;
+            direct.len = len;
+        }
         self.file.set_len(len)
     }
 
@@ -156,12 +332,17 @@ impl DiskFile for RealFile {
         // SAFETY: the descriptor is open for as long as `self.file` lives; the call only reads its args.
         let rc = unsafe { libc::posix_fallocate(self.file.as_raw_fd(), 0, len_off) };
         match rc {
-            0 => Ok(()),
+            0 => {
+                if let Some(direct) = &mut self.direct {
+                    direct.len = direct.len.max(len);
+                }
+                Ok(())
+            }
             // File systems without fallocate (musl does not emulate it): a sparse extension still
             // gives the segment its length, only without the early ENOSPC.
             libc::EOPNOTSUPP | libc::EINVAL => {
                 if self.len()? < len {
-                    self.file.set_len(len)?;
+                    self.set_len(len)?;
                 }
                 Ok(())
             }
@@ -197,4 +378,145 @@ pub fn shrink_gently<D: Disk>(
         std::thread::sleep(SHRINK_STEP_PAUSE);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use std::os::unix::fs::OpenOptionsExt;
+
+    /// A fresh directory on the file system of the system's temp dir, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let dir =
+                std::env::temp_dir().join(format!("oxkeeper-disk-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn contents(path: &Path) -> Vec<u8> {
+        fs::read(path).unwrap()
+    }
+
+    /// Appends of every size, at every offset within a block, across reopenings (the block before the
+    /// first write then read back), zeros written ahead over the block the log ends in (kept, then
+    /// written again by the next append), stretches written again further back, and one write past the
+    /// file's end: the file holds what was written, with zeros in the rest of each write's last block
+    /// (`Disk::open_log`'s contract), and grows only by a write past its end, by exactly that much.
+    #[test]
+    fn a_log_file_holds_what_was_appended_whichever_way_it_was_written() {
+        let scratch = Scratch::new("log");
+        let path = scratch.0.join("log");
+        let size: usize = 1 << 20;
+        let mut rng = StdRng::seed_from_u64(38);
+        let mut file = RealDisk.open_log(&path, true).unwrap();
+        file.allocate(size as u64).unwrap();
+        let mut model = vec![0u8; size];
+        let mut at = 0usize;
+        let mut direct_seen = false;
+        let mut step = 0;
+        while at < size - 40_000 {
+            step += 1;
+            direct_seen |= file.direct.is_some();
+            match rng.gen_range(0..10) {
+                // Reopened: the block the log ends in is no longer kept in memory.
+                0 => {
+                    file.sync_data().unwrap();
+                    file = RealDisk.open_log(&path, false).unwrap();
+                }
+                // Zeros ahead, from where the log ends or from the next block on, to a block boundary.
+                1 => {
+                    let from = if rng.gen() {
+                        at
+                    } else {
+                        at.next_multiple_of(DIRECT_BLOCK)
+                    };
+                    let to = (from + rng.gen_range(1..20_000)).next_multiple_of(DIRECT_BLOCK);
+                    file.write_at(from as u64, &vec![0; to - from]).unwrap();
+                    model[from..to].fill(0);
+                }
+                // Written again, earlier in the file (a log does not, but the blocks kept must follow).
+                2 if at > 0 => {
+                    let off = at.saturating_sub(rng.gen_range(1..6000));
+                    let len = rng.gen_range(1..3000);
+                    let bytes: Vec<u8> = (0..len).map(|_| rng.gen_range(1..=255)).collect();
+                    file.write_at(off as u64, &bytes).unwrap();
+                    model[off..off + len].copy_from_slice(&bytes);
+                    if file.direct.is_some() {
+                        model[off + len..(off + len).next_multiple_of(DIRECT_BLOCK)].fill(0);
+                    }
+                    at = at.max(off + len);
+                }
+                _ => {
+                    let len = match rng.gen_range(0..4) {
+                        0 => rng.gen_range(1..16),
+                        1 => DIRECT_BLOCK - at % DIRECT_BLOCK,
+                        _ => rng.gen_range(1..9000),
+                    };
+                    let bytes: Vec<u8> = (0..len).map(|_| rng.gen_range(1..=255)).collect();
+                    file.write_at(at as u64, &bytes).unwrap();
+                    model[at..at + len].copy_from_slice(&bytes);
+                    let block_end = (at + len).next_multiple_of(DIRECT_BLOCK);
+                    if file.direct.is_some() {
+                        model[at + len..block_end].fill(0);
+                    }
+                    at += len;
+                }
+            }
+            if step % 16 == 0 {
+                assert_eq!(contents(&path), model, "after step {step}");
+            }
+        }
+        assert_eq!(contents(&path), model);
+        // Past the file's end: through the page cache, and the file grows by exactly what was written.
+        let tail: Vec<u8> = (0..1000).map(|i| (i % 250 + 1) as u8).collect();
+        file.write_at(size as u64 - 10, &tail).unwrap();
+        model.truncate(size - 10);
+        model.extend_from_slice(&tail);
+        assert_eq!(contents(&path), model);
+        // And the block it ends in is known again to the next write around the cache.
+        file.write_at(size as u64 + 990, b"end").unwrap();
+        model.extend_from_slice(b"end");
+        assert_eq!(contents(&path), model);
+        if !direct_seen {
+            eprintln!(
+                "the temp dir's file system refuses O_DIRECT: only the buffered path was tested"
+            );
+        }
+    }
+
+    /// On a file system that takes O_DIRECT (the temp dir's, on these machines), a log file is written
+    /// around the page cache: a test of the path above that would otherwise pass on the buffered one.
+    #[test]
+    fn a_log_file_is_written_around_the_page_cache_where_the_file_system_allows_it() {
+        let scratch = Scratch::new("direct");
+        let path = scratch.0.join("probe");
+        let probe = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&path);
+        let mut file = RealDisk.open_log(&path, true).unwrap();
+        assert_eq!(file.direct.is_some(), probe.is_ok(), "{probe:?}");
+        file.allocate(8192).unwrap();
+        file.write_at(100, b"abc").unwrap();
+        assert_eq!(
+            file.direct.is_some(),
+            probe.is_ok(),
+            "a write refused: {probe:?}"
+        );
+        assert!(RealDisk.open(&path, false).unwrap().direct.is_none());
+    }
 }

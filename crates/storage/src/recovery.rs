@@ -242,6 +242,7 @@ impl<D: Disk> Scan<'_, D> {
             zeroed_end: at as u64,
             len: len as u64,
             file: is_last.then_some(file),
+            direct_writes: false,
             readers: std::sync::Arc::default(),
         });
         Ok(())

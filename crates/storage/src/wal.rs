@@ -68,6 +68,10 @@ pub struct WalOptions {
     /// cached pages and frees its blocks): on the log's thread, every write queued behind a purge waited
     /// for it. Files left by a crash are unlinked at the next `open`.
     pub unlink_purged_in_background: bool,
+    /// Segments are written around the page cache where the file system allows it (`Disk::open_log`:
+    /// O_DIRECT on `RealDisk`), `true` by default: an fdatasync then only flushes the device's cache
+    /// (session 38: set at 32 sessions +7%, create +5%; see `disk::DirectWrites`).
+    pub direct_writes: bool,
 }
 
 impl Default for WalOptions {
@@ -82,6 +86,7 @@ impl Default for WalOptions {
             lazy_sync_after: Duration::from_secs(1),
             zero_ahead_bytes: 256 << 10,
             unlink_purged_in_background: true,
+            direct_writes: true,
         }
     }
 }
@@ -124,6 +129,8 @@ pub(crate) struct Segment<F> {
     /// The file's length (its preallocation): zeroing ahead stops there.
     pub len: u64,
     pub file: Option<F>,
+    /// `file` is (re)opened with `Disk::open_log` (`WalOptions::direct_writes`), not `Disk::open`.
+    pub direct_writes: bool,
     /// Held by every `LogView` that opened the file as well: a purged file with views alive is not
     /// shrunk under them (`shrink_gently`), only unlinked.
     pub readers: Arc<()>,
@@ -200,7 +207,16 @@ impl<D: Disk> Wal<D> {
     /// Opens (creating if needed) the log in `dir`, recovering what is there: a torn or unsynced last
     /// batch is cut off and reported; damage to an earlier, durable batch is `WalError::Corrupt`.
     pub fn open(disk: D, dir: &Path, opts: WalOptions) -> Result<(Self, Recovered), WalError> {
-        let (segments, recovered) = recovery::recover(&disk, dir, !opts.sync_each_batch)?;
+        let (mut segments, recovered) = recovery::recover(&disk, dir, !opts.sync_each_batch)?;
+        if opts.direct_writes {
+            for segment in &mut segments {
+                segment.direct_writes = true;
+            }
+            // Recovery read it through `Disk::open`: the first write opens it again, as a log.
+            if let Some(last) = segments.last_mut() {
+                last.file = None;
+            }
+        }
         // Purged segment files a crash left before their unlink: no longer part of the log.
         for path in disk.list(dir).map_err(WalError::at("listing", dir))? {
             if is_purged(&path) {
@@ -342,9 +358,7 @@ impl<D: Disk> Wal<D> {
         batch_len: u64,
     ) -> Result<Segment<D::File>, WalError> {
         let path = self.dir.join(format::segment_file_name(first_index));
-        let mut file = self
-            .disk
-            .open(&path, true)
+        let mut file = open_segment(&self.disk, &path, true, self.opts.direct_writes)
             .map_err(WalError::at("creating", &path))?;
         let size = self
             .opts
@@ -367,6 +381,7 @@ impl<D: Disk> Wal<D> {
             zeroed_end: end,
             len: size,
             file: Some(file),
+            direct_writes: self.opts.direct_writes,
             readers: Arc::default(),
         })
     }
@@ -451,7 +466,9 @@ impl<D: Disk> Wal<D> {
         batch_len: u64,
         ahead: u64,
     ) -> Result<(), WalError> {
-        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        // One write for the usual stretch (`zero_ahead_bytes` and a batch): a direct write waits for the
+        // device, so each call is a round trip to it.
+        static ZEROS: [u8; 512 << 10] = [0; 512 << 10];
         let batch_end = segment.end + batch_len;
         if ahead == 0
             || segment.zeroed_end >= segment.len
@@ -522,7 +539,7 @@ impl<D: Disk> Wal<D> {
         match &mut segment.file {
             Some(file) => Ok(file),
             none => Ok(none.insert(
-                disk.open(&segment.path, false)
+                open_segment(disk, &segment.path, false, segment.direct_writes)
                     .map_err(WalError::at("opening", &segment.path))?,
             )),
         }
@@ -765,6 +782,20 @@ impl<D: Disk> Wal<D> {
 
 /// The page size zeroing ahead rounds to.
 const PAGE_BYTES: u64 = 4096;
+
+/// A segment's file, to write: with `Disk::open_log` if `direct`.
+fn open_segment<D: Disk>(
+    disk: &D,
+    path: &Path,
+    create: bool,
+    direct: bool,
+) -> std::io::Result<D::File> {
+    if direct {
+        disk.open_log(path, create)
+    } else {
+        disk.open(path, create)
+    }
+}
 
 fn unlink_purged<D: Disk>(disk: &D, path: &Path) {
     if let Err(error) = disk.remove(path) {

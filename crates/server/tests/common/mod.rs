@@ -305,6 +305,12 @@ impl Disk for GateDisk {
             gate: self.gate.clone(),
         })
     }
+    fn open_log(&self, path: &Path, create: bool) -> io::Result<GateFile> {
+        Ok(GateFile {
+            file: RealDisk.open_log(path, create)?,
+            gate: self.gate.clone(),
+        })
+    }
     fn remove(&self, path: &Path) -> io::Result<()> {
         RealDisk.remove(path)
     }

@@ -1,7 +1,7 @@
 //! Tests of `Wal` and its recovery on `SimDisk`, power loss included.
 
 use super::*;
-use crate::disk::SHRINK_STEP_BYTES;
+use crate::disk::{RealDisk, SHRINK_STEP_BYTES};
 use crate::format::{BATCH_HEADER_BYTES, RECORD_HEADER_BYTES};
 use crate::sim::{SimDisk, SimFault};
 use rand::rngs::StdRng;
@@ -136,6 +136,71 @@ fn appended_entries_are_recovered_after_reopen() {
     assert_eq!(recovered.entries, expected(1..=45));
     assert_eq!(recovered.truncated_tail, None);
     assert!(segment_names(&disk).len() > 3, "small segments roll");
+}
+
+/// The same on the real file system, written around the page cache where it allows that
+/// (`WalOptions::direct_writes`, the default), through both segment rolls and zeroing ahead, and after a
+/// reopen (the block the log ends in is then read back, not kept): and both ways agree.
+#[test]
+fn a_log_on_the_real_disk_reads_back_whether_written_around_the_page_cache_or_not() {
+    for direct_writes in [true, false] {
+        let dir = std::env::temp_dir().join(format!(
+            "oxkeeper-wal-direct-{direct_writes}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        RealDisk.create_dir_all(&dir).unwrap();
+        let opts = WalOptions {
+            segment_bytes: 96 << 10,
+            zero_ahead_bytes: 16 << 10,
+            direct_writes,
+            ..small(0)
+        };
+        let batch = |from: u64, to: u64| -> Vec<(u64, Vec<u8>)> {
+            (from..=to)
+                .map(|i| {
+                    (
+                        i,
+                        format!("{i:>width$}", width = (i % 300) as usize).into_bytes(),
+                    )
+                })
+                .collect()
+        };
+        let append = |wal: &mut Wal<RealDisk>, from: u64, to: u64| {
+            let owned = batch(from, to);
+            let borrowed: Vec<(u64, &[u8])> =
+                owned.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+            wal.append(&borrowed).unwrap();
+        };
+        let (mut wal, _) = Wal::open(RealDisk, &dir, opts.clone()).unwrap();
+        let mut next = 1;
+        for n in (1..400).map(|k| k % 7 + 1) {
+            append(&mut wal, next, next + n - 1);
+            next += n;
+        }
+        drop(wal);
+        let (mut wal, recovered) = Wal::open(RealDisk, &dir, opts.clone()).unwrap();
+        assert_eq!(
+            recovered.entries,
+            batch(1, next - 1),
+            "direct_writes {direct_writes}"
+        );
+        assert_eq!(recovered.truncated_tail, None);
+        for n in (1..100).map(|k| k % 5 + 1) {
+            append(&mut wal, next, next + n - 1);
+            next += n;
+        }
+        let segments = wal.segment_count();
+        drop(wal);
+        let (_, recovered) = Wal::open(RealDisk, &dir, opts).unwrap();
+        assert_eq!(
+            recovered.entries,
+            batch(1, next - 1),
+            "direct_writes {direct_writes}"
+        );
+        assert!(segments > 3, "{segments} segments: the log rolled");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 #[test]
