@@ -83,8 +83,8 @@ const BLOCK: u64 = DIRECT_BLOCK as u64;
 /// write has the kernel find the dirty page, lock it, mark it for writeback, write it and wait for it,
 /// then flush the device's cache; after a direct write, which returns once the device has the block, only
 /// the flush is left. Measured on session 38's machine (ext4, virtio, 1.5 KB batches appended to a
-/// preallocated file, Python): 96-113 us and 30-47 us of CPU per durable batch, against 116-143 us and
-/// 51-54 us through the page cache. Every write covers whole blocks, so the bytes of the first block that
+/// preallocated file, Python): 86-109 us and 36-43 us of CPU per durable batch (a direct write, then an
+/// fdatasync), against 116-143 us and 51-54 us through the page cache. Every write covers whole blocks, so the bytes of the first block that
 /// come before the write are kept from the block the last write ended in (`tail`), or read back once
 /// (after an open); the rest of the last block is written as zeros (the contract of `open_log`).
 #[derive(Debug)]
