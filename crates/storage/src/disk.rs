@@ -139,8 +139,11 @@ impl DirectWrites {
         // The block the next write starts in, if this one ended inside it; else the one kept before, as
         // this write left it (a write that ends on a boundary, zeros ahead of the log, may cover it).
         self.tail = if end % BLOCK != 0 {
-            let last = total - DIRECT_BLOCK;
-            Some((stop - BLOCK, block[last..].to_vec()))
+            // The kept block's buffer is used again: no allocation a write.
+            let mut bytes = tail.map(|(_, bytes)| bytes).unwrap_or_default();
+            bytes.clear();
+            bytes.extend_from_slice(&block[total - DIRECT_BLOCK..]);
+            Some((stop - BLOCK, bytes))
         } else {
             tail.map(|(at, mut bytes)| {
                 if at >= start && at < stop {
