@@ -682,9 +682,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // way back were each a wake-up of a sleeping thread. First yield, so that what is already runnable on
         // this thread (openraft's state machine task, an executor pass woken meanwhile) runs before it
         // blocks, not one fdatasync later; the executor applied the entry before and wrote its replies
-        // before it proposed this one (`Executor::run`, the durable arm). Anywhere else (tests of this module on a runtime's workers) or
-        // with a disk that has turned slow (`is_idle_and_quick`: the executor must not wait on it long), the
-        // log's thread writes it.
+        // before it proposed this one (`Executor::run`, the durable arm). Anywhere else (tests of this
+        // module on a runtime's workers) or with a disk that has turned slow (`is_idle_and_quick`: the
+        // executor must not wait on it long), the log's thread writes it.
         let inline = crate::apply_thread::on_apply_thread() && self.wal.is_idle_and_quick();
         if inline {
             tokio::task::yield_now().await;

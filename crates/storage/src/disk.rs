@@ -84,9 +84,10 @@ const BLOCK: u64 = DIRECT_BLOCK as u64;
 /// then flush the device's cache; after a direct write, which returns once the device has the block, only
 /// the flush is left. Measured on session 38's machine (ext4, virtio, 1.5 KB batches appended to a
 /// preallocated file, Python): 86-109 us and 36-43 us of CPU per durable batch (a direct write, then an
-/// fdatasync), against 116-143 us and 51-54 us through the page cache. Every write covers whole blocks, so the bytes of the first block that
-/// come before the write are kept from the block the last write ended in (`tail`), or read back once
-/// (after an open); the rest of the last block is written as zeros (the contract of `open_log`).
+/// fdatasync), against 116-143 us and 51-54 us through the page cache. Every write covers whole blocks,
+/// so the bytes of the first block that come before the write are kept from the block the last write
+/// ended in (`tail`), or read back once (after an open); the rest of the last block is written as zeros
+/// (the contract of `open_log`, which `SimDisk` keeps too, so the log's power-loss tests hold to it).
 #[derive(Debug)]
 struct DirectWrites {
     /// The same file opened write-only with O_DIRECT (the other descriptor serves reads, `set_len`,

@@ -64,6 +64,10 @@ pub struct SimFile {
     state: Arc<Mutex<State>>,
     inode: u64,
     generation: u64,
+    /// Opened with `Disk::open_log`: a write that ends inside a block (and does not grow the file) also
+    /// zeroes the rest of that block, as `RealDisk`'s writes around the page cache do, so that every log
+    /// test here holds the log to that contract.
+    log: bool,
 }
 
 #[derive(Default)]
@@ -466,7 +470,14 @@ impl Disk for SimDisk {
             state: Arc::clone(&self.state),
             inode,
             generation: state.generation,
+            log: false,
         })
+    }
+
+    fn open_log(&self, path: &Path, create: bool) -> io::Result<SimFile> {
+        let mut file = self.open(path, create)?;
+        file.log = true;
+        Ok(file)
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
@@ -587,10 +598,15 @@ impl DiskFile for SimFile {
     }
 
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        self.change(Change::Write {
-            offset,
-            data: buf.to_vec(),
-        })
+        let mut data = buf.to_vec();
+        if self.log && !buf.is_empty() {
+            let end = offset + buf.len() as u64;
+            let block_end = end.next_multiple_of(crate::disk::DIRECT_BLOCK as u64);
+            if block_end <= self.len()? {
+                data.resize(data.len() + to_usize(block_end - end), 0);
+            }
+        }
+        self.change(Change::Write { offset, data })
     }
 
     fn len(&self) -> io::Result<u64> {
