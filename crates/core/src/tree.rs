@@ -466,8 +466,7 @@ impl DataTree {
                 change(stat);
             }
         });
-        let (store, hasher) = (&self.store, self.index.hasher());
-        self.index.insert(hash, id, |id| hasher.of_node(store, id));
+        self.index.insert(hash, id);
         self.note_added(path, stat.ephemeral_owner, data_len);
         Ok((id, parent))
     }
@@ -740,8 +739,7 @@ impl DataTree {
             }
         });
         self.store.remove(id);
-        let (store, hasher) = (&self.store, self.index.hasher());
-        self.index.remove(hash, id, |id| hasher.of_node(store, id));
+        self.index.remove(hash, id);
         self.acls.release(acl_id);
         match removed.kind() {
             NodeKind::Container => {
@@ -841,8 +839,7 @@ impl DataTree {
 
     /// Room for `nodes` more nodes in the path index (before a load).
     fn reserve(&mut self, nodes: usize) {
-        let (store, hasher) = (&self.store, self.index.hasher());
-        self.index.reserve(nodes, |id| hasher.of_node(store, id));
+        self.index.reserve(nodes);
     }
 
     /// Sets a node's internal cversion and pzxid (ZooKeeper's `setCversionPzxid` and the parent update
