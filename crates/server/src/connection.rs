@@ -17,6 +17,7 @@
 //! when the client sends something, or when a reply does not fit in the socket's send buffer.
 
 use std::collections::VecDeque;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1119,11 +1120,14 @@ impl FrameReader {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
-        let mut chunk = [0u8; READ_CHUNK];
+        // Not zeroed first: a read of a small request used to clear all 16 KiB of it (1.3% of the apply
+        // thread's time at create at 32 sessions, and as much on the workers for every read request).
+        let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
         let mut got = 0;
         let sock = &self.sock;
         let read = sock.try_io(tokio::io::Interest::READABLE, || {
-            let n = sock.try_read(&mut chunk)?;
+            let mut free: &mut [MaybeUninit<u8>] = &mut chunk;
+            let n = sock.try_read_buf(&mut free)?;
             got = n;
             if n > 0 && n < READ_CHUNK {
                 return Err(std::io::ErrorKind::WouldBlock.into());
@@ -1134,7 +1138,12 @@ impl FrameReader {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && got > 0 => got,
             r => r?,
         };
-        self.buf.extend_from_slice(&chunk[..n]);
+        let filled = chunk.get(..n).unwrap_or_default();
+        // SAFETY: the read wrote (initialized) the first `n` bytes of `chunk`, the count it returned, and
+        // `MaybeUninit<u8>` has the layout of `u8`.
+        let filled =
+            unsafe { std::slice::from_raw_parts(filled.as_ptr().cast::<u8>(), filled.len()) };
+        self.buf.extend_from_slice(filled);
         Ok(n)
     }
 
@@ -1664,6 +1673,60 @@ mod tests {
         assert_eq!(run(Idle::Pinging, &[false, true, false]), Idle::Busy(Apply));
         // After a handshake (handed to the executor), reads the reader answers still park it there.
         assert_eq!(run(Idle::Busy(Apply), &[false]), Idle::Busy(Apply));
+    }
+
+    /// Frames of every size about the read chunk's, pipelined and cut into pieces of odd sizes on the wire,
+    /// come out of the reader byte for byte.
+    #[tokio::test]
+    async fn frames_come_out_whole_however_their_bytes_arrive() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut client = TcpStream::connect(listener.local_addr().expect("address"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let mut reader = FrameReader::new(Arc::new(server));
+        let sizes = [
+            1,
+            3,
+            100,
+            0,
+            READ_CHUNK - 4,
+            READ_CHUNK,
+            READ_CHUNK + 1,
+            40_000,
+            7,
+        ];
+        let payloads: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| (0..n).map(|i| (i * 31 + k * 7 + i / 256) as u8).collect())
+            .collect();
+        let mut wire = Vec::new();
+        for p in &payloads {
+            wire.extend_from_slice(&(p.len() as i32).to_be_bytes());
+            wire.extend_from_slice(p);
+        }
+        let writer = tokio::spawn(async move {
+            let mut rest = &wire[..];
+            let mut piece = 1;
+            while !rest.is_empty() {
+                let (now, later) = rest.split_at(piece.min(rest.len()));
+                client.write_all(now).await.expect("write");
+                client.flush().await.expect("flush");
+                tokio::task::yield_now().await;
+                rest = later;
+                piece = piece * 7 % 9001 + 1;
+            }
+            client
+        });
+        for (k, p) in payloads.iter().enumerate() {
+            let got = reader.frame(1 << 20).await.expect("a frame");
+            assert!(got == *p, "frame {k} of {} bytes differs", p.len());
+        }
+        drop(writer.await.expect("the writer ran"));
     }
 
     /// A connected pair: the server side as an `Outbound`, the client side as a plain stream.
