@@ -960,6 +960,7 @@ mod tests {
             .collect();
         assert_ne!(index.hash("/n7"), index.hash("/n7/"));
         assert_ne!(index.hash("/d0/d1"), index.hash("/d1/d0"));
+        assert_ne!(index.hash("/ab/c"), index.hash("/a/bc"));
         let snap = index.clone();
         for (i, &id) in ids.iter().enumerate() {
             let h = index.hash(&format!("/n{i}"));
