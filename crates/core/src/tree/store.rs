@@ -1001,11 +1001,13 @@ mod tests {
         index.insert(hash_of(7), n + 1);
         assert_eq!(index.find(hash_of(7), |f| f == n + 1), Some(n + 1));
         assert_eq!(index.find(hash_of(7), |f| f == 7), Some(7));
-        // The same tag in another shard is another entry.
-        assert_eq!(
-            index.find(hash_of(9) ^ (1 << SHARD_SHIFT), |f| f == 9),
-            None
-        );
+        // The same tag in another shard is another entry: each shard answers for its own.
+        let elsewhere = hash_of(9) ^ (1 << SHARD_SHIFT);
+        index.insert(elsewhere, n + 2);
+        assert_eq!(index.find(elsewhere, |f| f == n + 2), Some(n + 2));
+        assert_eq!(index.find(elsewhere, |f| f == 9), None);
+        assert_eq!(index.find(hash_of(9), |f| f == n + 2), None);
+        index.remove(elsewhere, n + 2);
         index.remove(hash_of(7), n + 1);
         assert_eq!(index.find(hash_of(7), |f| f == n + 1), None);
         let full = index.clone();
