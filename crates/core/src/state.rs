@@ -830,9 +830,11 @@ impl StateMachine {
             return Err(ErrorCode::NoAuth);
         }
         let version = check_and_inc_version(node.stat().version, req.version)?;
+        let (at, old_len) = (node.at(), node.data_len());
+        let data = to_data(&req.data);
         let changed = self
             .tree
-            .set_data(&req.path, to_data(&req.data), version, zxid, cmd.time_ms)
+            .set_data_at(at, old_len, &req.path, data, version, zxid, cmd.time_ms)
             .ok_or(ErrorCode::NoNode)?;
         triggers.push(Trigger {
             path: Arc::from(req.path.as_str()),

@@ -765,22 +765,37 @@ impl DataTree {
         zxid: i64,
         time_ms: i64,
     ) -> Option<Changed> {
-        let id = self.lookup(path)?;
-        let old_len = self.node(id)?.data_len();
+        let node = self.get(path)?;
+        let (at, old_len) = (node.at(), node.data_len());
+        self.set_data_at(at, old_len, path, data, version, zxid, time_ms)
+    }
+
+    /// [`DataTree::set_data`] of the node at `path`, found at `at` holding `old_len` bytes (a `NodeRef`
+    /// taken since the tree last changed): the path is not looked up, nor the record read, again.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn set_data_at(
+        &mut self,
+        at: NodeAt,
+        old_len: usize,
+        path: &str,
+        data: Option<Arc<[u8]>>,
+        version: i32,
+        zxid: i64,
+        time_ms: i64,
+    ) -> Option<Changed> {
         let new_len = data.as_ref().map_or(0, |d| d.len());
-        self.store.update(id, Some(data), |_, _, stat| {
+        let mut after = None;
+        let updated = self.store.update(at.0, Some(data), |links, acl, stat| {
             stat.mtime = time_ms;
             stat.mzxid = zxid;
             stat.version = version;
+            after = Some((client_stat(stat, links.children as usize, new_len), *acl));
         });
-        let node = self.node(id)?;
-        let changed = Changed {
-            stat: node.client_stat(),
-            acl: node.acl.clone(),
-        };
+        let (stat, acl_id) = after.filter(|_| updated)?;
+        let acl = self.acls.get(acl_id)?.clone();
         self.approximate_data_size += node_size("", new_len) - node_size("", old_len);
         quota::data_set(self, path, old_len, new_len);
-        Some(changed)
+        Some(Changed { stat, acl })
     }
 
     /// Replaces a node's data and nothing else (ZooKeeper's quota code assigns `node.data` directly:

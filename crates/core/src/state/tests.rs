@@ -1075,6 +1075,11 @@ fn set_data_check_order_and_effects() {
     assert_eq!(h.err(s, set_data("/ro", b"", 5)), NO_AUTH);
     let c = h.ok(s, create("/a", 0)).zxid;
     let ctime = h.stat("/a").ctime;
+    // Children made and one taken away: the reply's numChildren, cversion and pzxid are the node's own.
+    for child in ["/a/x", "/a/y", "/a/z"] {
+        h.ok(s, create(child, 0));
+    }
+    let p = h.ok(s, delete("/a/y", -1)).zxid;
     assert_eq!(h.err(s, set_data("/a", b"x", 1)), BAD_VERSION);
     let a = h.ok(s, set_data("/a", b"xyz", 0));
     let st = h.stat("/a");
@@ -1085,7 +1090,8 @@ fn set_data_check_order_and_effects() {
     assert_eq!(st.mtime, h.time_ms);
     assert_eq!(st.ctime, ctime);
     assert_eq!(st.data_length, 3);
-    assert_eq!(st.pzxid, c);
+    assert_eq!((st.num_children, st.cversion), (2, 4));
+    assert_eq!(st.pzxid, p);
     assert_eq!(events(&a), [ev("/a", EventType::NodeDataChanged)]);
     h.ok(s, set_data("/a", b"", -1));
     assert_eq!(h.stat("/a").version, 2);

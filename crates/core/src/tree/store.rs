@@ -15,7 +15,7 @@
 use super::NodeStat;
 use hashbrown::HashTable;
 use oxkeeper_proto::Acl;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 /// A node's id in the store.
@@ -665,19 +665,15 @@ fn slot_hash(slot: &Slot) -> u64 {
     table_hash(slot.tag)
 }
 
-/// Hashes a path by its names. Randomly seeded, so clients cannot aim paths at one bucket.
+/// Hashes a path, its bytes at once (every path hashed is a whole path: the tables place their ids by
+/// the tags they keep, never by a hash made again from the records' names). Randomly seeded, so clients
+/// cannot aim paths at one bucket.
 #[derive(Clone, Default)]
 pub(super) struct PathHasher(foldhash::quality::RandomState);
 
 impl PathHasher {
     pub(super) fn of_path(&self, path: &str) -> u64 {
-        let mut h = self.0.build_hasher();
-        for name in path.split('/').skip(1) {
-            h.write(name.as_bytes());
-            // Never in UTF-8: names "ab" + "c" and "a" + "bc" hash apart.
-            h.write_u8(0xff);
-        }
-        h.finish()
+        self.0.hash_one(path.as_bytes())
     }
 }
 
