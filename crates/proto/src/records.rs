@@ -115,6 +115,9 @@ pub struct ReplyHeader {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateRequest {
     pub path: String,
+    /// Serialized as bytes (one copy), not as a sequence of u8 (one call a byte): postcard encodes both
+    /// alike, so logs and snapshots read the same either way.
+    #[serde(with = "serde_bytes")]
     pub data: Option<Vec<u8>>,
     pub acl: Vec<Acl>,
     pub flags: i32,
@@ -137,6 +140,9 @@ pub struct PathWatch {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetDataRequest {
     pub path: String,
+    /// Serialized as bytes (one copy), not as a sequence of u8 (one call a byte): postcard encodes both
+    /// alike, so logs and snapshots read the same either way.
+    #[serde(with = "serde_bytes")]
     pub data: Option<Vec<u8>>,
     pub version: i32,
 }

@@ -44,9 +44,24 @@ use tokio::sync::{mpsc, oneshot};
 
 /// An opaque replicated payload: one batch of commands, encoded by the executor. Shared, not copied: the
 /// log's memory, openraft and the apply hold the same bytes, and the executor knows its own proposals
-/// again at apply by their address (`executor::Proposed`). Encoded as a byte sequence, as a `Vec<u8>`.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// again at apply by their address (`executor::Proposed`). Serialized as bytes (one copy, where serde's
+/// `Arc<[u8]>` is a sequence serialized a byte at a time): postcard encodes both as a `Vec<u8>`, a length
+/// then the bytes, so logs written either way read the same.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Payload(pub Arc<[u8]>);
+
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bytes = serde_bytes::ByteBuf::deserialize(deserializer)?;
+        Ok(Payload(bytes.into_vec().into()))
+    }
+}
 
 impl fmt::Debug for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1457,6 +1472,31 @@ mod tests {
         let mut payload = format!("payload {index} ").into_bytes();
         payload.resize(payload_bytes.max(payload.len()), b'.');
         Entry::new_normal(log_id(index), Payload(payload.into()))
+    }
+
+    /// A payload is encoded as the `Vec<u8>` it was before it was serialized as bytes (logs written by
+    /// either build read the same), inside a log entry too, and reads back whole.
+    #[test]
+    fn a_payload_encodes_as_a_vec_of_bytes_did() {
+        for len in [0usize, 1, 127, 128, 300, 70_000] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let payload = Payload(bytes.clone().into());
+            let encoded = postcard::to_allocvec(&payload).unwrap();
+            assert_eq!(
+                encoded,
+                postcard::to_allocvec(&bytes).unwrap(),
+                "{len} bytes"
+            );
+            assert_eq!(postcard::from_bytes::<Payload>(&encoded).unwrap(), payload);
+            let entry = Entry::new_normal(log_id(5), payload);
+            let in_entry = postcard::to_allocvec(&entry).unwrap();
+            assert!(
+                in_entry.ends_with(&encoded),
+                "the entry ends with the payload's encoding"
+            );
+            let back: Entry = postcard::from_bytes(&in_entry).unwrap();
+            assert_eq!(back, entry);
+        }
     }
 
     /// Appends and waits until the entries are durable.
