@@ -1432,11 +1432,12 @@ impl Executor {
             Some(&(xid, started, op)) if xid == o.xid => {
                 c.queues().inflight.pop_front();
                 c.release_queues();
+                let took = started.elapsed();
                 c.out
                     .info()
                     .figures()
-                    .completed(op, xid, applied.zxid, started.elapsed());
-                self.shared.stats.latency(started.elapsed());
+                    .completed(op, xid, applied.zxid, took);
+                self.shared.stats.latency(took);
                 self.shared.requests_finished(1);
             }
             _ => {
@@ -1552,16 +1553,14 @@ impl Executor {
                 (xid, zxid, err, resp)
             }
         };
+        let took = started.elapsed();
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.out
-                .info()
-                .figures()
-                .completed(op, xid, zxid, started.elapsed());
+            c.out.info().figures().completed(op, xid, zxid, took);
         }
         // ZooKeeper's FinalRequestProcessor counts the latency of every request it answers; auth, SASL and
         // whoAmI are answered before it.
         if !matches!(req, Request::Auth(_) | Request::Sasl(_) | Request::WhoAmI) {
-            self.shared.stats.latency(started.elapsed());
+            self.shared.stats.latency(took);
         }
         self.reply(conn, reply_xid, reply_zxid, err, &resp);
     }
