@@ -27,6 +27,8 @@ pub(super) const ROOT: Id = 0;
 
 const CHUNK_BITS: u32 = 8;
 const CHUNK_NODES: usize = 1 << CHUNK_BITS;
+/// Records a chunk holds before its arena is sized for the rest by their average (`Chunk::append`).
+const FILL_ESTIMATE_AFTER: usize = 4;
 /// Ids run below this; a free slot holds the next free id under `FREE_BIT`, and this ends the list.
 const ID_LIMIT: u32 = 0x7FFF_FFFF;
 const FREE_BIT: u32 = 0x8000_0000;
@@ -359,13 +361,27 @@ impl Chunk {
     fn append(&mut self, slot: usize, rec: &[u8]) {
         // Grow by an eighth, not by doubling: a full arena then wastes ~6%, not ~25%.
         if self.bytes.capacity() - self.bytes.len() < rec.len() {
-            self.bytes
-                .reserve_exact(rec.len().max(self.bytes.len() / 8).max(256));
+            let mut more = rec.len().max(self.bytes.len() / 8).max(256);
+            let used = self.at.len();
+            if slot == used && used >= FILL_ESTIMATE_AFTER {
+                // A chunk being filled (new nodes take its slots in order): room for the slots still
+                // free at the size of those so far, so that it is not copied a few dozen times on its way
+                // to full (each growth by an eighth copies all of it; ~1 KiB of copying per create).
+                more = more.max(self.bytes.len() / used * (CHUNK_NODES - used));
+            }
+            self.bytes.reserve_exact(more);
         }
         let at = self.bytes.len() as u32;
         self.bytes.extend_from_slice(rec);
         if slot == self.at.len() {
             self.at.push(at);
+            if self.at.len() == CHUNK_NODES
+                && self.bytes.capacity() - self.bytes.len() > self.bytes.len() / 8
+            {
+                // Full, and the estimate was generous (later records were shorter): give the rest back.
+                self.bytes
+                    .shrink_to(self.bytes.len() + self.bytes.len() / 16);
+            }
         } else {
             self.at[slot] = at;
         }
@@ -910,6 +926,44 @@ mod tests {
         assert_eq!(store.get(7).unwrap().stat.version, 200);
         assert_eq!(store.get(8).unwrap().name, "n8");
         assert_eq!(store.len(), 299);
+    }
+
+    #[test]
+    fn a_chunk_filled_in_order_grows_a_few_times_and_ends_with_little_room_to_spare() {
+        for data_len in [0usize, 40, INLINE_DATA_MAX] {
+            let mut store = Store::new();
+            let mut capacities = vec![];
+            for i in 0..CHUNK_NODES {
+                let data = (data_len > 0).then(|| Arc::from(vec![7u8; data_len]));
+                let name = format!("n{i:05}");
+                store
+                    .insert(&Links::leaf(0, NONE), &name, 0, &stat(1), data)
+                    .unwrap();
+                let capacity = store.chunks[0].bytes.capacity();
+                if capacities.last() != Some(&capacity) {
+                    capacities.push(capacity);
+                }
+            }
+            let chunk = &store.chunks[0];
+            // Growth by an eighth alone took 20-40 steps to here.
+            assert!(capacities.len() <= 5, "{data_len} B: {capacities:?}");
+            assert!(
+                chunk.bytes.capacity() - chunk.bytes.len() <= chunk.bytes.len() / 8,
+                "{data_len} B: {} of {} bytes spare",
+                chunk.bytes.capacity() - chunk.bytes.len(),
+                chunk.bytes.capacity()
+            );
+        }
+        // Records that shrink after the estimate: the full chunk gives the rest back.
+        let mut store = Store::new();
+        for i in 0..CHUNK_NODES {
+            let data = (i < 32).then(|| Arc::from(vec![7u8; INLINE_DATA_MAX]));
+            store
+                .insert(&Links::leaf(0, NONE), "n", 0, &stat(1), data)
+                .unwrap();
+        }
+        let chunk = &store.chunks[0];
+        assert!(chunk.bytes.capacity() - chunk.bytes.len() <= chunk.bytes.len() / 8);
     }
 
     #[test]
