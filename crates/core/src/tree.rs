@@ -103,6 +103,14 @@ impl std::fmt::Debug for NodeRef<'_> {
     }
 }
 
+/// A node `DataTree::link` added: its id, its stat and data length as stored, and its parent's ACL.
+struct Linked {
+    id: Id,
+    parent_acl: u32,
+    stat: NodeStat,
+    data_len: usize,
+}
+
 /// A node's place in the store, taken from a `NodeRef` so that a change can name the node without looking
 /// its path up again. Valid until the tree next changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -402,6 +410,7 @@ impl DataTree {
     /// `acl` is an interned list with one user counted for this node (released if the node is not
     /// added). `parent`, if given, must be the id of the node at `parent_of(path)` (a loader that knows
     /// it saves the lookup). Returns the new node's id and its parent's.
+    /// Adds the node at `path` under its parent (see `link_interned`).
     fn link(
         &mut self,
         path: &str,
@@ -410,7 +419,7 @@ impl DataTree {
         stat: NodeStat,
         parent_change: Option<&dyn Fn(&mut NodeStat)>,
         parent: Option<Id>,
-    ) -> Result<(Id, Id), ErrorCode> {
+    ) -> Result<Linked, ErrorCode> {
         let linked = self.link_interned(path, data, acl, stat, parent_change, parent);
         if linked.is_err() {
             self.acls.release(acl);
@@ -426,7 +435,7 @@ impl DataTree {
         stat: NodeStat,
         parent_change: Option<&dyn Fn(&mut NodeStat)>,
         parent: Option<Id>,
-    ) -> Result<(Id, Id), ErrorCode> {
+    ) -> Result<Linked, ErrorCode> {
         let parent_path = parent_of(path).ok_or(ErrorCode::BadArguments)?;
         let hash = self.index.hash(path);
         if self
@@ -459,16 +468,23 @@ impl DataTree {
         if first != NONE {
             self.store.set_links(first, |l| l.prev = id);
         }
-        self.store.update(parent, None, |links, _, stat| {
+        let mut parent_acl = None;
+        self.store.update(parent, None, |links, acl, stat| {
             links.first_child = id;
             links.children += 1;
             if let Some(change) = parent_change {
                 change(stat);
             }
+            parent_acl = Some(*acl);
         });
         self.index.insert(hash, id);
         self.note_added(path, stat.ephemeral_owner, data_len);
-        Ok((id, parent))
+        Ok(Linked {
+            id,
+            parent_acl: parent_acl.ok_or(ErrorCode::NoNode)?,
+            stat,
+            data_len,
+        })
     }
 
     fn note_added(&mut self, path: &str, owner: i64, data_len: usize) {
@@ -688,15 +704,16 @@ impl DataTree {
         let data_len = data.as_ref().map_or(0, |d| d.len());
         let acl = self.acls.intern(acl);
         let parent = parent.map(|p| p.0);
-        let (id, parent) = self.link(path, data, acl, stat, Some(&bump), parent)?;
-        let (node, parent) = self
-            .node(id)
-            .zip(self.node(parent))
-            .ok_or(ErrorCode::NoNode)?;
+        let linked = self.link(path, data, acl, stat, Some(&bump), parent)?;
+        // What the new node holds is known: no need to read its record (or its parent's) back.
         let created = Created {
-            stat: node.client_stat(),
-            acl: node.acl.clone(),
-            parent_acl: parent.acl.clone(),
+            stat: client_stat(&linked.stat, 0, linked.data_len),
+            acl: self.acls.get(acl).ok_or(ErrorCode::NoNode)?.clone(),
+            parent_acl: self
+                .acls
+                .get(linked.parent_acl)
+                .ok_or(ErrorCode::NoNode)?
+                .clone(),
         };
         quota::node_created(self, path, data_len);
         Ok(created)
@@ -1038,7 +1055,7 @@ impl Loader {
             // No parent on the chain (not a depth-first order): `link` looks it up, and the chain starts
             // again from this node.
             match tree.link(path, data, acl, stat, None, parent) {
-                Ok((id, _)) => id,
+                Ok(linked) => linked.id,
                 Err(ErrorCode::NodeExists) => {
                     return Err(TreeLoadError::Duplicate(path.to_owned()))
                 }
