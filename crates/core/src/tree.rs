@@ -409,8 +409,7 @@ impl DataTree {
     /// Adds a node under its existing parent; `parent_change` (if given) is applied to the parent's stat.
     /// `acl` is an interned list with one user counted for this node (released if the node is not
     /// added). `parent`, if given, must be the id of the node at `parent_of(path)` (a loader that knows
-    /// it saves the lookup). Returns the new node's id and its parent's.
-    /// Adds the node at `path` under its parent (see `link_interned`).
+    /// it saves the lookup). Returns what it added (`Linked`).
     fn link(
         &mut self,
         path: &str,

@@ -29,6 +29,9 @@ const CHUNK_BITS: u32 = 8;
 const CHUNK_NODES: usize = 1 << CHUNK_BITS;
 /// Records a chunk holds before its arena is sized for the rest by their average (`Chunk::append`).
 const FILL_ESTIMATE_AFTER: usize = 4;
+/// The most that estimate reserves at once: a chunk of small nodes is ~20-40 KiB full; a few records with
+/// names of hundreds of KiB must not have it reserve hundreds of MiB for the rest.
+const FILL_ESTIMATE_MAX: usize = 256 << 10;
 /// Ids run below this; a free slot holds the next free id under `FREE_BIT`, and this ends the list.
 const ID_LIMIT: u32 = 0x7FFF_FFFF;
 const FREE_BIT: u32 = 0x8000_0000;
@@ -367,7 +370,8 @@ impl Chunk {
                 // A chunk being filled (new nodes take its slots in order): room for the slots still
                 // free at the size of those so far, so that it is not copied a few dozen times on its way
                 // to full (each growth by an eighth copies all of it; ~1 KiB of copying per create).
-                more = more.max(self.bytes.len() / used * (CHUNK_NODES - used));
+                let rest = self.bytes.len() / used * (CHUNK_NODES - used);
+                more = more.max(rest.min(FILL_ESTIMATE_MAX));
             }
             self.bytes.reserve_exact(more);
         }
@@ -964,6 +968,21 @@ mod tests {
         }
         let chunk = &store.chunks[0];
         assert!(chunk.bytes.capacity() - chunk.bytes.len() <= chunk.bytes.len() / 8);
+        // Records with long names first: the estimate is capped, not their average times the slots left.
+        let mut store = Store::new();
+        let long = "n".repeat(200 << 10);
+        for _ in 0..FILL_ESTIMATE_AFTER + 1 {
+            store
+                .insert(&Links::leaf(0, NONE), &long, 0, &stat(1), None)
+                .unwrap();
+        }
+        let chunk = &store.chunks[0];
+        assert!(
+            chunk.bytes.capacity() <= chunk.bytes.len() + FILL_ESTIMATE_MAX,
+            "{} reserved for {} used",
+            chunk.bytes.capacity(),
+            chunk.bytes.len()
+        );
     }
 
     #[test]
