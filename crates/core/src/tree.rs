@@ -103,10 +103,11 @@ impl std::fmt::Debug for NodeRef<'_> {
     }
 }
 
-/// A node `DataTree::link` added: its id, its stat and data length as stored, and its parent's ACL.
+/// A node `DataTree::link` added: its id, its stat and data length as stored, and its parent's ACL (read in
+/// the parent's update; `None` only if that record was gone, which `link` checked just before).
 struct Linked {
     id: Id,
-    parent_acl: u32,
+    parent_acl: Option<u32>,
     stat: NodeStat,
     data_len: usize,
 }
@@ -478,9 +479,10 @@ impl DataTree {
         });
         self.index.insert(hash, id);
         self.note_added(path, stat.ephemeral_owner, data_len);
+        // Nothing fails past the insert: `link` releases the ACL of a node it did not add.
         Ok(Linked {
             id,
-            parent_acl: parent_acl.ok_or(ErrorCode::NoNode)?,
+            parent_acl,
             stat,
             data_len,
         })
@@ -708,9 +710,9 @@ impl DataTree {
         let created = Created {
             stat: client_stat(&linked.stat, 0, linked.data_len),
             acl: self.acls.get(acl).ok_or(ErrorCode::NoNode)?.clone(),
-            parent_acl: self
-                .acls
-                .get(linked.parent_acl)
+            parent_acl: linked
+                .parent_acl
+                .and_then(|a| self.acls.get(a))
                 .ok_or(ErrorCode::NoNode)?
                 .clone(),
         };
