@@ -103,11 +103,9 @@ impl std::fmt::Debug for NodeRef<'_> {
     }
 }
 
-/// A node `DataTree::link` added: its id, its stat and data length as stored, and its parent's ACL (read in
-/// the parent's update; `None` only if that record was gone, which `link` checked just before).
+/// A node `DataTree::link` added: its id, its stat and data length as stored.
 struct Linked {
     id: Id,
-    parent_acl: Option<u32>,
     stat: NodeStat,
     data_len: usize,
 }
@@ -468,24 +466,26 @@ impl DataTree {
         if first != NONE {
             self.store.set_links(first, |l| l.prev = id);
         }
-        let mut parent_acl = None;
-        self.store.update(parent, None, |links, acl, stat| {
+        let parent_updated = self.store.update(parent, None, |links, _, stat| {
             links.first_child = id;
             links.children += 1;
             if let Some(change) = parent_change {
                 change(stat);
             }
-            parent_acl = Some(*acl);
         });
+        if !parent_updated {
+            // The parent's record was read just above, so this cannot happen in a working store; if it
+            // does, the node is taken out again rather than left in a tree whose reply says NoNode.
+            if first != NONE {
+                self.store.set_links(first, |l| l.prev = NONE);
+            }
+            self.store.remove(id);
+            return Err(ErrorCode::NoNode);
+        }
         self.index.insert(hash, id);
         self.note_added(path, stat.ephemeral_owner, data_len);
-        // Nothing fails past the insert: `link` releases the ACL of a node it did not add.
-        Ok(Linked {
-            id,
-            parent_acl,
-            stat,
-            data_len,
-        })
+        // Nothing fails past the parent's update: `link` releases the ACL of a node it did not add.
+        Ok(Linked { id, stat, data_len })
     }
 
     fn note_added(&mut self, path: &str, owner: i64, data_len: usize) {
@@ -703,18 +703,28 @@ impl DataTree {
             s.pzxid = zxid;
         };
         let data_len = data.as_ref().map_or(0, |d| d.len());
-        let acl = self.acls.intern(acl);
-        let parent = parent.map(|p| p.0);
-        let linked = self.link(path, data, acl, stat, Some(&bump), parent)?;
-        // What the new node holds is known: no need to read its record (or its parent's) back.
+        let parent = match parent {
+            Some(p) => p.0,
+            None => {
+                let parent_path = parent_of(path).ok_or(ErrorCode::BadArguments)?;
+                self.lookup(parent_path).ok_or(ErrorCode::NoNode)?
+            }
+        };
+        // Everything the reply needs is read before the tree changes, so nothing can fail once the node
+        // is in (a node that exists has a parent, so NodeExists still comes before this NoNode).
+        let parent_acl = self
+            .store
+            .get(parent)
+            .and_then(|rec| self.acls.get(rec.acl))
+            .ok_or(ErrorCode::NoNode)?
+            .clone();
+        let interned = self.acls.intern(acl.clone());
+        let linked = self.link(path, data, interned, stat, Some(&bump), Some(parent))?;
+        // What the new node holds is known: no need to read its record back.
         let created = Created {
             stat: client_stat(&linked.stat, 0, linked.data_len),
-            acl: self.acls.get(acl).ok_or(ErrorCode::NoNode)?.clone(),
-            parent_acl: linked
-                .parent_acl
-                .and_then(|a| self.acls.get(a))
-                .ok_or(ErrorCode::NoNode)?
-                .clone(),
+            acl,
+            parent_acl,
         };
         quota::node_created(self, path, data_len);
         Ok(created)
@@ -1290,6 +1300,23 @@ mod tests {
         assert_eq!(t.descendant_count("/"), 3);
         assert_eq!(t.descendant_count("/zookeeper"), 2);
         t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn create_under_a_damaged_parent_fails_without_adding_the_node() {
+        let mut t = DataTree::new();
+        t.create("/p", None, open(), 0, 1, 1).unwrap();
+        let at = t.get("/p").unwrap().at();
+        let (len, nodes) = (t.len(), t.node_count());
+        let users: Vec<(u32, u64)> = t.acls.users().collect();
+        t.store.damage_name(at.0);
+        let result = t.create_under("/p/c", None, open(), 0, 2, 2, Some(at));
+        assert_eq!(result.err(), Some(ErrorCode::NoNode));
+        // The node is not in the store, the index or the parent's links, and no ACL user was kept for it.
+        assert_eq!((t.len(), t.node_count()), (len, nodes));
+        assert!(t.get("/p/c").is_none());
+        assert_eq!(t.store.links(at.0).unwrap().children, 0);
+        assert_eq!(t.acls.users().collect::<Vec<_>>(), users);
     }
 
     #[test]

@@ -498,6 +498,16 @@ impl Store {
         self.name_bytes_and_links(id).map(|(_, links)| links)
     }
 
+    /// Makes the first byte of a node's name invalid UTF-8: its links still read, its whole record no
+    /// longer decodes (a damaged record, for tests of what the tree does then).
+    #[cfg(test)]
+    pub(super) fn damage_name(&mut self, id: Id) {
+        let (chunk, slot) = self.chunk_mut(id).expect("a live id");
+        let at = chunk.offset(slot).expect("a live slot");
+        // A name shorter than 128 bytes has a one-byte length after the fixed part.
+        chunk.bytes[at + FIXED_LEN + 1] = 0xFF;
+    }
+
     /// The data of `id` as a shared allocation, if it is stored as one.
     #[cfg(test)]
     fn shared_data(&self, id: Id) -> Option<&Arc<[u8]>> {
