@@ -1320,6 +1320,27 @@ mod tests {
     }
 
     #[test]
+    fn link_under_a_parent_whose_update_fails_takes_the_node_out_again() {
+        // The loaders' way in (no read of the parent's whole record first): the insert happens, the
+        // parent's update fails, and the node and its sibling link are undone.
+        let mut t = DataTree::new();
+        t.create("/p", None, open(), 0, 1, 1).unwrap();
+        t.create("/p/a", None, open(), 0, 2, 2).unwrap();
+        let parent = t.get("/p").unwrap().at().0;
+        let sibling = t.get("/p/a").unwrap().at().0;
+        let (len, nodes) = (t.len(), t.node_count());
+        t.store.damage_name(parent);
+        let acl = t.acls.intern(open());
+        let stat = NodeStat::created(3, 3, 0);
+        let linked = t.link("/p/b", None, acl, stat, None, Some(parent));
+        assert_eq!(linked.err(), Some(ErrorCode::NoNode));
+        assert_eq!((t.len(), t.node_count()), (len, nodes));
+        assert!(t.get("/p/b").is_none());
+        assert_eq!(t.store.links(sibling).unwrap().prev, NONE);
+        assert_eq!(t.store.links(parent).unwrap().first_child, sibling);
+    }
+
+    #[test]
     fn create_bumps_parent_cversion_and_pzxid() {
         let mut t = DataTree::new();
         let created = t.create("/a", None, open(), 0, 5, 100).unwrap();
