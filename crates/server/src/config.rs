@@ -55,6 +55,9 @@ pub struct Config {
     /// cache (O_DIRECT) where the file system allows it, so that each fdatasync only flushes the device's
     /// cache (`oxkeeper_storage::WalOptions::direct_writes`).
     pub log_direct_writes: bool,
+    /// `logPrepareSegments` (oxkeeper's own, default yes): the log's next segment is made ready, zeroed
+    /// through, on a thread of its own (`oxkeeper_storage::WalOptions::prepare_segments`).
+    pub log_prepare_segments: bool,
     /// Outbound messages queued per connection before that connection is closed as too slow.
     pub outbound_queue_max: usize,
     pub container_check_interval_ms: u64,
@@ -91,6 +94,7 @@ impl Default for Config {
             force_sync: true,
             lazy_sync_ms: 1000,
             log_direct_writes: true,
+            log_prepare_segments: true,
             outbound_queue_max: 100_000,
             container_check_interval_ms: 60_000,
             container_max_per_minute: 10_000,
@@ -243,6 +247,7 @@ impl Config {
                 "nio.sessionlessCnxnTimeout" => cfg.sessionless_cnxn_timeout_ms = num()?,
                 "forceSync" => cfg.force_sync = flag()?,
                 "logDirectWrites" => cfg.log_direct_writes = flag()?,
+                "logPrepareSegments" => cfg.log_prepare_segments = flag()?,
                 "znode.container.checkIntervalMs" => {
                     cfg.container_check_interval_ms = num()?.max(1)
                 }
@@ -338,6 +343,13 @@ mod tests {
         assert!(!off.log_direct_writes);
         let on = Config::parse(Path::new("zoo.cfg"), "logDirectWrites=true\n").expect("valid");
         assert!(on.log_direct_writes && on.unknown_keys.is_empty());
+    }
+
+    #[test]
+    fn the_next_segment_is_prepared_ahead_unless_told_not_to() {
+        assert!(Config::default().log_prepare_segments);
+        let off = Config::parse(Path::new("zoo.cfg"), "logPrepareSegments=no\n").expect("valid");
+        assert!(!off.log_prepare_segments && off.unknown_keys.is_empty());
     }
 
     #[test]

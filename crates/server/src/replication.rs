@@ -1155,6 +1155,8 @@ pub struct LogOptions {
     pub lazy_sync_after: Duration,
     /// `logDirectWrites`: segments written around the page cache (`WalOptions::direct_writes`).
     pub direct_writes: bool,
+    /// `logPrepareSegments`: the next segment made ready ahead (`WalOptions::prepare_segments`).
+    pub prepare_segments: bool,
 }
 
 /// The newest snapshot in `dir` that reads back whole, with its metadata and the index of the last entry
@@ -1224,6 +1226,7 @@ impl Replicator {
             force_sync: true,
             lazy_sync_after: WalOptions::default().lazy_sync_after,
             direct_writes: WalOptions::default().direct_writes,
+            prepare_segments: WalOptions::default().prepare_segments,
         };
         Self::start_standalone_on(RealDisk, &opts, member_id).await
     }
@@ -1248,6 +1251,7 @@ impl Replicator {
                 sync_each_batch: opts.force_sync,
                 lazy_sync_after: opts.lazy_sync_after,
                 direct_writes: opts.direct_writes,
+                prepare_segments: opts.prepare_segments,
                 ..WalOptions::default()
             },
         )?;

@@ -133,6 +133,7 @@ pub async fn start_on<D: Disk>(
         force_sync: config.force_sync,
         lazy_sync_after: Duration::from_millis(config.lazy_sync_ms),
         direct_writes: config.log_direct_writes,
+        prepare_segments: config.log_prepare_segments,
     };
     // openraft's tasks are spawned where `Raft::new` runs: on the apply thread, with the executor below.
     // The backlog writers it starts go to this runtime's workers (`home::spawn_on_workers`).

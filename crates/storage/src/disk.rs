@@ -41,6 +41,12 @@ pub trait DiskFile: Send + 'static {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Writes all of `buf` at `offset`, extending the file with zeros if needed.
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()>;
+    /// `write_at` of `len` zeros, in as few calls as the implementation can: the log zeroing ahead, and
+    /// a spare segment zeroed through. `RealFile` writes whole blocks of a log's file around the page
+    /// cache straight from one shared buffer of zeros (no copy, and no memory of the file's own).
+    fn write_zeros(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        write_zeros_in_pieces(self, offset, len)
+    }
     fn len(&self) -> io::Result<u64>;
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
@@ -157,6 +163,35 @@ impl DirectWrites {
         Ok(true)
     }
 
+    /// Writes `len` zeros at `offset`, whole blocks within the file, straight from `zero_buffer`.
+    /// `Ok(false)`: not whole blocks within the file (the caller writes them some other way).
+    fn write_zeros(&mut self, offset: u64, len: u64) -> io::Result<bool> {
+        let end = offset.checked_add(len).ok_or_else(too_large)?;
+        if offset % BLOCK != 0 || len % BLOCK != 0 || end > self.len {
+            return Ok(false);
+        }
+        let zeros = zero_buffer();
+        let mut at = offset;
+        while at < end {
+            let n = usize::try_from(end - at).map_or(zeros.len(), |n| n.min(zeros.len()));
+            match self.file.write_at(&zeros[..n], at) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) if n % DIRECT_BLOCK != 0 => {
+                    return Err(io::Error::other("a direct write stopped inside a block"))
+                }
+                Ok(n) => at += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some((kept, bytes)) = &mut self.tail {
+            if *kept >= offset && *kept < end {
+                bytes.fill(0);
+            }
+        }
+        Ok(true)
+    }
+
     /// After a write through the page cache: `tail` takes what it wrote, and the file's new length.
     fn written(&mut self, offset: u64, buf: &[u8]) {
         let end = offset + buf.len() as u64;
@@ -170,6 +205,34 @@ impl DirectWrites {
             }
         }
     }
+}
+
+/// `DiskFile::write_zeros` as `write_at`s of a static block of zeros.
+fn write_zeros_in_pieces<F: DiskFile + ?Sized>(
+    file: &mut F,
+    offset: u64,
+    len: u64,
+) -> io::Result<()> {
+    static ZEROS: [u8; 512 << 10] = [0; 512 << 10];
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(ZEROS.len() as u64) as usize;
+        file.write_at(offset + at, &ZEROS[..n])?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Bytes of the shared buffer of zeros that direct writes of zeros come from (`DirectWrites::write_zeros`).
+const ZERO_BUFFER_BYTES: usize = 4 << 20;
+
+/// The shared buffer of zeros, aligned for direct writes. Allocated zeroed and never written, so its pages
+/// are the kernel's zero page and count in no process's memory.
+fn zero_buffer() -> &'static [u8] {
+    static BUFFER: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let buffer = BUFFER.get_or_init(|| vec![0; ZERO_BUFFER_BYTES + DIRECT_BLOCK]);
+    let skip = buffer.as_ptr().align_offset(DIRECT_BLOCK);
+    &buffer[skip..skip + ZERO_BUFFER_BYTES]
 }
 
 /// `len` bytes of `scratch` (grown as needed) starting at a multiple of `DIRECT_BLOCK` in memory.
@@ -283,6 +346,22 @@ impl DiskFile for RealFile {
             direct.written(offset, buf);
         }
         Ok(())
+    }
+
+    fn write_zeros(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        if let Some(direct) = &mut self.direct {
+            match direct.write_zeros(offset, len) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                // As in `write_at`: written through the page cache from now on.
+                Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::warn!(%error, "a direct write refused: the log is written through the page cache");
+                    self.direct = None;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        write_zeros_in_pieces(self, offset, len)
     }
 
     fn len(&self) -> io::Result<u64> {
@@ -415,7 +494,8 @@ mod tests {
     }
 
     /// Appends of every size, at every offset within a block, across reopenings (the block before the
-    /// first write then read back), zeros written ahead over the block the log ends in (kept, then
+    /// first write then read back), zeros written ahead (as bytes or by `write_zeros`) over the block the
+    /// log ends in (kept, then
     /// written again by the next append), stretches written again further back, and one write past the
     /// file's end: the file holds what was written, with zeros in the rest of each write's last block
     /// (`Disk::open_log`'s contract), and grows only by a write past its end, by exactly that much.
@@ -448,7 +528,12 @@ mod tests {
                         at.next_multiple_of(DIRECT_BLOCK)
                     };
                     let to = (from + rng.gen_range(1..20_000)).next_multiple_of(DIRECT_BLOCK);
-                    file.write_at(from as u64, &vec![0; to - from]).unwrap();
+                    // As bytes, or from the shared buffer of zeros (whole blocks: straight from it).
+                    if rng.gen() {
+                        file.write_at(from as u64, &vec![0; to - from]).unwrap();
+                    } else {
+                        file.write_zeros(from as u64, (to - from) as u64).unwrap();
+                    }
                     model[from..to].fill(0);
                 }
                 // Written again, earlier in the file (a log does not, but the blocks kept must follow).

@@ -26,6 +26,7 @@ use crate::format::{self, SegmentHeader, SEGMENT_HEADER_BYTES};
 use crate::reader::{LogView, ViewedSegment};
 use crate::recovery;
 
+mod spare;
 #[cfg(test)]
 mod tests;
 
@@ -72,6 +73,11 @@ pub struct WalOptions {
     /// O_DIRECT on `RealDisk`), `true` by default: an fdatasync then only flushes the device's cache
     /// (session 38: set at 32 sessions +7%, create +5%; see `disk::DirectWrites`).
     pub direct_writes: bool,
+    /// The next segment is made ready on a thread of its own while the log fills the current one:
+    /// preallocated and overwritten with zeros through its whole length, durably, so that no batch in it
+    /// changes the file's block map (`wal::spare`). `true` by default; `false` creates every segment at
+    /// its roll (and zeroes it ahead, `zero_ahead_bytes`), on the caller's thread only.
+    pub prepare_segments: bool,
 }
 
 impl Default for WalOptions {
@@ -87,6 +93,7 @@ impl Default for WalOptions {
             zero_ahead_bytes: 256 << 10,
             unlink_purged_in_background: true,
             direct_writes: true,
+            prepare_segments: true,
         }
     }
 }
@@ -156,6 +163,10 @@ pub struct Wal<D: Disk> {
     /// The thread unlinking purged segment files (`WalOptions::unlink_purged_in_background`), started at
     /// the first purge.
     unlinker: Option<Unlinker>,
+    /// The thread preparing the next segment (`WalOptions::prepare_segments`), started at the first write
+    /// (`preparer_started`: once, whether it could start or not).
+    preparer: Option<spare::Preparer<D::File>>,
+    preparer_started: bool,
 }
 
 /// Unlinks the files it is sent, in order, until its sender is dropped: each first shrunk a step at a
@@ -217,11 +228,12 @@ impl<D: Disk> Wal<D> {
                 last.file = None;
             }
         }
-        // Purged segment files a crash left before their unlink: no longer part of the log.
+        // Purged segment files a crash left before their unlink: no longer part of the log. And a spare
+        // segment (`wal::spare`): never part of it, and maybe not zeroed to its end.
         for path in disk.list(dir).map_err(WalError::at("listing", dir))? {
-            if is_purged(&path) {
+            if is_purged(&path) || spare::is_spare(&path) {
                 if let Err(error) = disk.remove(&path) {
-                    tracing::warn!(file = %path.display(), %error, "cannot remove a purged log segment");
+                    tracing::warn!(file = %path.display(), %error, "cannot remove a purged log segment or a spare");
                 }
             }
         }
@@ -235,6 +247,8 @@ impl<D: Disk> Wal<D> {
             stopped: None,
             buf: Vec::new(),
             unlinker: None,
+            preparer: None,
+            preparer_started: false,
         };
         Ok((wal, recovered))
     }
@@ -275,9 +289,24 @@ impl<D: Disk> Wal<D> {
     fn write_entries(&mut self, first_index: u64, last_index: u64) -> Result<(), WalError> {
         let len = self.buf.len() as u64;
         let sync = self.opts.sync_each_batch;
+        if self.opts.prepare_segments && !self.preparer_started {
+            self.preparer_started = true;
+            self.preparer = spare::Preparer::start(
+                self.disk.clone(),
+                &self.dir,
+                self.opts.segment_bytes,
+                self.opts.direct_writes,
+            );
+        }
         let roll = match self.segments.last() {
             None => true,
-            Some(segment) => segment.end + len > self.opts.segment_bytes,
+            // A segment not zeroed to its end (created at its roll, or recovered) gives way to a spare as
+            // soon as one is ready: from then on no batch changes a block map.
+            Some(segment) => {
+                segment.end + len > self.opts.segment_bytes
+                    || (segment.zeroed_end < segment.len
+                        && self.preparer.as_ref().is_some_and(|p| p.is_ready()))
+            }
         };
         if roll {
             // The last segment stops being the last one: bytes a failed write left past its end would
@@ -290,7 +319,10 @@ impl<D: Disk> Wal<D> {
                     self.synced_index = Some(previous.last_index);
                 }
             }
-            let mut segment = self.create_segment(first_index, len)?;
+            let mut segment = match self.roll_into_spare(first_index, len)? {
+                Some(segment) => segment,
+                None => self.create_segment(first_index, len)?,
+            };
             let ahead = self.opts.zero_ahead_bytes;
             if let Err(error) =
                 Self::write_batch(&self.disk, &mut segment, &mut self.buf, sync, ahead)
@@ -386,6 +418,61 @@ impl<D: Disk> Wal<D> {
         })
     }
 
+    /// The new segment made of the ready spare (`wal::spare`), if there is one and the batch fits: its
+    /// header written and synced, the file renamed to the segment's name, the directory synced (so, as
+    /// with `create_segment`, the header is durable before any batch and the name before any entry).
+    fn roll_into_spare(
+        &mut self,
+        first_index: u64,
+        batch_len: u64,
+    ) -> Result<Option<Segment<D::File>>, WalError> {
+        let Some(preparer) = &self.preparer else {
+            return Ok(None);
+        };
+        if SEGMENT_HEADER_BYTES as u64 + batch_len > self.opts.segment_bytes {
+            return Ok(None);
+        }
+        let Some(spare::Spare { mut file, len }) = preparer.take() else {
+            return Ok(None);
+        };
+        let spare = spare::spare_path(&self.dir);
+        let path = self.dir.join(format::segment_file_name(first_index));
+        let salt = fresh_salt();
+        let header = SegmentHeader { first_index, salt }.encode();
+        if let Err(error) = file.write_at(0, &header) {
+            drop(file);
+            if let Err(error) = self.disk.remove(&spare) {
+                tracing::warn!(file = %spare.display(), %error, "cannot remove a spare log segment (the next start removes it)");
+            }
+            preparer.want();
+            return Err(WalError::io("writing", &spare, error));
+        }
+        file.sync_data()
+            .map_err(WalError::fatal_at("syncing", &spare))?;
+        self.disk
+            .rename(&spare, &path)
+            .map_err(WalError::fatal_at("renaming", &spare))?;
+        // The spare's name is free again (a new one cannot be this file).
+        preparer.want();
+        self.disk
+            .sync_dir(&self.dir)
+            .map_err(WalError::fatal_at("syncing directory", &self.dir))?;
+        let end = SEGMENT_HEADER_BYTES as u64;
+        Ok(Some(Segment {
+            path,
+            first_index,
+            last_index: first_index,
+            salt,
+            end,
+            dirty_end: end,
+            zeroed_end: len,
+            len,
+            file: Some(file),
+            direct_writes: self.opts.direct_writes,
+            readers: Arc::default(),
+        }))
+    }
+
     fn init_segment(
         &self,
         file: &mut D::File,
@@ -466,9 +553,6 @@ impl<D: Disk> Wal<D> {
         batch_len: u64,
         ahead: u64,
     ) -> Result<(), WalError> {
-        // One write for the usual stretch (`zero_ahead_bytes` and a batch): a direct write waits for the
-        // device, so each call is a round trip to it.
-        static ZEROS: [u8; 512 << 10] = [0; 512 << 10];
         let batch_end = segment.end + batch_len;
         if ahead == 0
             || segment.zeroed_end >= segment.len
@@ -480,14 +564,11 @@ impl<D: Disk> Wal<D> {
         let to = (batch_end + ahead)
             .next_multiple_of(PAGE_BYTES)
             .min(segment.len);
-        let mut at = start;
-        while at < to {
-            let n = (to - at).min(ZEROS.len() as u64);
-            Self::file(disk, segment)?
-                .write_at(at, &ZEROS[..to_usize(n)])
-                .map_err(WalError::at("zeroing ahead in", &segment.path))?;
-            at += n;
-        }
+        // One write for the usual stretch (`zero_ahead_bytes` and a batch): a direct write waits for the
+        // device, so each call is a round trip to it.
+        Self::file(disk, segment)?
+            .write_zeros(start, to - start)
+            .map_err(WalError::at("zeroing ahead in", &segment.path))?;
         segment.zeroed_end = to;
         Ok(())
     }

@@ -27,6 +27,9 @@ fn a_full_tmpfs_holds_acknowledgements_until_space_is_freed() {
         segment_bytes: 256 << 10,
         no_space_retry_min: Duration::from_millis(5),
         no_space_retry_max: Duration::from_millis(20),
+        // Every segment created at its roll, so that the roll's preallocation is what finds the device
+        // full (a spare made ahead holds its space already: the roll into it succeeds).
+        prepare_segments: false,
         ..WalOptions::default()
     };
     let (wal, _) = Wal::open(RealDisk, &dir, opts.clone()).unwrap();

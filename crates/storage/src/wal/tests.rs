@@ -12,12 +12,14 @@ fn dir() -> PathBuf {
     PathBuf::from("/data/wal")
 }
 
-/// Purged files unlinked on the caller's thread: every disk operation happens in the test's order (the
-/// crash countdown counts them). The unlinking thread has tests of its own.
+/// Purged files unlinked and every segment created on the caller's thread: every disk operation happens
+/// in the test's order (the crash countdown counts them). The unlinking and preparing threads have tests
+/// of their own.
 fn small(segment_bytes: u64) -> WalOptions {
     WalOptions {
         segment_bytes,
         unlink_purged_in_background: false,
+        prepare_segments: false,
         ..WalOptions::default()
     }
 }
@@ -1266,4 +1268,127 @@ fn shrinking_gently_frees_a_file_step_by_step_and_stops_in_a_hurry() {
     assert_eq!(file.len().unwrap(), 3 * SHRINK_STEP_BYTES + 10);
     shrink_gently(&disk, &path, &AtomicBool::new(false)).unwrap();
     assert_eq!(file.len().unwrap(), 0);
+}
+
+/// `small`, with the next segment prepared on a thread of its own (`wal::spare`, the default outside
+/// these tests).
+fn with_spares(opts: WalOptions) -> WalOptions {
+    WalOptions {
+        prepare_segments: true,
+        ..opts
+    }
+}
+
+/// Waits (up to a generous deadline) until the log has a spare ready to roll into.
+fn wait_for_spare(wal: &Wal<SimDisk>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !wal.preparer.as_ref().is_some_and(|p| p.is_ready()) {
+        assert!(std::time::Instant::now() < deadline, "no spare made");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_roll_into_a_prepared_segment_leaves_every_batch_on_written_pages() {
+    // No zeroing ahead: in a segment created at its roll every page a batch reaches changes the block
+    // map (`zeroing_ahead_keeps_batches_off_pages_the_segment_never_wrote`).
+    let opts = with_spares(WalOptions {
+        zero_ahead_bytes: 0,
+        ..small(256 << 10)
+    });
+    let disk = SimDisk::new();
+    let (mut wal, _) = open(&disk, &opts);
+    append_range(&mut wal, 1..=1); // the first segment, created in place; the preparer starts
+    wait_for_spare(&wal);
+    // The last segment is not zeroed to its end and a spare is ready: the next append rolls into it.
+    append_range(&mut wal, 2..=2);
+    assert_eq!(segment_names(&disk), vec![1, 2]);
+    wait_for_spare(&wal); // the next one, so that its own fdatasync is not counted below
+    assert!(file_names(&disk).contains(&spare::SPARE_NAME.to_string()));
+    let (syncs, bytes) = block_map_syncs_of(&disk, &mut wal, 2000);
+    assert!(
+        bytes > 16 * 4096,
+        "the batches must cross many pages: {bytes} B"
+    );
+    assert_eq!(
+        syncs, 0,
+        "block map syncs in a prepared segment ({bytes} B)"
+    );
+    assert_eq!(segment_names(&disk), vec![1, 2]);
+    drop(wal);
+
+    // The spare left over is removed at open and never read as a segment; the log goes on.
+    let (mut wal, recovered) = open(&disk, &opts);
+    assert_eq!(recovered.entries, expected(1..=2002));
+    assert_eq!(recovered.truncated_tail, None);
+    assert!(!file_names(&disk).contains(&spare::SPARE_NAME.to_string()));
+    append_range(&mut wal, 2003..=2003);
+    drop(wal);
+    assert_eq!(reopen(&disk, &opts).entries, expected(1..=2003));
+}
+
+#[test]
+fn a_full_segment_rolls_into_the_spare_and_a_batch_too_large_for_it_gets_a_segment_of_its_own() {
+    let opts = with_spares(small(4096));
+    let disk = SimDisk::new();
+    let (mut wal, _) = open(&disk, &opts);
+    append_range(&mut wal, 1..=1); // the preparer starts at the first write
+    let mut next = 2;
+    for _ in 0..5 {
+        wait_for_spare(&wal);
+        // Fill the last segment until the next batch rolls.
+        let segments = segment_names(&disk).len();
+        while segment_names(&disk).len() == segments {
+            append_range(&mut wal, next..=next);
+            next += 1;
+        }
+    }
+    let big = vec![7u8; 6000];
+    wal.append(&[(next, big.as_slice())]).unwrap();
+    drop(wal);
+    let recovered = reopen(&disk, &opts);
+    let mut want = expected(1..=next - 1);
+    want.push((next, big));
+    assert_eq!(recovered.entries, want);
+    assert_eq!(recovered.truncated_tail, None);
+}
+
+#[test]
+fn an_interrupted_roll_into_a_spare_loses_nothing_acknowledged() {
+    // Not zeroed ahead: the first segment is not zeroed to its end, so the next append rolls into the
+    // spare.
+    let opts = with_spares(WalOptions {
+        zero_ahead_bytes: 0,
+        ..small(4096)
+    });
+    let mut rng = StdRng::seed_from_u64(43);
+    // Crash at each step of the roll: header, sync, rename, sync_dir, batch, its sync, and after.
+    for crash_at in 0..8 {
+        for _ in 0..10 {
+            let disk = SimDisk::new();
+            let (mut wal, _) = open(&disk, &opts);
+            append_range(&mut wal, 1..=1);
+            wait_for_spare(&wal);
+            // Stop the preparer first, so that the countdown counts the roll's own steps.
+            let preparer = wal.preparer.take();
+            let spare = preparer.as_ref().and_then(|p| p.take());
+            drop(preparer);
+            wal.preparer = Some(spare::Preparer::holding(spare.expect("a spare was ready")));
+            disk.crash_after(crash_at);
+            let acknowledged = wal.append(&[(2, b"maybe".as_slice())]).is_ok();
+            drop(wal);
+            disk.power_loss(&mut rng);
+            let (mut wal, recovered) = open(&disk, &opts);
+            let last = recovered.last_index().unwrap();
+            assert!(
+                last == 2 || (last == 1 && !acknowledged),
+                "crash at {crash_at}"
+            );
+            assert_eq!(recovered.entries[0], (1, entry(1)), "crash at {crash_at}");
+            assert_eq!(segment_names(&disk), (1..=last).collect::<Vec<_>>());
+            append_range(&mut wal, last + 1..=last + 1);
+            drop(wal);
+            assert_eq!(reopen(&disk, &opts).last_index(), Some(last + 1));
+        }
+    }
 }
