@@ -433,6 +433,8 @@ impl<D: Disk> Wal<D> {
             return Ok(None);
         }
         let Some(spare::Spare { mut file, len }) = preparer.take() else {
+            // None ready: one is being made, or the last attempt failed (then this asks again).
+            preparer.want();
             return Ok(None);
         };
         let spare = spare::spare_path(&self.dir);

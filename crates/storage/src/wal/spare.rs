@@ -2,11 +2,11 @@
 //!
 //! A segment created at the roll is preallocated, which leaves unwritten extents: a batch that is the
 //! first write into a page changes the file's block map, and that batch's fdatasync must then write the
-//! block map too (on ext4 without a journal, the inode's extent tree: one more device round trip, in
-//! line). Zeroing ahead (`WalOptions::zero_ahead_bytes`) gathers that cost into one batch in every ~half
-//! chunk, but that batch still writes the chunk of zeros and the block map before its own bytes: at set
-//! at 32 sessions (bench/RESULTS.md, session 43) one batch in ~53 took over 280 us against ~90, and the
-//! requests in it and queued behind it made the p99.
+//! block map too (on ext4 a journal commit, or without a journal the inode's extent tree: one more device
+//! round trip, in line). Zeroing ahead (`WalOptions::zero_ahead_bytes`) gathers that cost into one batch
+//! in every ~half chunk, but that batch still writes the chunk of zeros and the block map before its own
+//! bytes: at set at 32 sessions (bench/RESULTS.md, session 41) one batch in ~53 took over 280 us against
+//! ~105 (p50), and the requests in it and queued behind it made the p99.
 //!
 //! Here a thread of its own makes the next segment while the log fills the current one: it preallocates
 //! a file under a name no segment has (`SPARE_NAME`, which recovery skips and `Wal::open` removes),
@@ -202,6 +202,10 @@ fn prepare<D: Disk>(
     while at < len {
         let n = (len - at).min(CHUNK as u64);
         file.write_zeros(at, n)
+            .map_err(WalError::at("zeroing the spare segment", path))?;
+        // Written through the page cache (no O_DIRECT here): sent to the device chunk by chunk as well,
+        // not all at the fdatasync below.
+        file.write_behind(at, n)
             .map_err(WalError::at("zeroing the spare segment", path))?;
         at += n;
         let state = shared.lock();

@@ -1288,6 +1288,16 @@ fn wait_for_spare(wal: &Wal<SimDisk>) {
     }
 }
 
+/// Opens the log and appends entry 1 in a segment created in place (zeroed ahead as `opts` say), and only
+/// then starts the preparer: the first spare may otherwise be ready before that first roll.
+fn first_segment_in_place(disk: &SimDisk, opts: &WalOptions) -> Wal<SimDisk> {
+    let (mut wal, _) = open(disk, opts);
+    wal.preparer_started = true;
+    append_range(&mut wal, 1..=1);
+    wal.preparer = spare::Preparer::start(disk.clone(), &dir(), opts.segment_bytes, false);
+    wal
+}
+
 #[test]
 fn a_roll_into_a_prepared_segment_leaves_every_batch_on_written_pages() {
     // No zeroing ahead: in a segment created at its roll every page a batch reaches changes the block
@@ -1297,8 +1307,7 @@ fn a_roll_into_a_prepared_segment_leaves_every_batch_on_written_pages() {
         ..small(256 << 10)
     });
     let disk = SimDisk::new();
-    let (mut wal, _) = open(&disk, &opts);
-    append_range(&mut wal, 1..=1); // the first segment, created in place; the preparer starts
+    let mut wal = first_segment_in_place(&disk, &opts);
     wait_for_spare(&wal);
     // The last segment is not zeroed to its end and a spare is ready: the next append rolls into it.
     append_range(&mut wal, 2..=2);
@@ -1366,8 +1375,7 @@ fn an_interrupted_roll_into_a_spare_loses_nothing_acknowledged() {
     for crash_at in 0..8 {
         for _ in 0..10 {
             let disk = SimDisk::new();
-            let (mut wal, _) = open(&disk, &opts);
-            append_range(&mut wal, 1..=1);
+            let mut wal = first_segment_in_place(&disk, &opts);
             wait_for_spare(&wal);
             // Stop the preparer first, so that the countdown counts the roll's own steps.
             let preparer = wal.preparer.take();
@@ -1385,10 +1393,46 @@ fn an_interrupted_roll_into_a_spare_loses_nothing_acknowledged() {
                 "crash at {crash_at}"
             );
             assert_eq!(recovered.entries[0], (1, entry(1)), "crash at {crash_at}");
-            assert_eq!(segment_names(&disk), (1..=last).collect::<Vec<_>>());
+            assert_eq!(
+                segment_names(&disk),
+                (1..=last).collect::<Vec<_>>(),
+                "crash at {crash_at}: {:?}",
+                file_names(&disk)
+            );
             append_range(&mut wal, last + 1..=last + 1);
             drop(wal);
             assert_eq!(reopen(&disk, &opts).last_index(), Some(last + 1));
         }
     }
+}
+
+#[test]
+fn a_spare_that_could_not_be_made_is_asked_for_again_at_the_next_roll() {
+    let opts = with_spares(WalOptions {
+        zero_ahead_bytes: 0,
+        ..small(4096)
+    });
+    let disk = SimDisk::new();
+    let (mut wal, _) = open(&disk, &opts);
+    // The device is full: the first segment cannot be created, nor can the spare (the thread starts at
+    // this first write and fails; it leaves no file behind).
+    disk.set_fault(Some(SimFault::NoSpace));
+    let error = wal.append(&[(1, entry(1).as_slice())]).unwrap_err();
+    assert!(error.is_no_space(), "{error}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while disk.fault_hits() < 2 || file_names(&disk).contains(&spare::SPARE_NAME.to_string()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spare's attempt never failed"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    disk.set_fault(None);
+    // Space again: the retried append creates its segment (in place, or in a spare the thread's second
+    // try made) and asks for a spare again, which is made.
+    append_range(&mut wal, 1..=1);
+    wait_for_spare(&wal);
+    append_range(&mut wal, 2..=2);
+    drop(wal);
+    assert_eq!(reopen(&disk, &opts).entries, expected(1..=2));
 }
