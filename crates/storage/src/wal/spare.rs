@@ -40,8 +40,9 @@ pub(crate) const SPARE_NAME: &str = "log.spare";
 /// p99 where many would make it. Measured (bench/RESULTS.md, session 43; set at 32 sessions per pair
 /// against creating segments at the roll): 512 KiB every 10 ms 1.022 (5 of 6), p99 x1.03; 4 MiB every
 /// 80 ms 1.050 (5 of 6), p99 x0.90, and again (from the shared buffer of zeros) 1.042 (6 of 6), p99
-/// x0.92. The first spare after `Wal::open` is made without pauses (the log is quiet then, and a fresh
-/// server's writes find it soon).
+/// x0.92. The first spare after a start is paced too: unpaced (~50 ms here, seconds on a slow disk), it
+/// made the server's first writes slow enough for the apply thread to hand them to the log's own thread
+/// (tests/apply_thread.rs found 6 of 20).
 const CHUNK: usize = 4 << 20;
 const PACE: Duration = Duration::from_millis(80);
 
@@ -78,7 +79,7 @@ impl<F> Shared<F> {
 }
 
 impl<F: DiskFile> Preparer<F> {
-    /// Starts the thread, which begins on the first spare at once (unpaced). `direct`: opened as a log's
+    /// Starts the thread, which begins on the first spare at once. `direct`: opened as a log's
     /// file (`Disk::open_log`). `None` if the thread cannot start (the log then creates every segment in
     /// place).
     pub fn start<D: Disk<File = F>>(disk: D, dir: &Path, len: u64, direct: bool) -> Option<Self> {
@@ -153,7 +154,6 @@ impl<F> Drop for Preparer<F> {
 }
 
 fn run<D: Disk>(disk: &D, path: &Path, len: u64, direct: bool, shared: &Shared<D::File>) {
-    let mut paced = false;
     loop {
         {
             let mut state = shared.lock();
@@ -169,7 +169,7 @@ fn run<D: Disk>(disk: &D, path: &Path, len: u64, direct: bool, shared: &Shared<D
             }
             state.wanted = false;
         }
-        match prepare(disk, path, len, direct, paced.then_some(PACE), shared) {
+        match prepare(disk, path, len, direct, shared) {
             Ok(Some(file)) => shared.lock().ready = Some(Spare { file, len }),
             Ok(None) => return,
             Err(error) => {
@@ -179,7 +179,6 @@ fn run<D: Disk>(disk: &D, path: &Path, len: u64, direct: bool, shared: &Shared<D
                 let _ = disk.remove(path);
             }
         }
-        paced = true;
     }
 }
 
@@ -189,7 +188,6 @@ fn prepare<D: Disk>(
     path: &Path,
     len: u64,
     direct: bool,
-    pace: Option<Duration>,
     shared: &Shared<D::File>,
 ) -> Result<Option<D::File>, WalError> {
     let mut file = super::open_segment(disk, path, true, direct)
@@ -209,15 +207,14 @@ fn prepare<D: Disk>(
             .map_err(WalError::at("zeroing the spare segment", path))?;
         at += n;
         let state = shared.lock();
-        let state = match pace {
-            Some(pause) if at < len => {
-                shared
-                    .wake
-                    .wait_timeout_while(state, pause, |s| !s.stop)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .0
-            }
-            _ => state,
+        let state = if at < len {
+            shared
+                .wake
+                .wait_timeout_while(state, PACE, |s| !s.stop)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0
+        } else {
+            state
         };
         if state.stop {
             return Ok(None);
