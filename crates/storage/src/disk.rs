@@ -319,6 +319,30 @@ impl Disk for RealDisk {
     }
 }
 
+impl RealFile {
+    /// Runs `write` around the page cache if this file is written that way: whether it wrote (`false`: the
+    /// caller writes through the page cache).
+    fn try_direct(
+        &mut self,
+        write: impl FnOnce(&mut DirectWrites, &fs::File) -> io::Result<bool>,
+    ) -> io::Result<bool> {
+        let Some(direct) = &mut self.direct else {
+            return Ok(false);
+        };
+        match write(direct, &self.file) {
+            Ok(wrote) => Ok(wrote),
+            // The file system takes O_DIRECT but not these blocks (a device with larger ones): this file is
+            // written through the page cache from now on.
+            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::warn!(%error, "a direct write refused: the log is written through the page cache");
+                self.direct = None;
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
 impl DiskFile for RealFile {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.file.read_exact_at(buf, offset)
@@ -328,18 +352,8 @@ impl DiskFile for RealFile {
         if buf.is_empty() {
             return Ok(());
         }
-        if let Some(direct) = &mut self.direct {
-            match direct.write_at(&self.file, offset, buf) {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
-                // The file system takes O_DIRECT but not these blocks (a device with larger ones): this
-                // file is written through the page cache from now on.
-                Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
-                    tracing::warn!(%error, "a direct write refused: the log is written through the page cache");
-                    self.direct = None;
-                }
-                Err(error) => return Err(error),
-            }
+        if self.try_direct(|direct, file| direct.write_at(file, offset, buf))? {
+            return Ok(());
         }
         self.file.write_all_at(buf, offset)?;
         if let Some(direct) = &mut self.direct {
@@ -349,17 +363,8 @@ impl DiskFile for RealFile {
     }
 
     fn write_zeros(&mut self, offset: u64, len: u64) -> io::Result<()> {
-        if let Some(direct) = &mut self.direct {
-            match direct.write_zeros(offset, len) {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
-                // As in `write_at`: written through the page cache from now on.
-                Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
-                    tracing::warn!(%error, "a direct write refused: the log is written through the page cache");
-                    self.direct = None;
-                }
-                Err(error) => return Err(error),
-            }
+        if self.try_direct(|direct, _| direct.write_zeros(offset, len))? {
+            return Ok(());
         }
         write_zeros_in_pieces(self, offset, len)
     }

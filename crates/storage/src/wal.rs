@@ -143,6 +143,27 @@ pub(crate) struct Segment<F> {
     pub readers: Arc<()>,
 }
 
+impl<F> Segment<F> {
+    /// A segment just made, with its header and no entry, `len` bytes long, zeroed through (a spare's;
+    /// `create_segment` says how far its own is), written through the page cache.
+    fn fresh(path: PathBuf, first_index: u64, salt: u64, len: u64, file: F) -> Self {
+        let end = SEGMENT_HEADER_BYTES as u64;
+        Segment {
+            path,
+            first_index,
+            last_index: first_index,
+            salt,
+            end,
+            dirty_end: end,
+            zeroed_end: len,
+            len,
+            file: Some(file),
+            direct_writes: false,
+            readers: Arc::default(),
+        }
+    }
+}
+
 /// The write-ahead log. See the module docs.
 pub struct Wal<D: Disk> {
     disk: D,
@@ -402,20 +423,10 @@ impl<D: Disk> Wal<D> {
             drop(file);
             return Err(self.discard_segment_file(&path, error));
         }
-        let end = SEGMENT_HEADER_BYTES as u64;
-        Ok(Segment {
-            path,
-            first_index,
-            last_index: first_index,
-            salt,
-            end,
-            dirty_end: end,
-            zeroed_end: end,
-            len: size,
-            file: Some(file),
-            direct_writes: self.opts.direct_writes,
-            readers: Arc::default(),
-        })
+        let mut segment = Segment::fresh(path, first_index, salt, size, file);
+        segment.zeroed_end = segment.end;
+        segment.direct_writes = self.opts.direct_writes;
+        Ok(segment)
     }
 
     /// The new segment made of the ready spare (`wal::spare`), if there is one and the batch fits: its
@@ -459,20 +470,9 @@ impl<D: Disk> Wal<D> {
         self.disk
             .sync_dir(&self.dir)
             .map_err(WalError::fatal_at("syncing directory", &self.dir))?;
-        let end = SEGMENT_HEADER_BYTES as u64;
-        Ok(Some(Segment {
-            path,
-            first_index,
-            last_index: first_index,
-            salt,
-            end,
-            dirty_end: end,
-            zeroed_end: len,
-            len,
-            file: Some(file),
-            direct_writes: self.opts.direct_writes,
-            readers: Arc::default(),
-        }))
+        let mut segment = Segment::fresh(path, first_index, salt, len, file);
+        segment.direct_writes = self.opts.direct_writes;
+        Ok(Some(segment))
     }
 
     fn init_segment(
