@@ -144,9 +144,16 @@ pub(crate) struct Segment<F> {
 }
 
 impl<F> Segment<F> {
-    /// A segment just made, with its header and no entry, `len` bytes long, zeroed through (a spare's;
-    /// `create_segment` says how far its own is), written through the page cache.
-    fn fresh(path: PathBuf, first_index: u64, salt: u64, len: u64, file: F) -> Self {
+    /// A segment just made, with its header and no entry, `len` bytes long, written (with zeros, or its
+    /// header) up to `zeroed_end`.
+    fn fresh(
+        path: PathBuf,
+        first_index: u64,
+        salt: u64,
+        (len, zeroed_end): (u64, u64),
+        file: F,
+        direct_writes: bool,
+    ) -> Self {
         let end = SEGMENT_HEADER_BYTES as u64;
         Segment {
             path,
@@ -155,10 +162,10 @@ impl<F> Segment<F> {
             salt,
             end,
             dirty_end: end,
-            zeroed_end: len,
+            zeroed_end: zeroed_end.max(end),
             len,
             file: Some(file),
-            direct_writes: false,
+            direct_writes,
             readers: Arc::default(),
         }
     }
@@ -423,10 +430,15 @@ impl<D: Disk> Wal<D> {
             drop(file);
             return Err(self.discard_segment_file(&path, error));
         }
-        let mut segment = Segment::fresh(path, first_index, salt, size, file);
-        segment.zeroed_end = segment.end;
-        segment.direct_writes = self.opts.direct_writes;
-        Ok(segment)
+        let direct = self.opts.direct_writes;
+        Ok(Segment::fresh(
+            path,
+            first_index,
+            salt,
+            (size, 0),
+            file,
+            direct,
+        ))
     }
 
     /// The new segment made of the ready spare (`wal::spare`), if there is one and the batch fits: its
@@ -470,9 +482,15 @@ impl<D: Disk> Wal<D> {
         self.disk
             .sync_dir(&self.dir)
             .map_err(WalError::fatal_at("syncing directory", &self.dir))?;
-        let mut segment = Segment::fresh(path, first_index, salt, len, file);
-        segment.direct_writes = self.opts.direct_writes;
-        Ok(Some(segment))
+        let direct = self.opts.direct_writes;
+        Ok(Some(Segment::fresh(
+            path,
+            first_index,
+            salt,
+            (len, len),
+            file,
+            direct,
+        )))
     }
 
     fn init_segment(

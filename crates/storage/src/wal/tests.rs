@@ -1338,7 +1338,11 @@ fn a_roll_into_a_prepared_segment_leaves_every_batch_on_written_pages() {
 
 #[test]
 fn a_full_segment_rolls_into_the_spare_and_a_batch_too_large_for_it_gets_a_segment_of_its_own() {
-    let opts = with_spares(small(4096));
+    // Not zeroed ahead: only a segment made of a spare is written to its end from the start.
+    let opts = with_spares(WalOptions {
+        zero_ahead_bytes: 0,
+        ..small(4096)
+    });
     let disk = SimDisk::new();
     let (mut wal, _) = open(&disk, &opts);
     append_range(&mut wal, 1..=1); // the preparer starts at the first write
@@ -1351,9 +1355,21 @@ fn a_full_segment_rolls_into_the_spare_and_a_batch_too_large_for_it_gets_a_segme
             append_range(&mut wal, next..=next);
             next += 1;
         }
+        let last = wal.segments.last().unwrap();
+        assert_eq!(
+            last.zeroed_end,
+            last.len,
+            "the roll to {} took no spare",
+            next - 1
+        );
     }
+    wait_for_spare(&wal);
     let big = vec![7u8; 6000];
     wal.append(&[(next, big.as_slice())]).unwrap();
+    // Too large for a spare: a segment of its own, made in place; the spare is kept for the next roll.
+    let last = wal.segments.last().unwrap();
+    assert!(last.len > 4096 && last.zeroed_end < last.len);
+    assert!(wal.preparer.as_ref().is_some_and(|p| p.is_ready()));
     drop(wal);
     let recovered = reopen(&disk, &opts);
     let mut want = expected(1..=next - 1);
@@ -1415,7 +1431,8 @@ fn a_spare_that_could_not_be_made_is_asked_for_again_at_the_next_roll() {
     let disk = SimDisk::new();
     let (mut wal, _) = open(&disk, &opts);
     // The device is full: the first segment cannot be created, nor can the spare (the thread starts at
-    // this first write and fails; it leaves no file behind).
+    // this first write and fails, once or twice as the roll's request meets it; it leaves no file behind
+    // and then waits to be asked again).
     disk.set_fault(Some(SimFault::NoSpace));
     let error = wal.append(&[(1, entry(1).as_slice())]).unwrap_err();
     assert!(error.is_no_space(), "{error}");
